@@ -1,0 +1,40 @@
+"""Configuration of the compressed optimizer."""
+
+import enum
+from dataclasses import dataclass, field
+
+from optim.schedule import LrSchedule
+
+
+class ValueMode(enum.IntEnum):
+    """How the selected coefficients' values travel. The number is the wire code."""
+
+    SIGN = 1  # 1 bit: the sign (Psyche); aggregation becomes a per-coefficient sign vote
+    INT8 = 2  # symmetric int8 with one fp32 absmax scale per chunk
+    BF16 = 3  # bfloat16
+    RAW = 4  # float64, exact; for reference-equivalence tests
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    chunk: int = 64  # block edge of the per-chunk DCT
+    topk: int = 8  # coefficients sent per chunk
+    beta: float = 0.999  # momentum decay
+    alpha: float = 1.0  # error feedback: fraction of each sent coefficient removed from momentum
+    values: ValueMode = ValueMode.SIGN
+    weight_decay: float = 0.0  # decoupled, scaled by the learning rate
+    clip_grad_norm: float | None = None  # clip the global gradient norm before compress
+    schedule: LrSchedule = field(default_factory=LrSchedule)
+
+    def check(self) -> None:
+        if self.chunk < 1 or self.topk < 1:
+            raise ValueError(f"chunk and topk must be positive, got {self.chunk}, {self.topk}")
+        if not 0 <= self.beta < 1:
+            raise ValueError(f"beta must be in [0, 1), got {self.beta}")
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be positive, got {self.clip_grad_norm}")
+        self.schedule.check()
