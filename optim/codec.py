@@ -205,7 +205,10 @@ def _encode_values(mode: ValueMode, values: list[np.ndarray]) -> bytes:
         scales = [np.abs(v).max(axis=1, initial=0.0) / 127 for v in values]
         quantized = [np.rint(v / np.where(s > 0, s, 1)[:, None]) for v, s in zip(values, scales)]
         all_scales = np.concatenate(scales).astype("<f4")
-        return all_scales.tobytes() + np.concatenate([q.reshape(-1) for q in quantized]).astype(np.int8).tobytes()
+        return (
+            all_scales.tobytes()
+            + np.concatenate([q.reshape(-1) for q in quantized]).astype(np.int8).tobytes()
+        )
     if mode == ValueMode.BF16:
         bits = flat.astype(np.float32).view(np.uint32)
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # round to nearest even

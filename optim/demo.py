@@ -81,7 +81,9 @@ class DemoOptimizer:
             ((n, tuple(p.shape)) for n, p in named), config.chunk, config.topk, config.values
         )
         self.momentum = [
-            torch.zeros(ts.layout.n_chunks, ts.layout.chunk_numel, dtype=compute_dtype(p.dtype), device=p.device)
+            torch.zeros(
+                ts.layout.n_chunks, ts.layout.chunk_numel, dtype=compute_dtype(p.dtype), device=p.device
+            )
             for ts, p in zip(self.spec.tensors, self.params)
         ]
         self.step = 0
@@ -133,7 +135,11 @@ class DemoOptimizer:
         for i, (p, ts) in enumerate(zip(self.params, self.spec.tensors)):
             lay = ts.layout
             mean = aggregate(
-                [d.tensors[i] for d in decoded], lay.n_chunks, lay.chunk_numel, compute_dtype(p.dtype), p.device
+                [d.tensors[i] for d in decoded],
+                lay.n_chunks,
+                lay.chunk_numel,
+                compute_dtype(p.dtype),
+                p.device,
             )
             sign_step(p, idct_chunks(mean, lay), lr, wd)
         self.step += 1
@@ -151,4 +157,3 @@ class DemoOptimizer:
         for name, m in zip(self.names, self.momentum):
             m.copy_(state["momentum"][name])
         self.step = int(state["step"])
-

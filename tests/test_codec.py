@@ -1,0 +1,224 @@
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from optim.codec import MAGIC, TensorPayload, decode, encode, max_payload_bytes
+from optim.config import ValueMode
+from optim.errors import (
+    HeaderError,
+    IndexRangeError,
+    MalformedSectionError,
+    OversizedPayloadError,
+    PayloadError,
+    SpecMismatchError,
+    TrailingBytesError,
+    TruncatedPayloadError,
+    ValueRangeError,
+)
+from optim.spec import ParamSpec
+
+SHAPES = [("w", (16, 24)), ("b", (13,)), ("conv", (2, 3, 5, 9))]
+
+
+def make_spec(mode=ValueMode.RAW, topk=3, shapes=SHAPES):
+    return ParamSpec.build(shapes, chunk=8, topk=topk, mode=mode)
+
+
+def random_payload(spec, rng, drop_chunks=False):
+    tensors = []
+    for ts in spec.tensors:
+        n_chunks, n = ts.layout.n_chunks, ts.layout.chunk_numel
+        keep = rng.random(n_chunks) < 0.6 if drop_chunks else np.ones(n_chunks, bool)
+        chunks = np.flatnonzero(keep)
+        idx = np.sort(np.argsort(rng.random((len(chunks), n)), axis=1)[:, : ts.k], axis=1)
+        tensors.append(TensorPayload(chunks, idx, rng.standard_normal((len(chunks), ts.k))))
+    return tensors
+
+
+def assert_same_positions(decoded, sent):
+    for d, s in zip(decoded.tensors, sent):
+        assert np.array_equal(d.chunks, s.chunks)
+        assert np.array_equal(d.indices, s.indices)
+
+
+@pytest.mark.parametrize("drop_chunks", [False, True])
+def test_raw_mode_round_trips_exactly(drop_chunks):
+    spec, rng = make_spec(), np.random.default_rng(0)
+    sent = random_payload(spec, rng, drop_chunks)
+    decoded = decode(spec, encode(spec, 7, sent))
+    assert decoded.step == 7
+    assert_same_positions(decoded, sent)
+    for d, s in zip(decoded.tensors, sent):
+        assert np.array_equal(d.values, s.values)
+
+
+def test_sign_mode_sends_only_the_sign():
+    spec = make_spec(ValueMode.SIGN)
+    sent = random_payload(spec, np.random.default_rng(1))
+    for d, s in zip(decode(spec, encode(spec, 0, sent)).tensors, sent):
+        assert np.array_equal(d.values, np.where(s.values > 0, 1.0, -1.0))
+
+
+def test_int8_mode_is_within_half_a_step_of_each_chunks_scale():
+    spec = make_spec(ValueMode.INT8)
+    sent = random_payload(spec, np.random.default_rng(2))
+    for d, s in zip(decode(spec, encode(spec, 0, sent)).tensors, sent):
+        scale = np.abs(s.values).max(axis=1, keepdims=True) / 127
+        assert (np.abs(d.values - s.values) <= scale / 2 + 1e-7).all()
+
+
+def test_bf16_mode_rounds_to_bfloat16():
+    spec = make_spec(ValueMode.BF16)
+    sent = random_payload(spec, np.random.default_rng(3))
+    for d, s in zip(decode(spec, encode(spec, 0, sent)).tensors, sent):
+        assert np.allclose(d.values, s.values, rtol=2**-8, atol=0)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(list(ValueMode)), st.integers(1, 70), st.integers(0, 2**32), st.booleans())
+def test_every_mode_round_trips_positions(mode, topk, seed, drop_chunks):
+    spec = make_spec(mode, topk)
+    sent = random_payload(spec, np.random.default_rng(seed), drop_chunks)
+    data = encode(spec, seed, sent)
+    assert len(data) <= max_payload_bytes(spec)
+    assert_same_positions(decode(spec, data), sent)
+
+
+@pytest.fixture
+def payload():
+    spec = make_spec()
+    return spec, encode(spec, 3, random_payload(spec, np.random.default_rng(4)))
+
+
+def test_wrong_magic_is_a_header_error(payload):
+    spec, data = payload
+    with pytest.raises(HeaderError, match="magic"):
+        decode(spec, b"XXXX" + data[4:])
+
+
+def test_unknown_version_is_a_header_error(payload):
+    spec, data = payload
+    with pytest.raises(HeaderError, match="version 9"):
+        decode(spec, data[:4] + bytes([9]) + data[5:])
+
+
+def test_payload_for_another_spec_is_rejected(payload):
+    _, data = payload
+    with pytest.raises(SpecMismatchError):
+        decode(make_spec(topk=4), data)
+
+
+def test_payload_for_another_value_mode_is_rejected():
+    sign = make_spec(ValueMode.SIGN)
+    data = encode(sign, 0, random_payload(sign, np.random.default_rng(5)))
+    with pytest.raises(SpecMismatchError):
+        decode(make_spec(ValueMode.BF16), data)
+
+
+def test_truncated_payload_is_rejected(payload):
+    spec, data = payload
+    with pytest.raises(TruncatedPayloadError):
+        decode(spec, data[:-1])
+
+
+def test_trailing_bytes_are_rejected(payload):
+    spec, data = payload
+    with pytest.raises(TrailingBytesError):
+        decode(spec, data + b"\0")
+
+
+def test_payload_over_the_limit_is_rejected_before_parsing(payload):
+    spec, data = payload
+    with pytest.raises(OversizedPayloadError):
+        decode(spec, data, max_bytes=len(data) - 1)
+    with pytest.raises(OversizedPayloadError):
+        decode(spec, MAGIC + bytes(max_payload_bytes(spec)))
+
+
+def test_index_beyond_the_chunk_is_rejected():
+    spec = make_spec(shapes=[("w", (8, 8))])
+    sent = [TensorPayload(np.array([0]), np.array([[1, 2, 64]]), np.ones((1, 3)))]
+    with pytest.raises(IndexRangeError):
+        decode(spec, encode(spec, 0, sent))
+
+
+def test_non_finite_value_is_rejected(payload):
+    spec, data = payload
+    with pytest.raises(ValueRangeError, match="finite"):
+        decode(spec, data[:-8] + struct.pack("<d", float("nan")))
+
+
+def test_int8_minimum_is_outside_the_symmetric_range():
+    spec = make_spec(ValueMode.INT8, shapes=[("w", (8, 8))])
+    data = encode(spec, 0, [TensorPayload(np.array([0]), np.array([[0, 1, 2]]), np.ones((1, 3)))])
+    with pytest.raises(ValueRangeError, match="-128"):
+        decode(spec, data[:-1] + b"\x80")
+
+
+def test_zero_int8_scale_is_rejected():
+    spec = make_spec(ValueMode.INT8, shapes=[("w", (8, 8))])
+    data = encode(spec, 0, [TensorPayload(np.array([0]), np.array([[0, 1, 2]]), np.ones((1, 3)))])
+    with pytest.raises(ValueRangeError, match="scale"):
+        decode(spec, data[:-7] + bytes(4) + data[-3:])
+
+
+def test_rice_parameter_beyond_the_chunk_is_malformed(payload):
+    spec, data = payload
+    table_at = 46
+    with pytest.raises(MalformedSectionError, match="Rice"):
+        decode(spec, data[:table_at] + bytes([40]) + data[table_at + 1 :])
+
+
+def test_encoder_refuses_non_finite_values():
+    spec = make_spec(shapes=[("w", (8, 8))])
+    with pytest.raises(ValueError):
+        encode(spec, 0, [TensorPayload(np.array([0]), np.array([[0, 1, 2]]), np.full((1, 3), np.inf))])
+
+
+def check_decoded_is_well_formed(spec, decoded):
+    for ts, tp in zip(spec.tensors, decoded.tensors):
+        assert tp.indices.shape == (len(tp.chunks), ts.k)
+        if tp.indices.size:
+            assert (np.diff(tp.indices, axis=1) > 0).all()
+            assert tp.indices.min() >= 0 and tp.indices.max() < ts.layout.chunk_numel
+            assert np.isfinite(tp.values).all()
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(list(ValueMode)), st.integers(0, 2**32), st.data())
+def test_mutated_payloads_only_ever_raise_payload_error(mode, seed, data):
+    spec = make_spec(mode)
+    raw = bytearray(encode(spec, 0, random_payload(spec, np.random.default_rng(seed), drop_chunks=True)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] ^= data.draw(st.integers(1, 255))
+    try:
+        check_decoded_is_well_formed(spec, decode(spec, bytes(raw)))
+    except PayloadError:
+        pass
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(list(ValueMode)), st.integers(0, 2**32), st.data())
+def test_truncated_or_extended_payloads_raise_payload_error(mode, seed, data):
+    spec = make_spec(mode)
+    raw = encode(spec, 0, random_payload(spec, np.random.default_rng(seed)))
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    with pytest.raises(PayloadError):
+        decode(spec, raw[:cut])
+    with pytest.raises(PayloadError):
+        decode(spec, raw + data.draw(st.binary(min_size=1, max_size=64)))
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_only_ever_raise_payload_error(blob):
+    spec = make_spec(ValueMode.SIGN)
+    for candidate in (blob, MAGIC + bytes([1, int(spec.mode)]) + bytes(8) + spec.digest + blob):
+        try:
+            check_decoded_is_well_formed(spec, decode(spec, candidate))
+        except PayloadError:
+            pass
