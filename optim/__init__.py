@@ -1,5 +1,6 @@
 """The compressed optimizer: per-chunk DCT, top-k momentum exchange, strict wire codec."""
 
+from optim import rice
 from optim.codec import Payload, TensorPayload, decode, encode, max_payload_bytes
 from optim.config import DemoConfig, ValueMode
 from optim.demo import DemoOptimizer
@@ -19,4 +20,5 @@ __all__ = [
     "decode",
     "encode",
     "max_payload_bytes",
+    "rice",
 ]

@@ -7,8 +7,12 @@ zero-padded from n to m * s. Balanced blocks pad at most m - 1 rows (a prime 409
 1.5%), where the reference's "largest divisor <= 64" rule makes a prime dimension 1-wide (dense).
 The padded coefficients live only in the DCT domain; the inverse transform crops them away.
 
-Chunk-major layout. Transformed coefficients are stored as (n_chunks, sh * sw): one row per
-block, in (lead, block row, block col) order, so top-k and the wire codec work per row.
+Block layout. Coefficients live where their block lives, in the padded tensor (B, Hp, Wp): each
+(sh, sw) block holds its own DCT. Both transforms are then two large GEMMs with no permute, and
+the momentum update fuses into the second one. Chunk c (numbered in (lead, block row, block col)
+order) and index i within it (row-major in the block) name a coefficient on the wire;
+`block_positions` maps them to flat offsets, and `chunk_major_abs` reads |coefficients| one
+chunk per row for top-k in a single pass.
 
 Math runs in fp32 (fp64 for fp64 inputs) whatever the parameter dtype: with a bf16 basis the
 encode/decode round trip is off by 5e-3 relative, which would make error feedback inexact.
@@ -41,6 +45,10 @@ class ChunkLayout:
     @property
     def numel(self) -> int:
         return self.lead * self.rows * self.cols
+
+    @property
+    def padded_shape(self) -> tuple[int, int, int]:
+        return (self.lead, self.grid_rows * self.chunk_rows, self.grid_cols * self.chunk_cols)
 
     @property
     def chunk_numel(self) -> int:
@@ -81,30 +89,46 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def dct_chunks(x: torch.Tensor, lay: ChunkLayout) -> torch.Tensor:
-    """Tensor of lay.shape -> its per-block DCT coefficients (n_chunks, sh * sw)."""
+def dct_blocks(
+    x: torch.Tensor, lay: ChunkLayout, out: torch.Tensor | None = None, beta: float = 0.0, alpha: float = 1.0
+) -> torch.Tensor:
+    """out = beta * out + alpha * DCT(x) in block layout (B, Hp, Wp); a new tensor when out is None."""
     dtype = compute_dtype(x.dtype)
     sh, sw, mh, mw = lay.chunk_rows, lay.chunk_cols, lay.grid_rows, lay.grid_cols
     x = x.to(dtype).reshape(lay.lead, lay.rows, lay.cols)
     pad_rows, pad_cols = sh * mh - lay.rows, sw * mw - lay.cols
     if pad_rows or pad_cols:
         x = torch.nn.functional.pad(x, (0, pad_cols, 0, pad_rows))
-    fw = basis(sw, dtype, x.device)
-    y = torch.matmul(x.reshape(lay.lead, sh * mh, mw, sw), fw.T)  # (B, Hp, mw, sw)
     if sh > 1:
-        fh = basis(sh, dtype, x.device)
-        y = torch.matmul(fh, y.reshape(lay.lead, mh, sh, mw * sw))  # (B, mh, sh, Wp)
-    y = y.reshape(lay.lead, mh, sh, mw, sw).permute(0, 1, 3, 2, 4)  # (B, mh, mw, sh, sw)
-    return y.reshape(lay.n_chunks, lay.chunk_numel)
+        x = torch.matmul(basis(sh, dtype, x.device), x.reshape(lay.lead, mh, sh, mw * sw))  # (B, mh, sh, Wp)
+    if out is None:
+        out, beta = torch.zeros(lay.padded_shape, dtype=dtype, device=x.device), 0.0
+    out.view(-1, sw).addmm_(x.reshape(-1, sw), basis(sw, dtype, x.device).T, beta=beta, alpha=alpha)
+    return out
 
 
-def idct_chunks(c: torch.Tensor, lay: ChunkLayout) -> torch.Tensor:
-    """Inverse of dct_chunks: (n_chunks, sh * sw) -> tensor of lay.shape (padding cropped)."""
+def idct_blocks(c: torch.Tensor, lay: ChunkLayout) -> torch.Tensor:
+    """Inverse of dct_blocks: (B, Hp, Wp) -> tensor of lay.shape (padding cropped)."""
     sh, sw, mh, mw = lay.chunk_rows, lay.chunk_cols, lay.grid_rows, lay.grid_cols
-    y = c.reshape(lay.lead, mh, mw, sh, sw).permute(0, 1, 3, 2, 4)  # (B, mh, sh, mw, sw)
-    y = y.reshape(lay.lead, mh, sh, mw * sw)
+    y = torch.matmul(c.reshape(-1, sw), basis(sw, c.dtype, c.device))
     if sh > 1:
-        y = torch.matmul(basis(sh, c.dtype, c.device).T, y)
-    y = torch.matmul(y.reshape(lay.lead, sh * mh, mw, sw), basis(sw, c.dtype, c.device))
-    y = y.reshape(lay.lead, sh * mh, sw * mw)[:, : lay.rows, : lay.cols]
+        y = torch.matmul(basis(sh, c.dtype, c.device).T, y.reshape(lay.lead, mh, sh, mw * sw))
+    y = y.reshape(lay.padded_shape)[:, : lay.rows, : lay.cols]
     return y.reshape(lay.shape)
+
+
+def chunk_major_abs(c: torch.Tensor, lay: ChunkLayout) -> torch.Tensor:
+    """|coefficients| of a block-layout tensor, one chunk per row: (n_chunks, sh * sw)."""
+    sh, sw, mh, mw = lay.chunk_rows, lay.chunk_cols, lay.grid_rows, lay.grid_cols
+    blocks = c.view(lay.lead, mh, sh, mw, sw).permute(0, 1, 3, 2, 4)  # (B, mh, mw, sh, sw)
+    out = torch.empty(lay.n_chunks, lay.chunk_numel, dtype=c.dtype, device=c.device)
+    torch.abs(blocks, out=out.view(blocks.shape))
+    return out
+
+
+def block_positions(lay: ChunkLayout, chunks: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Flat offsets into the block layout of (chunk id (A,), index within chunk (A, k)): (A, k)."""
+    sh, sw, mw = lay.chunk_rows, lay.chunk_cols, lay.grid_cols
+    block_row, block_col = (chunks // mw)[:, None], (chunks % mw)[:, None]  # block_row counts lead too
+    row, col = indices // sw, indices % sw
+    return (block_row * sh + row) * (mw * sw) + block_col * sw + col

@@ -10,7 +10,8 @@ Per parameter and step (DeMo, arXiv 2411.19870, with Psyche's choices):
 
 Because the per-chunk DCT is orthonormal and linear, keeping D in the DCT domain equals the
 reference's weight-domain momentum followed by an encode, and the feedback needs no local
-decode: one forward transform per compress and one inverse per apply.
+decode: one forward transform per compress (with the momentum update fused into its last GEMM)
+and one inverse per apply. D is kept in block layout (see dct.py).
 
 With one peer, apply({me: compress()}) is local sign-SGD on DCT top-k momentum.
 """
@@ -22,7 +23,7 @@ import torch
 
 from optim.codec import Payload, TensorPayload, decode, encode
 from optim.config import DemoConfig
-from optim.dct import ChunkLayout, compute_dtype, dct_chunks, idct_chunks
+from optim.dct import ChunkLayout, block_positions, chunk_major_abs, compute_dtype, dct_blocks, idct_blocks
 from optim.errors import PayloadError, StalePayloadError
 from optim.spec import ParamSpec
 
@@ -30,40 +31,60 @@ from optim.spec import ParamSpec
 def update_momentum(
     momentum: torch.Tensor, grad: torch.Tensor | None, lay: ChunkLayout, beta: float, lr: float
 ) -> None:
-    momentum.mul_(beta)
-    if grad is not None:
-        momentum.add_(dct_chunks(grad, lay), alpha=lr)
+    if grad is None:
+        momentum.mul_(beta)
+    else:
+        dct_blocks(grad, lay, out=momentum, beta=beta, alpha=lr)
 
 
-def take_topk(momentum: torch.Tensor, k: int, alpha: float) -> TensorPayload:
-    """Select the k largest |coefficients| of each nonzero chunk and apply error feedback."""
-    active = momentum.ne(0).any(dim=1)
-    rows = momentum if bool(active.all()) else momentum[active]  # (A, n)
-    chunks = torch.arange(len(momentum), device=momentum.device)[active]
-    indices = torch.topk(rows.abs(), k, dim=1, sorted=False).indices.sort(dim=1).values  # (A, k)
-    values = rows.gather(1, indices)
-    momentum[chunks[:, None], indices] = values - alpha * values
+def take_topk(momentum: torch.Tensor, lay: ChunkLayout, k: int, alpha: float) -> TensorPayload:
+    """Select the k largest |coefficients| of each chunk and apply error feedback.
+
+    Chunks whose momentum is all zero (their largest pick is zero) are left out of the payload.
+    """
+    indices = torch.topk(chunk_major_abs(momentum, lay), k, dim=1, sorted=False).indices.sort(dim=1).values
+    chunks = torch.arange(lay.n_chunks, device=momentum.device)
+    flat, at = momentum.view(-1), block_positions(lay, chunks, indices)  # (C, k)
+    values = flat[at]
+    flat[at] = values - alpha * values
+    active = values.ne(0).any(dim=1)
+    if not bool(active.all()):
+        chunks, indices, values = chunks[active], indices[active], values[active]
     return TensorPayload(chunks.cpu().numpy(), indices.cpu().numpy(), values.cpu().numpy())
 
 
 def aggregate(
-    payloads: list[TensorPayload], n_chunks: int, chunk_numel: int, dtype: torch.dtype, device: torch.device
+    payloads: list[TensorPayload], lay: ChunkLayout, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
-    """Mean per coefficient over the payloads that picked it, summed in the order given."""
-    sums = torch.zeros(n_chunks * chunk_numel, dtype=dtype, device=device)
-    counts = torch.zeros_like(sums)
-    for tp in payloads:
-        flat = torch.from_numpy(tp.chunks[:, None] * chunk_numel + tp.indices).reshape(-1).to(device)
-        values = torch.from_numpy(tp.values).reshape(-1).to(device=device, dtype=dtype)
-        sums.index_add_(0, flat, values)
-        counts.index_add_(0, flat, torch.ones_like(values))
-    return (sums / counts.clamp(min=1)).reshape(n_chunks, chunk_numel)
+    """Mean per coefficient over the payloads that picked it, summed in the order given, in
+    block layout.
+
+    Sums run over the union of picked positions, not the dense tensor (2-3x faster on CPU than
+    dense sum and count buffers). Each payload is added with one index_add_ whose positions are
+    unique, so no position receives concurrent adds and the result is bit-identical on CUDA as
+    well as on CPU.
+    """
+    positions = [
+        block_positions(lay, torch.from_numpy(tp.chunks), torch.from_numpy(tp.indices)).reshape(-1)
+        for tp in payloads
+    ]
+    picked, where = torch.unique(torch.cat(positions), return_inverse=True)
+    sums = torch.zeros(len(picked), dtype=dtype, device=device)
+    for tp, at in zip(payloads, torch.split(where.to(device), [len(p) for p in positions])):
+        sums.index_add_(0, at, torch.from_numpy(tp.values).reshape(-1).to(device=device, dtype=dtype))
+    counts = torch.bincount(where, minlength=len(picked)).to(device=device, dtype=dtype)
+    dense = torch.zeros(lay.padded_shape, dtype=dtype, device=device)
+    dense.view(-1)[picked.to(device)] = sums / counts
+    return dense
 
 
 def sign_step(param: torch.Tensor, direction: torch.Tensor, lr: float, weight_decay: float) -> None:
-    """p = p * (1 - lr * wd) - lr * sign(direction), computed in fp32 (fp64 for fp64 params)."""
+    """p = p * (1 - lr * wd) - lr * sign(direction), in direction's dtype (fp32, or fp64 for fp64
+    params). Consumes `direction`: its sign is taken in place."""
     work = param.detach().to(direction.dtype)
-    work.mul_(1 - lr * weight_decay).add_(direction.sign(), alpha=-lr)
+    if weight_decay:
+        work.mul_(1 - lr * weight_decay)
+    work.add_(direction.sign_(), alpha=-lr)
     if work.data_ptr() != param.data_ptr():
         param.detach().copy_(work)
 
@@ -106,7 +127,7 @@ class DemoOptimizer:
         tensors = []
         for p, ts, m in zip(self.params, self.spec.tensors, self.momentum):
             update_momentum(m, p.grad, ts.layout, cfg.beta, self.lr)
-            tensors.append(take_topk(m, ts.k, cfg.alpha))
+            tensors.append(take_topk(m, ts.layout, ts.k, cfg.alpha))
         return encode(self.spec, self.step, tensors)
 
     def decode(self, payload: bytes) -> Payload:
@@ -133,15 +154,8 @@ class DemoOptimizer:
                 raise type(err)(f"payload from {node}: {err}") from err
         lr, wd = self.lr, self.config.weight_decay
         for i, (p, ts) in enumerate(zip(self.params, self.spec.tensors)):
-            lay = ts.layout
-            mean = aggregate(
-                [d.tensors[i] for d in decoded],
-                lay.n_chunks,
-                lay.chunk_numel,
-                compute_dtype(p.dtype),
-                p.device,
-            )
-            sign_step(p, idct_chunks(mean, lay), lr, wd)
+            mean = aggregate([d.tensors[i] for d in decoded], ts.layout, compute_dtype(p.dtype), p.device)
+            sign_step(p, idct_blocks(mean, ts.layout), lr, wd)
         self.step += 1
 
     def state_dict(self) -> dict[str, Any]:

@@ -47,10 +47,11 @@ def test_unary_example_bits():
     assert rice.unary_bits(np.array([0, 2, 1])).tolist() == [1, 0, 0, 1, 0, 1]
 
 
-def test_best_rice_parameter_minimises_the_coded_size():
-    gaps = np.array([0, 1, 2, 3] * 10 + [100])
-    costs = [int((gaps >> b).sum() + gaps.size * (b + 1)) for b in range(8)]
-    assert rice.best_rice_param(gaps, 7) == int(np.argmin(costs))
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=300), st.integers(0, 13))
+def test_best_rice_parameter_is_the_smallest_minimiser_of_the_coded_size(gaps, max_param):
+    g = np.array(gaps, dtype=np.int64)
+    costs = [int((g >> b).sum() + g.size * (b + 1)) for b in range(max_param + 1)]
+    assert rice.best_rice_param(g, max_param) == int(np.argmin(costs))
 
 
 @pytest.mark.parametrize("k", [4, 8, 16, 32, 64])
