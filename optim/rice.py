@@ -66,15 +66,21 @@ def quotients_from_unary(stream: bytes, count: int) -> np.ndarray:
     return np.diff(ends, prepend=-1) - 1
 
 
+def _container(width: int) -> np.dtype:
+    """The smallest big-endian unsigned type that holds `width` bits."""
+    return np.dtype(">u2") if width <= 16 else np.dtype(">u4") if width <= 32 else np.dtype(">u8")
+
+
 def fixed_bits(values: np.ndarray, width: int) -> np.ndarray:
     """Non-negative values < 2^width -> 0/1 array of width bits each, most significant first."""
-    shifts = np.arange(width - 1, -1, -1)
-    return ((values[:, None] >> shifts[None, :]) & 1).astype(np.uint8).reshape(-1)
+    container = _container(width)
+    bits = np.unpackbits(values.astype(container).view(np.uint8)).reshape(-1, 8 * container.itemsize)
+    return bits[:, bits.shape[1] - width :].reshape(-1)
 
 
 def values_from_fixed(bits: np.ndarray, count: int, width: int) -> np.ndarray:
     """Inverse of fixed_bits: `count` values from count * width bits."""
-    if width == 0:
-        return np.zeros(count, dtype=np.int64)
-    weights = np.left_shift(1, np.arange(width - 1, -1, -1, dtype=np.int64))
-    return bits.reshape(-1, width).astype(np.int64) @ weights
+    container = _container(width)
+    padded = np.zeros((count, 8 * container.itemsize), dtype=np.uint8)
+    padded[:, padded.shape[1] - width :] = bits.reshape(count, width)
+    return np.packbits(padded.reshape(-1)).view(container).astype(np.int64)
