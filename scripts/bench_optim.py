@@ -318,7 +318,8 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("k per 64x64 chunk")
         ax.set_ylabel("bytes per step per node")
         ax.set_title(model)
-        ax.legend()
+        ax.set_ylim(top=dense * 4)
+        ax.legend(loc="center right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -339,7 +340,7 @@ def main() -> None:
         action="store_true",
         help="leave glibc's default of unmapping freed large blocks",
     )
-    parser.add_argument("--plot", type=Path, default=Path("out/bench_optim.png"))
+    parser.add_argument("--plot", default="out/bench_optim.png", help="PNG path; empty for none")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
     if args.threads:
@@ -348,7 +349,7 @@ def main() -> None:
     console = Console(stderr=args.json, width=160)
     rows = run(args, console)
     if args.plot:
-        plot(rows, args.plot)
+        plot(rows, Path(args.plot))
     if args.json:
         print(
             json.dumps(
