@@ -202,9 +202,12 @@ def _encode_values(mode: ValueMode, values: list[np.ndarray]) -> bytes:
     if mode == ValueMode.SIGN:
         return np.packbits(flat > 0).tobytes()
     if mode == ValueMode.INT8:
-        scales = [np.abs(v).max(axis=1, initial=0.0) / 127 for v in values]
-        quantized = [np.rint(v / np.where(s > 0, s, 1)[:, None]) for v, s in zip(values, scales)]
-        all_scales = np.concatenate(scales).astype("<f4")
+        # quantize with the scale as transmitted (fp32), so decoding multiplies by the same number
+        scales = [(np.abs(v).max(axis=1, initial=0.0) / 127).astype("<f4") for v in values]
+        quantized = [
+            np.clip(np.rint(v / np.where(s > 0, s, 1)[:, None]), -127, 127) for v, s in zip(values, scales)
+        ]
+        all_scales = np.concatenate(scales)
         return (
             all_scales.tobytes()
             + np.concatenate([q.reshape(-1) for q in quantized]).astype(np.int8).tobytes()
