@@ -1,0 +1,132 @@
+"""Checkpoints: safetensors weights, a Hugging Face-compatible config.json, optimizer state, and
+the model hash every replica compares.
+
+Nothing here unpickles: checkpoints arrive from peers, and safetensors plus JSON cannot execute
+code on load. The optimizer's momentum is a second safetensors file with its step and spec
+digest in the metadata.
+"""
+
+import hashlib
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from node.model import Llama, ModelConfig
+from optim import DemoOptimizer
+
+WEIGHTS, CONFIG, OPTIMIZER = "model.safetensors", "config.json", "optimizer.safetensors"
+
+_HF_KEYS = {  # our field -> Hugging Face LlamaConfig field
+    "vocab_size": "vocab_size",
+    "dim": "hidden_size",
+    "n_layers": "num_hidden_layers",
+    "n_heads": "num_attention_heads",
+    "n_kv_heads": "num_key_value_heads",
+    "ffn_dim": "intermediate_size",
+    "max_seq_len": "max_position_embeddings",
+    "rope_theta": "rope_theta",
+    "norm_eps": "rms_norm_eps",
+    "tie_embeddings": "tie_word_embeddings",
+}
+
+
+def model_hash(model: torch.nn.Module) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every parameter in sorted name order."""
+    digest = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        t = p.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def hf_config(cfg: ModelConfig, dtype: torch.dtype) -> dict:
+    out = {hf: getattr(cfg, ours) for ours, hf in _HF_KEYS.items()}
+    out.update(
+        architectures=["LlamaForCausalLM"],
+        model_type="llama",
+        hidden_act="silu",
+        attention_bias=False,
+        mlp_bias=False,
+        head_dim=cfg.head_dim,
+        torch_dtype=str(dtype).removeprefix("torch."),
+    )
+    return out
+
+
+def config_from_hf(raw: dict) -> ModelConfig:
+    if raw.get("model_type") != "llama":
+        raise ValueError(f"not a Llama config: model_type {raw.get('model_type')!r}")
+    if raw.get("rope_scaling"):
+        raise ValueError("rope_scaling is not supported")
+    defaults = {f.name: f.default for f in fields(ModelConfig)}
+    values = {ours: raw.get(hf, defaults[ours]) for ours, hf in _HF_KEYS.items()}
+    values["n_kv_heads"] = values["n_kv_heads"] or values["n_heads"]
+    return ModelConfig(**values)
+
+
+def save(
+    directory: str | Path, model: Llama, optimizer: DemoOptimizer | None = None, meta: dict | None = None
+) -> str:
+    """Write the checkpoint and return its model hash (also stored in config.json)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = model_hash(model)
+    weights = {n: p.detach().contiguous() for n, p in model.named_parameters()}
+    save_file(weights, directory / WEIGHTS, metadata={"format": "pt", "agora_model_hash": digest})
+    dtype = next(model.parameters()).dtype
+    config = hf_config(model.config, dtype) | {
+        "agora": {"model": asdict(model.config), "model_hash": digest} | (meta or {})
+    }
+    (directory / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        metadata = {"step": str(state["step"]), "spec_digest": state["spec_digest"]}
+        save_file(
+            {n: m.contiguous() for n, m in state["momentum"].items()},
+            directory / OPTIMIZER,
+            metadata=metadata,
+        )
+    return digest
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Llama:
+    """Load our checkpoint or a Hugging Face Llama directory (one or several *.safetensors files)."""
+    directory = Path(directory)
+    cfg = config_from_hf(json.loads((directory / CONFIG).read_text()))
+    model = Llama(cfg)
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(directory.glob("*.safetensors")):
+        if shard.name != OPTIMIZER:
+            state.update(load_file(shard))
+    if cfg.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    expected = dict(model.named_parameters())
+    if set(state) != set(expected):
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        raise ValueError(
+            f"{directory}: weights do not match the config: missing {missing[:3]}, extra {unexpected[:3]}"
+        )
+    with torch.no_grad():
+        for name, p in expected.items():
+            if state[name].shape != p.shape:
+                raise ValueError(
+                    f"{directory}: {name} has shape {tuple(state[name].shape)}, config says {tuple(p.shape)}"
+                )
+            p.copy_(state[name])
+    return model.to(device)
+
+
+def load_optimizer(directory: str | Path, optimizer: DemoOptimizer) -> None:
+    from safetensors import safe_open
+
+    path = Path(directory) / OPTIMIZER
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    momentum = load_file(path)
+    optimizer.load_state_dict(
+        {"step": int(metadata["step"]), "spec_digest": metadata["spec_digest"], "momentum": momentum}
+    )

@@ -1,0 +1,65 @@
+"""The local training step: fetch the assigned batches, forward/backward with gradient
+accumulation over micro-batches, and hand the gradients to the optimizer.
+
+On CUDA the forward runs under bf16 autocast (SDPA picks its fused kernels); on CPU in fp32.
+"""
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from node.data import TokenDataset
+from node.model import Llama
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # mean training loss over the step's sequences
+    tokens: int
+
+
+class Trainer:
+    def __init__(self, model: Llama, data: TokenDataset, micro_batch: int, device: torch.device):
+        self.model, self.data, self.micro_batch, self.device = model, data, micro_batch, device
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def accumulate_gradients(self, batch_ids: Sequence[int]) -> StepResult:
+        """Leave in .grad the mean-loss gradient over all sequences of these batches."""
+        self.model.train()
+        for p in self.model.parameters():
+            p.grad = None
+        seqs = np.concatenate([self.data.batch(b) for b in batch_ids]) if batch_ids else np.empty((0, 0))
+        total = 0.0
+        for start in range(0, len(seqs), self.micro_batch):
+            chunk = torch.from_numpy(seqs[start : start + self.micro_batch]).to(self.device)
+            with self._autocast():
+                _, loss = self.model(chunk[:, :-1], chunk[:, 1:])
+            (loss * (len(chunk) / len(seqs))).backward()
+            total += loss.item() * len(chunk)
+        return StepResult(total / max(1, len(seqs)), len(seqs) * self.data.seq_len)
+
+    @torch.no_grad()
+    def evaluate(self, max_seqs: int = 64) -> float:
+        """Mean loss over the first max_seqs validation sequences (the same ones every call)."""
+        self.model.eval()
+        seqs = self.data.val_batches(max_seqs)
+        total = 0.0
+        for start in range(0, len(seqs), self.micro_batch):
+            chunk = torch.from_numpy(seqs[start : start + self.micro_batch]).to(self.device)
+            with self._autocast():
+                _, loss = self.model(chunk[:, :-1], chunk[:, 1:])
+            total += loss.item() * len(chunk)
+        return total / len(seqs)

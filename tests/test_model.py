@@ -1,0 +1,102 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from node.checkpoint import load_model, model_hash, save
+from node.model import PRESETS, Llama, preset
+
+
+def test_presets_have_their_advertised_sizes():
+    sizes = {name: Llama(preset(name)).num_params() for name in ("tiny", "20m")}
+    assert 0.7e6 < sizes["tiny"] < 1.2e6
+    assert 18e6 < sizes["20m"] < 22e6
+
+
+def test_larger_presets_are_valid_configs():
+    for name in ("125m", "1b"):
+        PRESETS[name].check()
+
+
+def test_same_seed_gives_bit_identical_weights_in_another_process():
+    code = (
+        "from node.model import Llama, preset; from node.checkpoint import model_hash; "
+        "print(model_hash(Llama(preset('tiny'), seed=7)))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert other == model_hash(Llama(preset("tiny"), seed=7))
+
+
+def test_different_seeds_give_different_weights():
+    assert model_hash(Llama(preset("tiny"), seed=1)) != model_hash(Llama(preset("tiny"), seed=2))
+
+
+def test_parameter_names_follow_hugging_face_llama():
+    names = {n for n, _ in Llama(preset("tiny", n_layers=1)).named_parameters()}
+    assert names == {
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+        "model.layers.0.input_layernorm.weight",
+        "model.layers.0.post_attention_layernorm.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.0.self_attn.v_proj.weight",
+        "model.layers.0.self_attn.o_proj.weight",
+        "model.layers.0.mlp.gate_proj.weight",
+        "model.layers.0.mlp.up_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+    }
+
+
+def test_tied_embeddings_share_one_parameter():
+    model = Llama(preset("tiny", tie_embeddings=True))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert "lm_head.weight" not in dict(model.named_parameters())
+
+
+def test_attention_is_causal():
+    model = Llama(preset("tiny")).eval()
+    x = torch.randint(0, 259, (1, 16))
+    y = x.clone()
+    y[0, 10:] = (y[0, 10:] + 1) % 259
+    assert torch.allclose(model(x)[0][0, :10], model(y)[0][0, :10], atol=1e-6)
+
+
+def test_overlong_sequences_are_refused():
+    with pytest.raises(ValueError):
+        Llama(preset("tiny", max_seq_len=8))(torch.zeros(1, 9, dtype=torch.long))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_checkpoint_loads_into_transformers_with_equal_logits(tmp_path, tied):
+    transformers = pytest.importorskip("transformers")
+    model = Llama(preset("tiny", tie_embeddings=tied), seed=3).eval()
+    save(tmp_path, model)
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path, torch_dtype=torch.float32).eval()
+    x = torch.randint(0, 259, (2, 32))
+    with torch.no_grad():
+        assert torch.allclose(hf(x).logits, model(x)[0], atol=1e-4)
+
+
+def test_hugging_face_llama_directory_loads_with_equal_logits(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    model = load_model(tmp_path).eval()
+    x = torch.randint(0, 300, (2, 20))
+    with torch.no_grad():
+        assert torch.allclose(model(x)[0], hf(x).logits, atol=1e-4)

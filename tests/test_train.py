@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import torch
+
+from node.data import Corpus, TokenDataset
+from node.model import Llama, preset
+from node.replicas import ReplicaRunner
+from node.train import Trainer, pick_device
+from optim import DemoConfig
+
+
+@pytest.fixture
+def data():
+    tokens = np.random.default_rng(0).integers(0, 256, 20_000).astype(np.uint16)
+    return TokenDataset(Corpus(tokens, "x", "random"), seq_len=32, batch_seqs=4)
+
+
+def grads(model):
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_micro_batches_accumulate_to_the_full_batch_gradient(data):
+    model = Llama(preset("tiny", n_layers=2))
+    Trainer(model, data, micro_batch=3, device=torch.device("cpu")).accumulate_gradients([0, 1])
+    accumulated = grads(model)
+    full = Trainer(model, data, micro_batch=8, device=torch.device("cpu")).accumulate_gradients([0, 1])
+    assert full.tokens == 8 * 32
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(accumulated, grads(model)))
+
+
+def test_evaluation_uses_the_same_validation_sequences_every_time(data):
+    trainer = Trainer(Llama(preset("tiny", n_layers=1)), data, micro_batch=4, device=torch.device("cpu"))
+    assert trainer.evaluate(8) == trainer.evaluate(8)
+
+
+def test_replicas_stay_bit_identical_after_every_step(data):
+    runner = ReplicaRunner(Llama(preset("tiny", n_layers=2)), data, DemoConfig(topk=4), n=3, micro_batch=4)
+    for r in range(3):
+        report = runner.step(r, global_batch=5, check_hashes=True)
+        assert len(report.hashes) == 3 and len(set(report.hashes)) == 1
+
+
+def test_replicas_train_on_different_batches_but_agree(data):
+    runner = ReplicaRunner(Llama(preset("tiny", n_layers=1)), data, DemoConfig(topk=4), n=2, micro_batch=4)
+    runner.step(0, global_batch=2)
+    momenta = [opt.momentum[0] for opt in runner.optimizers]
+    assert not torch.equal(momenta[0], momenta[1])
+
+
+def test_auto_device_is_cpu_without_cuda():
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
