@@ -36,3 +36,32 @@ def test_benchmark_reports_compression_and_index_bits_for_a_tiny_model(tmp_path)
         assert r["index_vs_bound"] <= 1.05
         assert r["x_vs_reference_format"] > 1
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_gpu_benchmark_runs_the_training_step_on_cpu_with_the_tiny_preset():
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts/bench_gpu.py"),
+            "--device",
+            "cpu",
+            "--presets",
+            "tiny",
+            "--seq-len",
+            "32",
+            "--batch-seqs",
+            "4",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    (row,) = json.loads(out.stdout)["rows"]
+    assert row["preset"] == "tiny" and row["tokens_per_step"] == 128
+    assert 0 < row["optimizer_share"] < 1 and row["mfu"] is None

@@ -1,0 +1,206 @@
+"""Convergence: the compressed optimizer over N in-memory replicas against AdamW-DDP.
+
+Same model initialisation, data and token budget, trained two ways side by side:
+  (a) DeMo: N replicas, each with its own share of every round's batches and its own momentum,
+      exchanging payloads through the real codec (node.replicas.ReplicaRunner);
+  (b) AdamW with all-reduced gradients over the same N shards (one model; the mean gradient over
+      the round's batches equals the mean of the N equal shards' gradients).
+Reports the held-out loss of each over time, the final ratio, and bytes per step per node
+(payload vs one dense bf16 gradient). Several seeds average out the run-to-run spread.
+
+    python scripts/bench_convergence.py                      # tiny preset, 300 steps, table + PNG
+    python scripts/bench_convergence.py --json --seeds 0 1 2
+    python scripts/bench_convergence.py --preset 20m --steps 2000 --device cuda
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from node.assignment import round_batch_ids  # noqa: E402
+from node.data import TokenDataset, default_corpus  # noqa: E402
+from node.model import Llama, preset  # noqa: E402
+from node.replicas import ReplicaRunner  # noqa: E402
+from node.tokenizer import ByteTokenizer  # noqa: E402
+from node.train import Trainer, pick_device  # noqa: E402
+from optim import DemoConfig, LrSchedule, ValueMode  # noqa: E402
+from optim.memory import retain_freed_memory  # noqa: E402
+
+
+def demo_config(args: argparse.Namespace) -> DemoConfig:
+    schedule = LrSchedule(args.schedule, lr=args.lr, warmup=args.warmup, total=args.steps, final_ratio=0.1)
+    return DemoConfig(
+        topk=args.topk,
+        beta=args.beta,
+        alpha=args.alpha,
+        values=ValueMode[args.values.upper()],
+        weight_decay=args.weight_decay,
+        schedule=schedule,
+    )
+
+
+def adamw_lr(args: argparse.Namespace, step: int) -> float:
+    return LrSchedule(
+        "cosine", lr=args.adam_lr, warmup=args.adam_warmup, total=args.steps, final_ratio=0.1
+    ).lr_at(step)
+
+
+def run_seed(
+    args: argparse.Namespace, data: TokenDataset, seed: int, device: torch.device, progress, task
+) -> dict:
+    model = Llama(preset(args.preset, vocab_size=259, max_seq_len=args.seq_len), seed=seed).to(device)
+    runner = ReplicaRunner(model, data, demo_config(args), args.replicas, args.micro_batch, seed=seed)
+    baseline = Trainer(model, data, args.micro_batch, device)  # the original model is the AdamW replica
+    adamw = torch.optim.AdamW(model.parameters(), lr=args.adam_lr, betas=(0.9, 0.95), weight_decay=0.1)
+    curve, payload_bytes = [], []
+    for step in range(args.steps):
+        payload_bytes.append(runner.step(step, args.replicas).payload_bytes)
+        baseline.accumulate_gradients(round_batch_ids(step, args.replicas))
+        for group in adamw.param_groups:
+            group["lr"] = adamw_lr(args, step)
+        adamw.step()
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            demo_loss = runner.trainers[0].evaluate(args.eval_seqs)
+            curve.append({"step": step + 1, "demo": demo_loss, "adamw": baseline.evaluate(args.eval_seqs)})
+        progress.advance(task)
+    return {
+        "seed": seed,
+        "curve": curve,
+        "payload_bytes": statistics.mean(payload_bytes),
+        "params": model.num_params(),
+    }
+
+
+def summarize(runs: list[dict]) -> dict:
+    demo = [r["curve"][-1]["demo"] for r in runs]
+    adamw = [r["curve"][-1]["adamw"] for r in runs]
+    dense = 2 * runs[0]["params"]
+    payload = statistics.mean(r["payload_bytes"] for r in runs)
+    return {
+        "final_val_loss_demo": statistics.mean(demo),
+        "final_val_loss_adamw": statistics.mean(adamw),
+        "loss_ratio": statistics.mean(demo) / statistics.mean(adamw),
+        "per_seed_ratio": [d / a for d, a in zip(demo, adamw)],
+        "bytes_per_step_demo": payload,
+        "bytes_per_step_adamw": dense,
+        "bytes_ratio": dense / payload,
+    }
+
+
+def plot(runs: list[dict], summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, run in enumerate(runs):
+        steps = [p["step"] for p in run["curve"]]
+        ax.plot(
+            steps,
+            [p["adamw"] for p in run["curve"]],
+            color="tab:blue",
+            alpha=0.8,
+            label=f"AdamW-DDP ({summary['bytes_per_step_adamw']:,.0f} B/step)" if i == 0 else None,
+        )
+        ax.plot(
+            steps,
+            [p["demo"] for p in run["curve"]],
+            color="tab:orange",
+            alpha=0.8,
+            label=f"DeMo, {len(runs)} seed(s) ({summary['bytes_per_step_demo']:,.0f} B/step)"
+            if i == 0
+            else None,
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("held-out loss (nats/token)")
+    ax.set_title(f"loss ratio {summary['loss_ratio']:.3f} at {summary['bytes_ratio']:.0f}x fewer bytes")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add = parser.add_argument
+    add("--preset", default="tiny")
+    add("--steps", type=int, default=300)
+    add("--replicas", type=int, default=4)
+    add("--seq-len", type=int, default=64)
+    add(
+        "--batch-seqs",
+        type=int,
+        default=8,
+        help="sequences per batch id; each replica trains one batch id per step",
+    )
+    add("--micro-batch", type=int, default=8)
+    add("--eval-every", type=int, default=25)
+    add("--eval-seqs", type=int, default=128)
+    add("--seeds", type=int, nargs="+", default=[0])
+    add("--device", default="auto")
+    add("--threads", type=int, default=0)
+    add("--lr", type=float, default=1e-3)
+    add("--schedule", default="constant", choices=["constant", "cosine", "wsd"])
+    add("--warmup", type=int, default=0)
+    add("--topk", type=int, default=8)
+    add("--beta", type=float, default=0.999)
+    add("--alpha", type=float, default=1.0)
+    add("--values", default="sign", choices=[m.name.lower() for m in ValueMode])
+    add("--weight-decay", type=float, default=0.0)
+    add("--adam-lr", type=float, default=1e-3)
+    add("--adam-warmup", type=int, default=20)
+    add("--plot", default="out/convergence.png", help="PNG path; empty for none")
+    add("--json", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    retain_freed_memory()
+    console = Console(stderr=args.json, width=120)
+    device = pick_device(args.device)
+    corpus = default_corpus(ByteTokenizer())
+    data = TokenDataset(corpus, args.seq_len, args.batch_seqs)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("training", total=args.steps * len(args.seeds))
+        runs = [run_seed(args, data, seed, device, progress, task) for seed in args.seeds]
+    summary = summarize(runs)
+    if args.plot:
+        plot(runs, summary, Path(args.plot))
+    config = {k: v for k, v in vars(args).items() if k not in ("json", "plot")}
+    result = {
+        "config": config,
+        "corpus": {"sha256": corpus.sha256, "tokens": len(corpus.tokens)},
+        "demo_config": asdict(demo_config(args)) | {"values": args.values},
+        "summary": summary,
+        "runs": runs,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"{args.preset}, {args.replicas} replicas, {args.steps} steps, seeds {args.seeds}")
+    for col in ("", "final val loss", "bytes/step/node"):
+        table.add_column(col, justify="right")
+    table.add_row("DeMo", f"{summary['final_val_loss_demo']:.4f}", f"{summary['bytes_per_step_demo']:,.0f}")
+    table.add_row(
+        "AdamW-DDP", f"{summary['final_val_loss_adamw']:.4f}", f"{summary['bytes_per_step_adamw']:,.0f}"
+    )
+    table.add_row("ratio", f"{summary['loss_ratio']:.3f}", f"{summary['bytes_ratio']:.0f}x")
+    console.print(table)
+    tokens = args.steps * args.replicas * args.batch_seqs * args.seq_len
+    console.print(f"tokens per run: {tokens:,}; plot: {args.plot or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
