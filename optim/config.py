@@ -24,6 +24,7 @@ class DemoConfig:
     values: ValueMode = ValueMode.SIGN
     weight_decay: float = 0.0  # decoupled, scaled by the learning rate
     clip_grad_norm: float | None = None  # clip the global gradient norm before compress
+    normalize_grad: bool = False  # divide each tensor's gradient by its RMS before it enters the momentum
     schedule: LrSchedule = field(default_factory=LrSchedule)
 
     def check(self) -> None:

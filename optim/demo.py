@@ -127,9 +127,17 @@ class DemoOptimizer:
             self.last_grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.clip_grad_norm))
         tensors = []
         for p, ts, m in zip(self.params, self.spec.tensors, self.momentum):
-            update_momentum(m, p.grad, ts.layout, cfg.beta, self.lr)
+            update_momentum(m, p.grad, ts.layout, cfg.beta, self.lr * self._grad_scale(p.grad))
             tensors.append(take_topk(m, ts.layout, ts.k, cfg.alpha))
         return encode(self.spec, self.step, tensors)
+
+    def _grad_scale(self, grad: torch.Tensor | None) -> float:
+        """1, or 1 / RMS(grad) with normalize_grad: every step then weighs the same in the
+        momentum, instead of the large early gradients dominating it for ~1 / (1 - beta) steps."""
+        if grad is None or not self.config.normalize_grad:
+            return 1.0
+        rms = float(grad.float().square().mean().sqrt())
+        return 1.0 / rms if rms > 0 else 1.0
 
     def decode(self, payload: bytes) -> Payload:
         """Strictly decode a peer's payload for this step; raises PayloadError on anything wrong."""

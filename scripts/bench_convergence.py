@@ -160,6 +160,7 @@ def main() -> None:
     add("--alpha", type=float, default=1.0)
     add("--values", default="sign", choices=[m.name.lower() for m in ValueMode])
     add("--weight-decay", type=float, default=0.0)
+    add("--normalize-grad", action="store_true", help="divide each tensor's gradient by its RMS first")
     add("--adam-lr", type=float, default=1e-3)
     add("--adam-warmup", type=int, default=20)
     add("--plot", default="out/convergence.png", help="PNG path; empty for none")

@@ -242,3 +242,15 @@ def test_empty_round_is_a_caller_error():
     _, opt = replica(DemoConfig(chunk=8, topk=3))
     with pytest.raises(ValueError):
         opt.apply({})
+
+
+def test_normalized_gradients_enter_the_momentum_with_unit_rms():
+    cfg = DemoConfig(
+        chunk=8, topk=64, beta=0.0, values=ValueMode.RAW, normalize_grad=True, schedule=LrSchedule(lr=1.0)
+    )
+    params, opt = replica(cfg)
+    for n, g in random_grads(0, 0).items():
+        params[n].grad = g * 1000
+    sent = opt.decode(opt.compress())  # every coefficient is sent; the DCT preserves the RMS
+    for tp in sent.tensors:
+        assert np.sqrt(np.mean(tp.values**2)) == pytest.approx(1.0, rel=1e-9)
