@@ -136,7 +136,7 @@ class DemoOptimizer:
         momentum, instead of the large early gradients dominating it for ~1 / (1 - beta) steps."""
         if grad is None or not self.config.normalize_grad:
             return 1.0
-        rms = float(grad.float().square().mean().sqrt())
+        rms = float(grad.to(compute_dtype(grad.dtype)).square().mean().sqrt())
         return 1.0 / rms if rms > 0 else 1.0
 
     def decode(self, payload: bytes) -> Payload:
