@@ -1,0 +1,1 @@
+"""Peer-to-peer layer: identity, signed gossip messages, and blob exchange over libp2p."""

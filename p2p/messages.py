@@ -1,0 +1,245 @@
+"""Protocol messages: versioned msgpack maps, signed by the sender over a canonical encoding.
+
+Wire form of every gossip message:
+
+    {"v": 1, "run": str, "type": str, "from": 32-byte ed25519 key, "seq": int, "body": map, "sig": 64 bytes}
+
+The signature covers msgpack([v, run, type, from, seq, body]) with every map's keys sorted, so
+any receiver re-derives the signed bytes from what it decoded. `open_message` checks, in order
+and before acting on anything: size, decoding (with msgpack's length limits), version, run id,
+signature, type, and the body's exact fields and types. Replays are the `Inbox`'s job, since
+they need state. Every failure is a `MessageError` subclass naming its reason.
+
+Bodies hold only ints, finite floats, bools, strings, 32-byte keys and hashes, and lists and
+maps of those; every `bytes` field is exactly 32 bytes.
+"""
+
+import math
+import types
+import typing
+from collections import Counter
+from dataclasses import dataclass, fields
+from typing import Any
+
+import msgpack
+
+from p2p.errors import (
+    BadSignature,
+    InvalidBody,
+    MalformedMessage,
+    MessageError,
+    OversizedMessage,
+    ReplayedMessage,
+    UnknownType,
+    UnsupportedVersion,
+    WrongRun,
+)
+from p2p.identity import Identity, verify
+
+VERSION = 1
+MAX_MESSAGE_BYTES = 256 * 1024  # a RoundStart for 1024 members fits; libp2p drops gossip over 1 MiB
+KEY = 32
+
+
+@dataclass(frozen=True)
+class Join:
+    addrs: list[str]  # multiaddrs this node listens on
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    round: int
+    model_hash: bytes
+
+
+@dataclass(frozen=True)
+class RoundStart:
+    round: int
+    step: int
+    seed: int
+    members: list[bytes]
+    batches: dict[bytes, list[int]]  # member -> batch ids
+    validators: dict[bytes, bytes]  # validator -> the member whose contribution it checks
+    deadline: float  # unix seconds
+    model_hash: bytes  # every member must hold this model at the start of the round
+
+
+@dataclass(frozen=True)
+class Commit:
+    round: int
+    payload_hash: bytes  # sha256 of the payload, served through the blob protocol
+    size: int
+    model_hash: bytes  # this node's model after the previous round
+    loss: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    round: int
+    target: bytes
+    accept: bool
+    score: float
+
+
+@dataclass(frozen=True)
+class RoundEnd:
+    round: int
+    accepted: list[bytes]
+    rejected: list[bytes]
+    penalized: list[bytes]
+
+
+MESSAGE_TYPES: dict[str, type] = {
+    cls.__name__: cls for cls in (Join, Heartbeat, RoundStart, Commit, Verdict, RoundEnd)
+}
+Message = Join | Heartbeat | RoundStart | Commit | Verdict | RoundEnd
+
+
+@dataclass(frozen=True)
+class Envelope:
+    run: str
+    sender: bytes
+    seq: int
+    body: Message
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _signed_bytes(run: str, type_name: str, sender: bytes, seq: int, body: dict) -> bytes:
+    return msgpack.packb(_canonical([VERSION, run, type_name, sender, seq, body]), use_bin_type=True)
+
+
+def seal(identity: Identity, run: str, seq: int, message: Message) -> bytes:
+    """Encode and sign a message for the wire."""
+    type_name = type(message).__name__
+    body = {f.name: getattr(message, f.name) for f in fields(message)}
+    _check_body(type(message), body)  # refuse to send what a receiver would reject
+    sig = identity.sign(_signed_bytes(run, type_name, identity.public_key, seq, body))
+    wire = {
+        "v": VERSION,
+        "run": run,
+        "type": type_name,
+        "from": identity.public_key,
+        "seq": seq,
+        "body": body,
+        "sig": sig,
+    }
+    data = msgpack.packb(_canonical(wire), use_bin_type=True)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"{type_name} message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    return data
+
+
+def open_message(data: bytes, run: str) -> Envelope:
+    """Decode and verify a message from the wire; raises a MessageError subclass."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise OversizedMessage(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        wire = msgpack.unpackb(data, raw=False, strict_map_key=False)  # limits scale with len(data)
+    except Exception as err:  # msgpack raises several unrelated types for bad input
+        raise MalformedMessage(f"not a msgpack message: {type(err).__name__}") from None
+    if not isinstance(wire, dict) or set(wire) != {"v", "run", "type", "from", "seq", "body", "sig"}:
+        raise MalformedMessage("not a message envelope")
+    if wire["v"] != VERSION:
+        raise UnsupportedVersion(f"message version {wire['v']!r}, this node speaks {VERSION}")
+    if wire["run"] != run:
+        raise WrongRun(f"message for run {wire['run']!r}, this is {run!r}")
+    sender, seq, sig, body, type_name = wire["from"], wire["seq"], wire["sig"], wire["body"], wire["type"]
+    if not (
+        _is_key(sender)
+        and _is_int(seq)
+        and seq >= 0
+        and isinstance(sig, bytes)
+        and len(sig) == 64
+        and isinstance(body, dict)
+        and isinstance(type_name, str)
+    ):
+        raise MalformedMessage("envelope fields have the wrong types")
+    if not verify(sender, _signed_bytes(run, type_name, sender, seq, body), sig):
+        raise BadSignature("signature does not match the sender's key")
+    cls = MESSAGE_TYPES.get(type_name)
+    if cls is None:
+        raise UnknownType(f"unknown message type {type_name!r}")
+    _check_body(cls, body)
+    return Envelope(run, sender, seq, cls(**body))
+
+
+def _check_body(cls: type, body: dict) -> None:
+    expected = {f.name: f.type for f in fields(cls)}
+    if set(body) != set(expected):
+        raise InvalidBody(f"{cls.__name__} needs fields {sorted(expected)}, got {sorted(body)}")
+    for name, annotation in expected.items():
+        if not _conforms(body[name], annotation):
+            raise InvalidBody(f"{cls.__name__}.{name} is not a valid {annotation}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_key(value: Any) -> bool:
+    return isinstance(value, bytes) and len(value) == KEY
+
+
+def _conforms(value: Any, annotation: Any) -> bool:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()
+        )
+    if isinstance(annotation, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    checks = {
+        int: _is_int,
+        float: lambda v: (_is_int(v) or isinstance(v, float)) and math.isfinite(v),
+        bool: lambda v: isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+        bytes: _is_key,
+    }
+    return checks[annotation](value)
+
+
+class Inbox:
+    """Pure receiving side of gossip: verify, drop duplicates and replays, count rejections.
+
+    Replay protection keeps, per sender, the highest sequence number seen and the numbers seen
+    within `window` below it: a number seen before, or older than the window, is a replay.
+    """
+
+    def __init__(self, run: str, window: int = 4096, max_senders: int = 10_000):
+        self.run, self.window, self.max_senders = run, window, max_senders
+        self.rejected: Counter[str] = Counter()
+        self.accepted = 0
+        self._seen: dict[bytes, tuple[int, set[int]]] = {}
+
+    def receive(self, data: bytes) -> Envelope | None:
+        """The verified message, or None after counting why it was rejected."""
+        try:
+            envelope = open_message(data, self.run)
+            self._check_fresh(envelope.sender, envelope.seq)
+        except MessageError as err:
+            self.rejected[err.reason] += 1
+            return None
+        self.accepted += 1
+        return envelope
+
+    def _check_fresh(self, sender: bytes, seq: int) -> None:
+        top, seen = self._seen.get(sender, (-1, set()))
+        if seq in seen or seq <= top - self.window:
+            raise ReplayedMessage(f"sequence {seq} already seen or older than {top - self.window}")
+        seen.add(seq)
+        if seq > top:
+            top = seq
+            seen = {s for s in seen if s > top - self.window}
+        self._seen.pop(sender, None)  # re-insert: the dict's order is least recently heard first
+        self._seen[sender] = (top, seen)
+        if len(self._seen) > self.max_senders:  # keys are free to make: bound the state they cost
+            del self._seen[next(iter(self._seen))]
