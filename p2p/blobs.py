@@ -1,0 +1,109 @@
+"""Blobs this node serves, and where fetched bytes go while they are being checked.
+
+Small blobs (gradient payloads) live in memory; large ones (checkpoints) stay on disk and are
+streamed in 1 MiB chunks both ways, so memory use does not grow with the blob. A fetch writes
+into a sink that is only turned into a result after the hash matched: a file is written to
+`<dest>.part` and renamed on success, deleted on failure.
+"""
+
+import hashlib
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import trio
+
+CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.digest()
+
+
+class BlobStore:
+    def __init__(self) -> None:
+        self._bytes: dict[bytes, bytes] = {}
+        self._files: dict[bytes, Path] = {}
+
+    def add_bytes(self, data: bytes) -> bytes:
+        digest = hashlib.sha256(data).digest()
+        self._bytes[digest] = bytes(data)
+        return digest
+
+    def add_file(self, path: Path) -> bytes:
+        digest = file_sha256(path)
+        self._files[digest] = path
+        return digest
+
+    def add_fetched(self, digest: bytes, result: bytes | Path) -> None:
+        if isinstance(result, Path):
+            self._files[digest] = result
+        else:
+            self._bytes[digest] = result
+
+    def forget(self, digest: bytes) -> None:
+        self._bytes.pop(digest, None)
+        self._files.pop(digest, None)
+
+    def has(self, digest: bytes) -> bool:
+        return digest in self._bytes or digest in self._files
+
+    def size(self, digest: bytes) -> int:
+        return len(self._bytes[digest]) if digest in self._bytes else self._files[digest].stat().st_size
+
+    def read_all(self, digest: bytes) -> bytes:
+        return self._bytes[digest] if digest in self._bytes else self._files[digest].read_bytes()
+
+    def copy_to(self, digest: bytes, dest: Path) -> Path:
+        if digest in self._bytes:
+            dest.write_bytes(self._bytes[digest])
+        else:
+            shutil.copyfile(self._files[digest], dest)
+        return dest
+
+    async def chunks(self, digest: bytes) -> AsyncIterator[bytes]:
+        if digest in self._bytes:
+            data = self._bytes[digest]
+            for at in range(0, len(data), CHUNK):
+                yield data[at : at + CHUNK]
+            return
+        with open(self._files[digest], "rb") as f:
+            while block := await trio.to_thread.run_sync(f.read, CHUNK):
+                yield block
+
+
+class MemorySink:
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    async def finish(self) -> bytes:
+        return b"".join(self._parts)
+
+    async def discard(self) -> None:
+        self._parts.clear()
+
+
+class FileSink:
+    def __init__(self, dest: Path):
+        self.dest, self.part = dest, dest.with_name(dest.name + ".part")
+        self._file = open(self.part, "wb")
+
+    async def write(self, data: bytes) -> None:
+        await trio.to_thread.run_sync(self._file.write, data)
+
+    async def finish(self) -> Path:
+        self._file.close()
+        os.replace(self.part, self.dest)
+        return self.dest
+
+    async def discard(self) -> None:
+        self._file.close()
+        self.part.unlink(missing_ok=True)

@@ -1,0 +1,305 @@
+"""The libp2p host: the only module that talks to libp2p, run on its own trio thread.
+
+Synchronous code (the training loop, the coordinator) calls the methods of `Host` from any
+thread; each hops onto the trio thread with `trio.from_thread.run`. Work on the trio thread is
+limited to I/O and signature checks; disk reads and writes go through `trio.to_thread`.
+
+Gossip: one topic per run. Outgoing messages are sealed (signed) here with a sequence number
+that starts at the current time in microseconds, so a restarted node never reuses one. Incoming
+messages pass through the pure `Inbox` (signature, run, replay); verified ones land in
+`Host.received`, a thread-safe queue, and rejections are counted in `Host.inbox.rejected`.
+
+Blobs: `/agora/blob/1.0.0`. The client writes the 32-byte sha256 it wants; the server answers
+status u8 (0: here it comes, 1: not here) and size u64, then the bytes in 1 MiB writes. The
+client checks the size against its limit before reading, reads with a timeout per chunk,
+hashes as it goes, and keeps nothing that fails the hash. Any peer that fetched a blob serves it.
+"""
+
+import hashlib
+import itertools
+import logging
+import queue
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import Ed25519PublicKey
+from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.tools.anyio_service import background_trio_service
+
+from p2p import workarounds
+from p2p.blobs import CHUNK, BlobStore, FileSink, MemorySink
+from p2p.errors import (
+    BlobError,
+    BlobHashMismatch,
+    BlobTimeout,
+    BlobTooLarge,
+    BlobTruncated,
+    BlobUnavailable,
+    LocalError,
+)
+from p2p.identity import Identity
+from p2p.messages import Envelope, Inbox, Message, seal
+
+log = logging.getLogger(__name__)
+
+BLOB_PROTOCOL = TProtocol("/agora/blob/1.0.0")
+_RESPONSE = struct.Struct("<BQ")
+_HAVE, _MISSING = 0, 1
+
+
+def peer_id_of(public_key: bytes) -> str:
+    """The libp2p peer id (12D3KooW...) of an ed25519 public key: no handshake needed."""
+    return ID.from_pubkey(Ed25519PublicKey.from_bytes(public_key)).to_string()
+
+
+async def _read_exactly(stream, n: int, timeout: float) -> bytes:
+    """Read n bytes with a timeout per read; libp2p's own helper gives up after 100 frames."""
+    parts, remaining = [], n
+    while remaining:
+        with trio.fail_after(timeout):
+            data = await stream.read(remaining)
+        if not data:
+            raise BlobTruncated(f"stream ended {remaining} bytes early")
+        parts.append(data)
+        remaining -= len(data)
+    return b"".join(parts)
+
+
+class Host:
+    def __init__(
+        self,
+        identity: Identity,
+        run: str,
+        listen: str = "/ip4/127.0.0.1/tcp/0",
+        bootstrap: Sequence[str] = (),
+        chunk_timeout: float = 10.0,
+    ):
+        self.identity, self.run, self.topic = identity, run, f"agora/{run}"
+        self.listen, self.chunk_timeout = multiaddr.Multiaddr(listen), chunk_timeout
+        self.inbox = Inbox(run)
+        self.received: queue.Queue[Envelope] = queue.Queue()
+        self.blobs = BlobStore()
+        self.scores: Counter[str] = Counter()  # peer id -> score; failures push it down
+        self.known: dict[str, str] = {}  # peer id -> multiaddr, re-dialled when a connection drops
+        self._bootstrap = list(bootstrap)
+        self._seq = itertools.count(time.time_ns() // 1000)
+        self._ready, self._failure = threading.Event(), None
+        self._thread: threading.Thread | None = None
+        self._publish_interval = 1.0 / workarounds.PUBLISH_RATE
+        self._last_publish = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> "Host":
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"p2p-{self.identity.address[:8]}", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise LocalError("p2p host did not start in time")
+        if self._failure is not None:
+            raise LocalError(f"p2p host failed to start: {self._failure}") from self._failure
+        for addr in self._bootstrap:
+            self.connect(addr)
+        return self
+
+    def close(self) -> None:
+        if self._thread and self._thread.is_alive():
+            self._call(self._stop_async)
+            self._thread.join(timeout=10)
+
+    def _thread_main(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as err:  # surfaced to start(); the thread must not die silently
+            self._failure = err
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        key_pair = ed25519_key_pair(self.identity.seed)
+        self._host = new_host(
+            key_pair=key_pair, sec_opt=workarounds.noise_only(key_pair), listen_addrs=[self.listen]
+        )
+        gossipsub = workarounds.gossipsub()
+        self._pubsub = workarounds.SafePubsub(self._host, gossipsub)
+        async with self._host.run(listen_addrs=[self.listen]), trio.open_nursery() as nursery:
+            self._host.set_stream_handler(BLOB_PROTOCOL, self._serve_blob)
+            async with background_trio_service(self._pubsub), background_trio_service(gossipsub):
+                await self._pubsub.wait_until_ready()
+                subscription = await self._pubsub.subscribe(self.topic)
+                nursery.start_soon(self._drain, subscription)
+                nursery.start_soon(self._redial_forever)
+                self._ready.set()
+                await self._stop.wait()
+                nursery.cancel_scope.cancel()
+
+    async def _stop_async(self) -> None:
+        self._stop.set()
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
+
+    # -- peers -----------------------------------------------------------------------------
+    @property
+    def peer_id(self) -> str:
+        return peer_id_of(self.identity.public_key)
+
+    @property
+    def addrs(self) -> list[str]:
+        return [
+            f"{a}/p2p/{self.peer_id}" if "/p2p/" not in str(a) else str(a) for a in self._host.get_addrs()
+        ]
+
+    def peers(self) -> list[str]:
+        return self._call(self._peers_async)
+
+    async def _peers_async(self) -> list[str]:
+        return sorted(p.to_string() for p in self._host.get_connected_peers())
+
+    def connect(self, addr: str, timeout: float = 10.0) -> str:
+        info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        self.known[info.peer_id.to_string()] = addr
+        self._call(self._connect_async, info, timeout)
+        return info.peer_id.to_string()
+
+    async def _connect_async(self, info, timeout: float) -> None:
+        with trio.fail_after(timeout):
+            await self._host.connect(info)
+
+    async def _redial_forever(self) -> None:
+        """A dropped peer is re-dialled every 2 s, so a killed relay never partitions the rest."""
+        while True:
+            await trio.sleep(2.0)
+            connected = set(await self._peers_async())
+            for peer, addr in list(self.known.items()):
+                if peer not in connected:
+                    try:
+                        await self._connect_async(info_from_p2p_addr(multiaddr.Multiaddr(addr)), 2.0)
+                    except Exception as err:  # any dial failure: try again next time
+                        log.debug("re-dial %s failed: %s", peer, err)
+
+    # -- gossip ----------------------------------------------------------------------------
+    def publish(self, message: Message) -> None:
+        """Sign and publish on the run's topic; raises LocalError if libp2p refuses it."""
+        self._call(self._publish_async, seal(self.identity, self.run, next(self._seq), message))
+
+    async def _publish_async(self, data: bytes) -> None:
+        wait = self._last_publish + self._publish_interval - trio.current_time()
+        if wait > 0:
+            await trio.sleep(wait)
+        self._last_publish = trio.current_time()
+        try:
+            await self._pubsub.publish(self.topic, data)
+        except Exception as err:
+            raise LocalError(f"publish failed: {err}") from err
+
+    async def _drain(self, subscription) -> None:
+        """Drain continuously: libp2p drops silently once its 32-message queue is full."""
+        while True:
+            message = await subscription.get()
+            envelope = self.inbox.receive(message.data)
+            if envelope is not None:
+                self.received.put(envelope)
+
+    # -- blobs -----------------------------------------------------------------------------
+    def provide(self, data: bytes) -> bytes:
+        return self.blobs.add_bytes(data)
+
+    def provide_file(self, path: str | Path) -> bytes:
+        return self.blobs.add_file(Path(path))
+
+    def fetch(
+        self, digest: bytes, size_limit: int, peers: Sequence[str], dest: str | Path | None = None
+    ) -> bytes | Path:
+        """The blob with this sha256 from the first of `peers` (best score first) that serves it
+        whole and correct: bytes, or the file `dest` when given (streamed, not held in memory)."""
+        return self._call(
+            self._fetch_async, digest, size_limit, list(peers), None if dest is None else Path(dest)
+        )
+
+    async def _fetch_async(self, digest: bytes, size_limit: int, peers: list[str], dest: Path | None):
+        if self.blobs.has(digest):
+            return self.blobs.read_all(digest) if dest is None else self.blobs.copy_to(digest, dest)
+        failures = []
+        for peer in sorted(peers, key=lambda p: -self.scores[p]):
+            try:
+                result = await self._fetch_from(peer, digest, size_limit, dest)
+            except BlobError as err:
+                self.scores[peer] -= 1
+                failures.append(f"{peer[-8:]}: {err}")
+                continue
+            self.scores[peer] += 1
+            return result
+        raise BlobUnavailable(f"blob {digest.hex()[:16]} from none of {len(peers)} peers: {failures}")
+
+    async def _fetch_from(self, peer: str, digest: bytes, size_limit: int, dest: Path | None):
+        sink = MemorySink() if dest is None else FileSink(dest)
+        try:
+            with trio.fail_after(self.chunk_timeout):
+                stream = await self._host.new_stream(ID.from_base58(peer), [BLOB_PROTOCOL])
+        except trio.TooSlowError:
+            raise BlobTimeout("opening a blob stream timed out", peer) from None
+        except Exception as err:
+            raise BlobUnavailable(f"cannot open a blob stream: {err}", peer) from None
+        try:
+            await stream.write(digest)
+            status, size = _RESPONSE.unpack(await _read_exactly(stream, _RESPONSE.size, self.chunk_timeout))
+            if status != _HAVE:
+                raise BlobUnavailable("peer does not have the blob", peer)
+            if size > size_limit:
+                raise BlobTooLarge(f"peer announced {size} bytes, limit {size_limit}", peer)
+            sha, remaining = hashlib.sha256(), size
+            while remaining:
+                data = await _read_exactly(stream, min(CHUNK, remaining), self.chunk_timeout)
+                sha.update(data)
+                await sink.write(data)
+                remaining -= len(data)
+            if sha.digest() != digest:
+                raise BlobHashMismatch("bytes do not hash to the requested sha256", peer)
+            result = await sink.finish()
+            self.blobs.add_fetched(digest, result)
+            return result
+        except trio.TooSlowError:
+            await sink.discard()
+            raise BlobTimeout(f"no data for {self.chunk_timeout} s", peer) from None
+        except BlobError as err:
+            await sink.discard()
+            err.peer = err.peer or peer
+            raise
+        except Exception as err:  # stream reset, EOF or connection loss, in libp2p's own types
+            await sink.discard()
+            raise BlobTruncated(f"stream failed: {type(err).__name__}", peer) from None
+        finally:
+            try:
+                await stream.close()
+            except Exception:  # already reset by the peer
+                pass
+
+    async def _serve_blob(self, stream) -> None:
+        try:
+            digest = await _read_exactly(stream, 32, self.chunk_timeout)
+            if not self.blobs.has(digest):
+                await stream.write(_RESPONSE.pack(_MISSING, 0))
+            else:
+                await stream.write(_RESPONSE.pack(_HAVE, self.blobs.size(digest)))
+                async for chunk in self.blobs.chunks(digest):
+                    await stream.write(chunk)
+            await stream.close()
+        except Exception as err:  # a hostile or vanished client: drop its stream, keep serving others
+            log.debug("blob request failed: %s", err)
+            try:
+                await stream.reset()
+            except Exception:
+                pass
