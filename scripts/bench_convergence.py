@@ -45,6 +45,7 @@ def demo_config(args: argparse.Namespace) -> DemoConfig:
         alpha=args.alpha,
         values=ValueMode[args.values.upper()],
         weight_decay=args.weight_decay,
+        normalize_grad=args.normalize_grad,
         schedule=schedule,
     )
 
