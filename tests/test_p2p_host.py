@@ -1,0 +1,229 @@
+"""The libp2p host on 127.0.0.1: gossip, blobs, hostile peers, and several processes."""
+
+import hashlib
+import json
+import os
+import queue
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from p2p.errors import BlobUnavailable
+from p2p.host import Host
+from p2p.identity import Identity
+from p2p.messages import Heartbeat, seal
+from p2p.workarounds import GOSSIP_PROTOCOL, SafePubsub
+
+PEER = Path(__file__).with_name("p2p_peer.py")
+HASH = bytes(32)
+
+
+@pytest.fixture
+def hosts():
+    started = []
+
+    def start(n=2, **kwargs):
+        first = Host(Identity.generate(), "r", **kwargs).start()
+        started.append(first)
+        for _ in range(n - 1):
+            started.append(Host(Identity.generate(), "r", bootstrap=first.addrs, **kwargs).start())
+        return started
+
+    yield start
+    for h in started:
+        h.close()
+
+
+def wait_for(predicate, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def publish_until_received(sender, receiver, message, timeout=15.0):
+    """The mesh forms within a heartbeat or two: publish until one copy arrives."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        sender.publish(message)
+        try:
+            return receiver.received.get(timeout=0.5)
+        except queue.Empty:
+            continue
+    raise AssertionError("message never arrived")
+
+
+def raw_publish(host, data: bytes):
+    """Publish bytes that did not go through seal(): what a hostile peer can do."""
+    host._call(host._pubsub.publish, host.topic, data)
+
+
+def test_peer_id_is_derived_from_the_keypair(hosts):
+    a, _ = hosts(2)
+    assert a.peer_id.startswith("12D3KooW") and a.addrs[0].endswith(a.peer_id)
+
+
+def test_signed_gossip_arrives_verified(hosts):
+    a, b = hosts(2)
+    envelope = publish_until_received(b, a, Heartbeat(round=4, model_hash=HASH))
+    assert envelope.sender == b.identity.public_key and envelope.body.round == 4
+
+
+def test_unsigned_wrongly_signed_and_replayed_gossip_is_rejected_and_counted(hosts):
+    a, b = hosts(2)
+    publish_until_received(b, a, Heartbeat(round=0, model_hash=HASH))
+    good = seal(b.identity, "r", 10**18, Heartbeat(round=1, model_hash=HASH))
+    forged = msgpack.unpackb(good)
+    forged["from"] = Identity.generate().public_key
+    for data in (b"not a message", msgpack.packb(forged), good, good, b"\x00" * (300 * 1024)):
+        raw_publish(b, data)
+    assert wait_for(lambda: sum(a.inbox.rejected.values()) >= 3)
+    assert a.inbox.rejected["malformed"] == 1 and a.inbox.rejected["bad_signature"] == 1
+    assert a.inbox.rejected["replayed"] == 1
+    assert (
+        wait_for(lambda: a.inbox.rejected["oversized"] == 1) or a.inbox.rejected["oversized"] == 0
+    )  # libp2p may drop it first
+
+
+def test_fetch_returns_the_blob_and_any_fetcher_serves_it_after(hosts):
+    a, b, c = hosts(3)
+    data = os.urandom(2_500_000)
+    digest = a.provide(data)
+    assert b.fetch(digest, len(data), [a.peer_id]) == data
+    a.blobs.forget(digest)
+    c.connect(b.addrs[0])
+    assert c.fetch(digest, len(data), [a.peer_id, b.peer_id]) == data
+
+
+def test_blob_over_the_limit_is_refused_and_not_kept(hosts):
+    a, b = hosts(2)
+    digest = a.provide(os.urandom(1000))
+    with pytest.raises(BlobUnavailable, match="BlobTooLarge|limit"):
+        b.fetch(digest, 999, [a.peer_id])
+    assert not b.blobs.has(digest) and b.scores[a.peer_id] == -1
+
+
+def test_wrong_bytes_are_rejected_and_the_next_peer_is_tried(hosts):
+    liar, honest, fetcher = hosts(3)
+    fetcher.connect(honest.addrs[0])
+    data = os.urandom(100_000)
+    digest = honest.provide(data)
+    liar.blobs._bytes[digest] = os.urandom(100_000)  # serves garbage under the right hash
+    fetcher.scores[liar.peer_id] = 5  # tried first
+    assert fetcher.fetch(digest, len(data), [liar.peer_id, honest.peer_id]) == data
+    assert fetcher.scores[liar.peer_id] == 4 and fetcher.scores[honest.peer_id] == 1
+
+
+def test_a_lying_peer_alone_yields_a_typed_error(hosts):
+    liar, fetcher = hosts(2)
+    digest = hashlib.sha256(b"real").digest()
+    liar.blobs._bytes[digest] = b"fake"
+    with pytest.raises(BlobUnavailable, match="hash"):
+        fetcher.fetch(digest, 100, [liar.peer_id])
+    assert not fetcher.blobs.has(digest)
+
+
+def test_malformed_pubsub_frame_and_garbage_blob_stream_do_not_crash_the_host(hosts):
+    victim, attacker, witness = hosts(3)
+    from libp2p.peer.id import ID
+
+    witness.connect(victim.addrs[0])
+
+    async def attack():
+        for protocol, junk in (
+            (GOSSIP_PROTOCOL, b"\x05\xff\xff\xff\xff\xff"),
+            ("/agora/blob/1.0.0", b"\x01\x02"),
+        ):
+            stream = await attacker._host.new_stream(ID.from_base58(victim.peer_id), [protocol])
+            await stream.write(junk)
+            await stream.close()
+
+    before = SafePubsub.decode_errors
+    attacker._call(attack)
+    assert wait_for(lambda: SafePubsub.decode_errors > before)
+    envelope = publish_until_received(witness, victim, Heartbeat(round=9, model_hash=HASH))
+    assert envelope.body.round == 9
+    digest = victim.provide(b"still serving")
+    assert witness.fetch(digest, 100, [victim.peer_id]) == b"still serving"
+
+
+@pytest.mark.slow
+def test_200_mb_blob_streams_to_disk_with_bounded_memory(hosts, tmp_path):
+    a, b = hosts(2)
+    source = tmp_path / "checkpoint.bin"
+    with open(source, "wb") as f:
+        for _ in range(200):
+            f.write(os.urandom(1 << 20))
+    digest = a.provide_file(source)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = b.fetch(digest, 300 << 20, [a.peer_id], dest=tmp_path / "copy.bin")
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert out.stat().st_size == 200 << 20 and hashlib.sha256(out.read_bytes()).digest() == digest
+    assert grown_mb < 64
+
+
+def spawn_peer(seed, bootstrap, lifetime=60):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(PEER),
+            "--seed",
+            str(seed),
+            "--lifetime",
+            str(lifetime),
+            "--bootstrap",
+            *bootstrap,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    hello = json.loads(proc.stdout.readline())
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(json.loads(x)) for x in proc.stdout], daemon=True).start()
+    return proc, hello, lines
+
+
+def last_report(lines, want, timeout=45.0):
+    deadline, report = time.time() + timeout, {}
+    while time.time() < deadline:
+        try:
+            item = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        if "fetched" in item:
+            report = item
+            if want(report):
+                return report
+    return report
+
+
+def test_four_processes_gossip_and_fetch_every_payload_and_survive_a_killed_peer():
+    first, hello0, lines0 = spawn_peer(0, [])
+    others = [spawn_peer(seed, hello0["addrs"]) for seed in (1, 2, 3)]
+    procs = [(first, hello0, lines0), *others]
+    try:
+        digests = {h["digest"] for _, h, _ in procs}
+        for _, hello, lines in procs:
+            report = last_report(lines, lambda r, h=hello: set(r["fetched"]) == digests - {h["digest"]})
+            assert set(report["fetched"]) == digests - {hello["digest"]}
+        victim = others[0][0]
+        victim.kill()
+        victim.wait()
+        late, hello_late, lines_late = spawn_peer(4, hello0["addrs"])
+        procs.append((late, hello_late, lines_late))
+        alive = digests - {others[0][1]["digest"]}
+        report = last_report(lines_late, lambda r: alive <= set(r["fetched"]))
+        assert alive <= set(report["fetched"])
+    finally:
+        for proc, _, _ in procs:
+            proc.kill()
+            proc.wait()
