@@ -1,0 +1,72 @@
+"""Each test pins a py-libp2p 0.8.1 behaviour that a workaround in p2p/workarounds.py relies
+on. If one fails after an upgrade, re-examine the workaround rather than the test."""
+
+import inspect
+
+import multiaddr
+import pytest
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.io.utils import DEFAULT_RETRY_READ_COUNT, read_exactly
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+
+from p2p import workarounds
+from p2p.host import Host
+from p2p.identity import Identity
+from p2p.messages import MAX_MESSAGE_BYTES
+
+
+def defaults(fn) -> dict:
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+
+def test_default_host_still_offers_plaintext_so_we_offer_noise_only():
+    assert "PLAINTEXT_PROTOCOL_ID" in inspect.getsource(new_host.__globals__["new_swarm"])
+    assert list(workarounds.noise_only(create_new_key_pair())) == ["/noise"]
+
+
+def test_a_plaintext_only_peer_cannot_connect_to_our_host():
+    ours = Host(Identity.generate(), "r").start()
+    try:
+
+        async def dial():
+            key_pair = create_new_key_pair()
+            plain = new_host(key_pair=key_pair, sec_opt={PLAINTEXT_PROTOCOL_ID: InsecureTransport(key_pair)})
+            async with plain.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+                with trio.fail_after(10):
+                    await plain.connect(info_from_p2p_addr(multiaddr.Multiaddr(ours.addrs[0])))
+
+        with pytest.raises(Exception):  # noqa: B017 - any refusal; libp2p's error types vary
+            trio.run(dial)
+        assert ours.peers() == []
+    finally:
+        ours.close()
+
+
+def test_pubsub_read_loop_still_lets_decode_errors_escape():
+    source = inspect.getsource(Pubsub.continuously_read_stream)
+    assert "ParseFromString" in source and "DecodeError" not in source
+
+
+def test_adaptive_gossip_is_on_by_default_and_we_turn_it_off():
+    assert defaults(GossipSub.__init__)["adaptive_gossip_enabled"] is True
+    assert workarounds.gossipsub().adaptive_gossip_enabled is False
+
+
+def test_our_publish_rate_stays_under_the_spam_limit():
+    limit = defaults(GossipSub.__init__)["max_messages_per_topic_per_second"]
+    assert defaults(GossipSub.__init__)["spam_protection_enabled"] is True
+    assert workarounds.PUBLISH_RATE < limit == 10.0
+
+
+def test_gossip_messages_stay_well_under_the_rpc_size_limit():
+    assert MAX_MESSAGE_BYTES * 4 <= defaults(Pubsub.__init__)["max_inbound_rpc_size"]
+
+
+def test_read_exactly_still_gives_up_after_a_fixed_number_of_reads():
+    assert DEFAULT_RETRY_READ_COUNT == 100
+    assert "retry_count" in inspect.signature(read_exactly).parameters
