@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 .PHONY: sim test lint bench clean
 
 $(STAMP): pyproject.toml
+	# libp2p's fastecdsa compiles against GMP: gcc and libgmp-dev come from apt (CI runs as root)
+	dpkg -s libgmp-dev >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q gcc libgmp-dev; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# The pin comes first so nothing later can pull a newer torch; on this kind of machine it
 	# resolves to the local CPU wheel, on a GPU box to the registry's CUDA build.
