@@ -15,6 +15,9 @@ class ValueMode(enum.IntEnum):
     RAW = 4  # float64, exact; for reference-equivalence tests
 
 
+PRECONDITIONS = ("none", "rms", "adam")
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     chunk: int = 64  # block edge of the per-chunk DCT
@@ -24,7 +27,10 @@ class DemoConfig:
     values: ValueMode = ValueMode.SIGN
     weight_decay: float = 0.0  # decoupled, scaled by the learning rate
     clip_grad_norm: float | None = None  # clip the global gradient norm before compress
-    normalize_grad: bool = False  # divide each tensor's gradient by its RMS before it enters the momentum
+    # local adaptive scaling of each gradient before it enters the momentum (never sent):
+    # "none", "rms" (divide each tensor by its RMS) or "adam" (elementwise, by a second moment)
+    precondition: str = "none"
+    precondition_beta: float = 0.999  # "adam": decay of the second moment
     schedule: LrSchedule = field(default_factory=LrSchedule)
 
     def check(self) -> None:
@@ -38,4 +44,8 @@ class DemoConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be positive, got {self.clip_grad_norm}")
+        if self.precondition not in PRECONDITIONS:
+            raise ValueError(f"precondition must be one of {PRECONDITIONS}, got {self.precondition!r}")
+        if not 0 < self.precondition_beta < 1:
+            raise ValueError(f"precondition_beta must be in (0, 1), got {self.precondition_beta}")
         self.schedule.check()

@@ -108,6 +108,11 @@ class DemoOptimizer:
             )
             for ts, p in zip(self.spec.tensors, self.params)
         ]
+        self.second_moment = (
+            [torch.zeros_like(p, dtype=compute_dtype(p.dtype)) for p in self.params]
+            if config.precondition == "adam"
+            else []
+        )
         self.step = 0
         self.last_grad_norm: float | None = None
 
@@ -126,18 +131,26 @@ class DemoOptimizer:
         if cfg.clip_grad_norm is not None:
             self.last_grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.clip_grad_norm))
         tensors = []
-        for p, ts, m in zip(self.params, self.spec.tensors, self.momentum):
-            update_momentum(m, p.grad, ts.layout, cfg.beta, self.lr * self._grad_scale(p.grad))
+        for i, (p, ts, m) in enumerate(zip(self.params, self.spec.tensors, self.momentum)):
+            grad = None if p.grad is None else self._precondition(i, p.grad)
+            update_momentum(m, grad, ts.layout, cfg.beta, self.lr)
             tensors.append(take_topk(m, ts.layout, ts.k, cfg.alpha))
         return encode(self.spec, self.step, tensors)
 
-    def _grad_scale(self, grad: torch.Tensor | None) -> float:
-        """1, or 1 / RMS(grad) with normalize_grad: every step then weighs the same in the
-        momentum, instead of the large early gradients dominating it for ~1 / (1 - beta) steps."""
-        if grad is None or not self.config.normalize_grad:
-            return 1.0
-        rms = float(grad.to(compute_dtype(grad.dtype)).square().mean().sqrt())
-        return 1.0 / rms if rms > 0 else 1.0
+    def _precondition(self, i: int, grad: torch.Tensor) -> torch.Tensor:
+        """Scale the gradient locally before it enters the momentum. "rms" makes every step
+        weigh the same (otherwise the large early gradients dominate for ~1 / (1 - beta) steps);
+        "adam" also evens out parameters, by a bias-corrected second moment as Adam's."""
+        kind = self.config.precondition
+        if kind == "none":
+            return grad
+        g = grad.to(compute_dtype(grad.dtype))
+        if kind == "rms":
+            rms = g.square().mean().sqrt()
+            return g / rms if rms > 0 else g
+        b2 = self.config.precondition_beta
+        v = self.second_moment[i].mul_(b2).addcmul_(g, g, value=1 - b2)
+        return g / (v / (1 - b2 ** (self.step + 1))).sqrt().add_(1e-8)
 
     def decode(self, payload: bytes) -> Payload:
         """Strictly decode a peer's payload for this step; raises PayloadError on anything wrong."""
@@ -172,6 +185,7 @@ class DemoOptimizer:
             "step": self.step,
             "spec_digest": self.spec.digest.hex(),
             "momentum": {name: m.clone() for name, m in zip(self.names, self.momentum)},
+            "second_moment": {name: v.clone() for name, v in zip(self.names, self.second_moment)},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -179,4 +193,6 @@ class DemoOptimizer:
             raise ValueError("optimizer state was saved for a different parameter spec")
         for name, m in zip(self.names, self.momentum):
             m.copy_(state["momentum"][name])
+        for name, v in zip(self.names, self.second_moment):
+            v.copy_(state["second_moment"][name])
         self.step = int(state["step"])

@@ -45,7 +45,7 @@ def demo_config(args: argparse.Namespace) -> DemoConfig:
         alpha=args.alpha,
         values=ValueMode[args.values.upper()],
         weight_decay=args.weight_decay,
-        normalize_grad=args.normalize_grad,
+        precondition=args.precondition,
         schedule=schedule,
     )
 
@@ -161,7 +161,12 @@ def main() -> None:
     add("--alpha", type=float, default=1.0)
     add("--values", default="sign", choices=[m.name.lower() for m in ValueMode])
     add("--weight-decay", type=float, default=0.0)
-    add("--normalize-grad", action="store_true", help="divide each tensor's gradient by its RMS first")
+    add(
+        "--precondition",
+        default="none",
+        choices=["none", "rms", "adam"],
+        help="local scaling before compression",
+    )
     add("--adam-lr", type=float, default=1e-3)
     add("--adam-warmup", type=int, default=20)
     add("--plot", default="out/convergence.png", help="PNG path; empty for none")

@@ -246,7 +246,7 @@ def test_empty_round_is_a_caller_error():
 
 def test_normalized_gradients_enter_the_momentum_with_unit_rms():
     cfg = DemoConfig(
-        chunk=8, topk=64, beta=0.0, values=ValueMode.RAW, normalize_grad=True, schedule=LrSchedule(lr=1.0)
+        chunk=8, topk=64, beta=0.0, values=ValueMode.RAW, precondition="rms", schedule=LrSchedule(lr=1.0)
     )
     params, opt = replica(cfg)
     for n, g in random_grads(0, 0).items():
@@ -254,3 +254,28 @@ def test_normalized_gradients_enter_the_momentum_with_unit_rms():
     sent = opt.decode(opt.compress())  # every coefficient is sent; the DCT preserves the RMS
     for tp in sent.tensors:
         assert np.sqrt(np.mean(tp.values**2)) == pytest.approx(1.0, rel=1e-9)
+
+
+def test_adam_preconditioning_sends_bias_corrected_unit_steps_first():
+    cfg = DemoConfig(
+        chunk=8, topk=64, beta=0.0, values=ValueMode.RAW, precondition="adam", schedule=LrSchedule(lr=1.0)
+    )
+    params, opt = replica(cfg)
+    grads = random_grads(0, 0)
+    for n, g in grads.items():
+        params[n].grad = g
+    sent = opt.decode(opt.compress())
+    for tp, ts, n in zip(sent.tensors, opt.spec.tensors, opt.names):
+        dense = torch.zeros(ts.layout.padded_shape, dtype=torch.float64)
+        dense.view(-1)[
+            block_positions(ts.layout, torch.from_numpy(tp.chunks), torch.from_numpy(tp.indices))
+        ] = torch.from_numpy(tp.values)
+        assert torch.allclose(idct_blocks(dense, ts.layout), grads[n].sign(), atol=1e-6)
+
+
+def test_second_moment_is_part_of_the_optimizer_state():
+    cfg = DemoConfig(chunk=8, topk=3, precondition="adam")
+    a, b = replica(cfg), replica(cfg)
+    run([a], steps=2)
+    b[1].load_state_dict(a[1].state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(a[1].second_moment, b[1].second_moment))
