@@ -2,8 +2,8 @@
 the model hash every replica compares.
 
 Nothing here unpickles: checkpoints arrive from peers, and safetensors plus JSON cannot execute
-code on load. The optimizer's momentum is a second safetensors file with its step and spec
-digest in the metadata.
+code on load. The optimizer's state (momentum, and the second moment when it preconditions) is
+a second safetensors file with its step and spec digest in the metadata.
 """
 
 import hashlib
@@ -18,6 +18,7 @@ from node.model import Llama, ModelConfig
 from optim import DemoOptimizer
 
 WEIGHTS, CONFIG, OPTIMIZER = "model.safetensors", "config.json", "optimizer.safetensors"
+_OPT_GROUPS = ("momentum", "second_moment")  # tensors of the optimizer state, stored as "<group>/<param>"
 
 _HF_KEYS = {  # our field -> Hugging Face LlamaConfig field
     "vocab_size": "vocab_size",
@@ -85,11 +86,8 @@ def save(
     if optimizer is not None:
         state = optimizer.state_dict()
         metadata = {"step": str(state["step"]), "spec_digest": state["spec_digest"]}
-        save_file(
-            {n: m.contiguous() for n, m in state["momentum"].items()},
-            directory / OPTIMIZER,
-            metadata=metadata,
-        )
+        tensors = {f"{group}/{n}": t.contiguous() for group in _OPT_GROUPS for n, t in state[group].items()}
+        save_file(tensors, directory / OPTIMIZER, metadata=metadata)
     return digest
 
 
@@ -126,7 +124,10 @@ def load_optimizer(directory: str | Path, optimizer: DemoOptimizer) -> None:
     path = Path(directory) / OPTIMIZER
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
-    momentum = load_file(path)
+    tensors = load_file(path)
+    groups = {
+        g: {k.split("/", 1)[1]: t for k, t in tensors.items() if k.startswith(g + "/")} for g in _OPT_GROUPS
+    }
     optimizer.load_state_dict(
-        {"step": int(metadata["step"]), "spec_digest": metadata["spec_digest"], "momentum": momentum}
+        {"step": int(metadata["step"]), "spec_digest": metadata["spec_digest"], **groups}
     )

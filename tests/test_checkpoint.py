@@ -10,7 +10,7 @@ from optim import DemoConfig, DemoOptimizer
 
 def trained_pair():
     model = Llama(preset("tiny", n_layers=2), seed=1)
-    opt = DemoOptimizer(model.named_parameters(), DemoConfig(topk=4))
+    opt = DemoOptimizer(model.named_parameters(), DemoConfig(topk=4, precondition="adam"))
     x = torch.randint(0, 259, (2, 17))
     model(x[:, :-1], x[:, 1:])[1].backward()
     opt.apply({"me": opt.compress()})
@@ -28,10 +28,11 @@ def test_checkpoint_round_trips_with_an_equal_model_hash(tmp_path):
 def test_optimizer_state_round_trips(tmp_path):
     model, opt = trained_pair()
     save(tmp_path, model, opt)
-    fresh = DemoOptimizer(load_model(tmp_path).named_parameters(), DemoConfig(topk=4))
+    fresh = DemoOptimizer(load_model(tmp_path).named_parameters(), DemoConfig(topk=4, precondition="adam"))
     load_optimizer(tmp_path, fresh)
     assert fresh.step == opt.step == 1
     assert all(torch.equal(a, b) for a, b in zip(fresh.momentum, opt.momentum))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.second_moment, opt.second_moment))
 
 
 def test_model_hash_changes_with_any_parameter():
