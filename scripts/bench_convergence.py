@@ -46,6 +46,7 @@ def demo_config(args: argparse.Namespace) -> DemoConfig:
         values=ValueMode[args.values.upper()],
         weight_decay=args.weight_decay,
         precondition=args.precondition,
+        precondition_beta=args.precondition_beta,
         schedule=schedule,
     )
 
