@@ -168,6 +168,7 @@ def main() -> None:
         choices=["none", "rms", "adam"],
         help="local scaling before compression",
     )
+    add("--precondition-beta", type=float, default=0.999, help="adam preconditioning: second-moment decay")
     add("--adam-lr", type=float, default=1e-3)
     add("--adam-warmup", type=int, default=20)
     add("--plot", default="out/convergence.png", help="PNG path; empty for none")
