@@ -31,6 +31,10 @@ class RemoteError(P2PError):
         self.peer = peer
 
 
+class PeerUnreachable(RemoteError):
+    pass
+
+
 class MessageError(RemoteError):
     reason = "invalid"
 

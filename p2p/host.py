@@ -47,6 +47,7 @@ from p2p.errors import (
     BlobTruncated,
     BlobUnavailable,
     LocalError,
+    PeerUnreachable,
 )
 from p2p.identity import Identity
 from p2p.messages import Envelope, Inbox, Message, seal
@@ -110,7 +111,10 @@ class Host:
         if self._failure is not None:
             raise LocalError(f"p2p host failed to start: {self._failure}") from self._failure
         for addr in self._bootstrap:
-            self.connect(addr)
+            try:
+                self.connect(addr)
+            except PeerUnreachable as err:  # the re-dial loop keeps trying
+                log.warning("bootstrap peer unreachable: %s", err)
         return self
 
     def close(self) -> None:
@@ -175,8 +179,13 @@ class Host:
         return info.peer_id.to_string()
 
     async def _connect_async(self, info, timeout: float) -> None:
-        with trio.fail_after(timeout):
-            await self._host.connect(info)
+        try:
+            with trio.fail_after(timeout):
+                await self._host.connect(info)
+        except Exception as err:  # timeouts and libp2p's many dial errors alike
+            raise PeerUnreachable(
+                f"dial failed: {type(err).__name__}: {err}", info.peer_id.to_string()
+            ) from None
 
     async def _redial_forever(self) -> None:
         """A dropped peer is re-dialled every 2 s, so a killed relay never partitions the rest."""
@@ -187,8 +196,8 @@ class Host:
                 if peer not in connected:
                     try:
                         await self._connect_async(info_from_p2p_addr(multiaddr.Multiaddr(addr)), 2.0)
-                    except Exception as err:  # any dial failure: try again next time
-                        log.debug("re-dial %s failed: %s", peer, err)
+                    except PeerUnreachable as err:
+                        log.debug("re-dial failed: %s", err)
 
     # -- gossip ----------------------------------------------------------------------------
     def publish(self, message: Message) -> None:

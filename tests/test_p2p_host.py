@@ -14,7 +14,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from p2p.errors import BlobUnavailable
+from p2p.errors import BlobUnavailable, PeerUnreachable
 from p2p.host import Host
 from p2p.identity import Identity
 from p2p.messages import Heartbeat, seal
@@ -69,6 +69,17 @@ def raw_publish(host, data: bytes):
 def test_peer_id_is_derived_from_the_keypair(hosts):
     a, _ = hosts(2)
     assert a.peer_id.startswith("12D3KooW") and a.addrs[0].endswith(a.peer_id)
+
+
+def test_unreachable_bootstrap_peer_does_not_stop_a_host_from_starting():
+    dead = "/ip4/127.0.0.1/tcp/9/p2p/" + Host(Identity.generate(), "r").peer_id
+    host = Host(Identity.generate(), "r", bootstrap=[dead]).start()
+    try:
+        assert host.peers() == [] and dead.rsplit("/", 1)[1] in host.known
+        with pytest.raises(PeerUnreachable):
+            host.connect(dead, timeout=2)
+    finally:
+        host.close()
 
 
 def test_signed_gossip_arrives_verified(hosts):
