@@ -75,3 +75,19 @@ def test_assignment_is_a_function_of_seed_and_members():
 def test_byte_tokenizer_round_trips_text():
     tok = ByteTokenizer()
     assert tok.decode(tok.encode("héllo\n")) == "héllo\n"
+
+
+def test_a_local_hugging_face_tokenizer_json_is_used(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "</s>"])
+    tok.train_from_iterator(["def main():\n    return 42\n"] * 50, trainer)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    from node.tokenizer import load_tokenizer
+
+    loaded = load_tokenizer(tmp_path)
+    ids = loaded.encode("def main():")
+    assert loaded.eos_id == tok.token_to_id("</s>")
+    assert len(ids) < len("def main():") and loaded.decode(ids) == "def main():"
