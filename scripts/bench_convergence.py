@@ -42,6 +42,7 @@ from optim.memory import retain_freed_memory  # noqa: E402
 def demo_config(args: argparse.Namespace) -> DemoConfig:
     schedule = LrSchedule(args.schedule, lr=args.lr, warmup=args.warmup, total=args.steps, final_ratio=0.1)
     return DemoConfig(
+        chunk=args.chunk,
         topk=args.topk,
         beta=args.beta,
         alpha=args.alpha,
@@ -159,6 +160,7 @@ def main() -> None:
     add("--lr", type=float, default=1e-3)
     add("--schedule", default="constant", choices=["constant", "cosine", "wsd"])
     add("--warmup", type=int, default=0)
+    add("--chunk", type=int, default=64)
     add("--topk", type=int, default=4)
     add("--beta", type=float, default=0.99)
     add("--alpha", type=float, default=1.0)
