@@ -82,9 +82,12 @@ def libp2p_peer(index: int, size: int) -> None:
         host.connect(peer["addr"])
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.readline()
-    with ThreadPoolExecutor(len(others)) as pool:
-        list(pool.map(lambda p: host.fetch(bytes.fromhex(p["digest"]), size, [p["peer"]]), others))
-    print(json.dumps({"done": time.time()}), flush=True)
+    try:
+        with ThreadPoolExecutor(len(others)) as pool:
+            list(pool.map(lambda p: host.fetch(bytes.fromhex(p["digest"]), size, [p["peer"]]), others))
+        print(json.dumps({"done": time.time()}), flush=True)
+    except Exception as err:  # reported to the parent, which fails the measurement
+        print(json.dumps({"error": f"{type(err).__name__}: {err}"}), flush=True)
     sys.stdin.read()
     host.close()
 
@@ -98,7 +101,7 @@ def spawn(mode: str, index: int, size: int) -> subprocess.Popen:
     )
 
 
-def exchange(mode: str, nodes: int, size: int) -> float:
+def exchange(mode: str, nodes: int, size: int, timeout: float = 120.0) -> float:
     procs = [spawn(mode, i, size) for i in range(nodes)]
     try:
         hellos = [json.loads(p.stdout.readline()) for p in procs]
@@ -116,8 +119,19 @@ def exchange(mode: str, nodes: int, size: int) -> float:
                 proc.stdin.flush()
         else:
             start = time.time()
-        finished = [json.loads(proc.stdout.readline())["done"] for proc in procs]
-        return max(finished) - start
+        timer = threading.Timer(timeout, lambda: [p.kill() for p in procs])  # bounds every read below
+        timer.start()
+        try:
+            reports = [
+                json.loads(proc.stdout.readline() or '{"error": "peer exited or timed out"}')
+                for proc in procs
+            ]
+        finally:
+            timer.cancel()
+        errors = [r["error"] for r in reports if "error" in r]
+        if errors:
+            raise RuntimeError(f"{mode} exchange failed: {errors[:2]}")
+        return max(r["done"] for r in reports) - start
     finally:
         for proc in procs:
             proc.kill()
