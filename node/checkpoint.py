@@ -12,6 +12,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from node.model import Llama, ModelConfig
@@ -119,8 +120,6 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Lla
 
 
 def load_optimizer(directory: str | Path, optimizer: DemoOptimizer) -> None:
-    from safetensors import safe_open
-
     path = Path(directory) / OPTIMIZER
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()

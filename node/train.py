@@ -5,7 +5,7 @@ On CUDA the forward runs under bf16 autocast (SDPA picks its fused kernels); on 
 """
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,12 +43,9 @@ class Trainer:
             p.grad = None
         seqs = np.concatenate([self.data.batch(b) for b in batch_ids]) if batch_ids else np.empty((0, 0))
         total = 0.0
-        for start in range(0, len(seqs), self.micro_batch):
-            chunk = torch.from_numpy(seqs[start : start + self.micro_batch]).to(self.device)
-            with self._autocast():
-                _, loss = self.model(chunk[:, :-1], chunk[:, 1:])
-            (loss * (len(chunk) / len(seqs))).backward()
-            total += loss.item() * len(chunk)
+        for loss, n in self._losses(seqs):
+            (loss * (n / len(seqs))).backward()
+            total += loss.item() * n
         return StepResult(total / max(1, len(seqs)), len(seqs) * self.data.seq_len)
 
     @torch.no_grad()
@@ -56,10 +53,12 @@ class Trainer:
         """Mean loss over the first max_seqs validation sequences (the same ones every call)."""
         self.model.eval()
         seqs = self.data.val_batches(max_seqs)
-        total = 0.0
+        return sum(loss.item() * n for loss, n in self._losses(seqs)) / len(seqs)
+
+    def _losses(self, seqs: np.ndarray) -> Iterator[tuple[torch.Tensor, int]]:
+        """(mean loss, sequence count) of each micro-batch of seqs (n, seq_len + 1)."""
         for start in range(0, len(seqs), self.micro_batch):
             chunk = torch.from_numpy(seqs[start : start + self.micro_batch]).to(self.device)
             with self._autocast():
                 _, loss = self.model(chunk[:, :-1], chunk[:, 1:])
-            total += loss.item() * len(chunk)
-        return total / len(seqs)
+            yield loss, len(chunk)

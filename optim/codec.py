@@ -22,6 +22,7 @@ work done is linear in the payload size, so no input can hang it.
 import math
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -117,6 +118,7 @@ def decode(spec: ParamSpec, data: bytes, max_bytes: int | None = None) -> Payloa
     return Payload(step, tensors)
 
 
+@lru_cache(maxsize=16)
 def max_payload_bytes(spec: ParamSpec) -> int:
     """The largest payload a well-formed encoder can produce for this spec."""
     size = _HEADER.size + 2 * len(spec.tensors) + _U32.size + 2

@@ -254,7 +254,6 @@ class Host:
         raise BlobUnavailable(f"blob {digest.hex()[:16]} from none of {len(peers)} peers: {failures}")
 
     async def _fetch_from(self, peer: str, digest: bytes, size_limit: int, dest: Path | None):
-        sink = MemorySink() if dest is None else FileSink(dest)
         try:
             with trio.fail_after(self.chunk_timeout):
                 stream = await self._host.new_stream(ID.from_base58(peer), [BLOB_PROTOCOL])
@@ -262,6 +261,7 @@ class Host:
             raise BlobTimeout("opening a blob stream timed out", peer) from None
         except Exception as err:
             raise BlobUnavailable(f"cannot open a blob stream: {err}", peer) from None
+        sink = MemorySink() if dest is None else FileSink(dest)  # only once there is a stream to fill it
         try:
             await stream.write(digest)
             status, size = _RESPONSE.unpack(await _read_exactly(stream, _RESPONSE.size, self.chunk_timeout))

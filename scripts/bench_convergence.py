@@ -29,6 +29,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from plotting import save_png, subplots  # noqa: E402  (this script's own directory)
+
 from node.assignment import round_batch_ids  # noqa: E402
 from node.data import TokenDataset, default_corpus  # noqa: E402
 from node.model import Llama, preset  # noqa: E402
@@ -103,12 +105,7 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def plot(runs: list[dict], summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     for i, run in enumerate(runs):
         steps = [p["step"] for p in run["curve"]]
         ax.plot(
@@ -131,9 +128,7 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
     ax.set_ylabel("held-out loss (nats/token)")
     ax.set_title(f"loss ratio {summary['loss_ratio']:.3f} at {summary['bytes_ratio']:.0f}x fewer bytes")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_png(fig, path)
 
 
 def main() -> None:

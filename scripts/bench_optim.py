@@ -29,6 +29,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from plotting import save_png, subplots  # noqa: E402  (this script's own directory)
+
 from optim import DemoConfig, DemoOptimizer, LrSchedule, ValueMode, decode, encode, rice  # noqa: E402
 from optim.demo import take_topk, update_momentum  # noqa: E402
 from optim.memory import retain_freed_memory  # noqa: E402
@@ -298,13 +300,8 @@ def print_table(rows: list[dict], console: Console) -> None:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     models = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    fig, axes = subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models):
         mine = [r for r in rows if r["model"] == model]
         ks = [str(r["k"]) for r in mine]
@@ -320,9 +317,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_title(model)
         ax.set_ylim(top=dense * 4)
         ax.legend(loc="center right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_png(fig, path)
 
 
 def main() -> None:
