@@ -49,6 +49,9 @@ SYM = struct.Struct("<IBBHQQ")
 REL = struct.Struct("<QQ")
 DYN = struct.Struct("<qQ")
 HEADERS_END = EHDR.size + 4 * PHDR.size
+# Undefined functions with these names are syscalls; anything else (clang's memcpy, __multi3, a
+# typo) is a link error here rather than an UnresolvedSymbol at deploy time.
+SYSCALL_PREFIXES = ("sol_", "abort")
 
 
 class LinkError(Exception):
@@ -218,6 +221,8 @@ def _apply(buf: bytearray, where: int, rtype: int, sym: Symbol, addr: int | None
     """Patch one relocation in place; return the dynamic relocation type it needs (0 for none)."""
     if rtype == R_BPF_64_32:
         if addr is None:
+            if not sym.name.startswith(SYSCALL_PREFIXES):
+                raise LinkError(f"{path}: undefined function {sym.name!r} (not a Solana syscall)")
             return R_BPF_64_32
         (imm,) = struct.unpack_from("<i", buf, where + 4)
         addend = (imm + 1) * 8 if sym.type == STT_SECTION else 0

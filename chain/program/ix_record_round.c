@@ -1,0 +1,100 @@
+/* record_round (authority): one transaction per round whatever the member count. Three bitmaps
+ * over the member table (bit i = slot i, least significant bit first) say who contributed, who
+ * validated and who is penalized. Everything is checked before anything is written, except the
+ * per-member arithmetic, whose failure aborts the whole transaction anyway. */
+#include "agora.h"
+
+static u64 check_bitmap(const bytes_t *bits, u32 member_count) {
+    if (bits->len != (member_count + 7) / 8) return ERR_BITMAP_LENGTH;
+    if (member_count % 8 && bits->ptr[bits->len - 1] >> (member_count % 8)) return ERR_BITS_PAST_MEMBER_COUNT;
+    return 0;
+}
+
+static u64 check_members(const member_table_t *table, const record_round_args_t *a, u64 n_bytes) {
+    for (u64 byte = 0; byte < n_bytes; byte++) {
+        u8 credited = a->contributed.ptr[byte] | a->validated.ptr[byte];
+        u8 penalized = a->penalized.ptr[byte];
+        if (credited & penalized) return ERR_CONFLICTING_BITS;
+        u8 any = credited | penalized;
+        for (u32 bit = 0; any >> bit; bit++) {
+            u8 status = table->members[byte * 8 + bit].status;
+            if (any >> bit & 1 && status != STATUS_ACTIVE && status != STATUS_LEFT)
+                return ERR_MEMBER_NOT_CREDITABLE;
+        }
+    }
+    return 0;
+}
+
+static u64 credit(member_t *m, u64 points, u32 *counter) {
+    (*counter)++;
+    return add_u64(m->points_earned, points, &m->points_earned);
+}
+
+static u64 slash(run_t *run, member_t *m, i64 now) {
+    u64 amount = m->stake < run->params.slash_amount ? m->stake : run->params.slash_amount;
+    m->stake -= amount;
+    run->total_staked -= amount;
+    TRY(add_u64(run->treasury, amount, &run->treasury));
+    if (m->status == STATUS_ACTIVE) run->active_count--;
+    m->status = STATUS_SLASHED;
+    m->penalties++;
+    m->unbond_at = now + (i64)run->params.unbonding_seconds;
+    return 0;
+}
+
+typedef struct {
+    u16 contributed, validated, penalized;
+} counts_t;
+
+static u64 apply_bits(run_t *run, member_table_t *table, const record_round_args_t *a, u64 n_bytes,
+                      counts_t *counts) {
+    i64 now;
+    TRY(now_unix(&now));
+    for (u64 byte = 0; byte < n_bytes; byte++) {
+        u8 c = a->contributed.ptr[byte], v = a->validated.ptr[byte], p = a->penalized.ptr[byte];
+        u8 any = c | v | p;
+        /* No bit-scan instruction on BPF (clang 14 crashes lowering ctz), so walk the set bits. */
+        for (u32 bit = 0; any >> bit; bit++) {
+            member_t *m = &table->members[byte * 8 + bit];
+            if (c >> bit & 1) TRY(credit(m, run->params.points_per_contribution, &m->contributions));
+            if (v >> bit & 1) TRY(credit(m, run->params.points_per_validation, &m->validations));
+            if (p >> bit & 1) TRY(slash(run, m, now));
+            counts->contributed += c >> bit & 1;
+            counts->validated += v >> bit & 1;
+            counts->penalized += p >> bit & 1;
+        }
+    }
+    return 0;
+}
+
+u64 ix_record_round(ctx_t *ctx) {
+    record_round_args_t args;
+    if (!parse_record_round(&ctx->data, &args)) return ERR_INVALID_INSTRUCTION;
+    TRY(require_accounts(ctx, RECORD_ROUND_ACCOUNTS));
+    run_t *run;
+    member_table_t *table;
+    TRY(load_authority_run(ctx, RECORD_ROUND_AUTHORITY, RECORD_ROUND_RUN, &run));
+    TRY(load_members(ctx, RECORD_ROUND_MEMBERS, run, RECORD_ROUND_RUN, &table));
+    if (run->paused) return ERR_RUN_PAUSED;
+    if (run->rounds_recorded && args.round <= run->last_round) return ERR_ROUND_NOT_INCREASING;
+    TRY(check_bitmap(&args.contributed, run->member_count));
+    TRY(check_bitmap(&args.validated, run->member_count));
+    TRY(check_bitmap(&args.penalized, run->member_count));
+    u64 n_bytes = args.contributed.len;
+    TRY(check_members(table, &args, n_bytes));
+    counts_t counts = {0, 0, 0};
+    TRY(apply_bits(run, table, &args, n_bytes, &counts));
+
+    round_record_t *rec = &run->recent[run->rounds_recorded % ROUND_RING];
+    rec->round = args.round;
+    sol_memcpy_(rec->root, args.root, 32);
+    TRY(now_slot(&rec->slot));
+    rec->contributed = counts.contributed;
+    rec->validated = counts.validated;
+    rec->penalized = counts.penalized;
+    run->last_round = args.round;
+    run->rounds_recorded++;
+    log_str("agora: round recorded");
+    sol_log_64_(args.round, counts.contributed, counts.validated, counts.penalized, rec->slot);
+    return 0;
+}
