@@ -146,7 +146,7 @@ ACCOUNTS = (RUN, MEMBER_TABLE)
 
 A = AccountMeta
 _AUTHORITY_RUN_TABLE = (A("authority", signer=True), A("run", writable=True), A("members", writable=True))
-_NODE_RUN_TABLE = (A("node", signer=True), A("run"), A("members", writable=True))
+_NODE_RUN_TABLE = (A("node", signer=True), A("run", writable=True), A("members", writable=True))
 INSTRUCTIONS = (
     Instruction(
         "initialize_run",
