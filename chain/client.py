@@ -94,7 +94,9 @@ class SvmTransport:
 class RpcTransport:
     """Solana JSON-RPC through solana-py; every HTTP failure becomes RpcUnavailable."""
 
-    def __init__(self, url: str, timeout_s: float = 10.0, confirm_timeout_s: float = CONFIRM_TIMEOUT_S) -> None:
+    def __init__(
+        self, url: str, timeout_s: float = 10.0, confirm_timeout_s: float = CONFIRM_TIMEOUT_S
+    ) -> None:
         self.url = url
         self.client = Client(url, commitment=Confirmed, timeout=timeout_s)
         self.confirm_timeout_s = confirm_timeout_s
@@ -115,7 +117,9 @@ class RpcTransport:
         signature = self._call("sendTransaction", self.client.send_transaction, tx, opts).value
         deadline = time.monotonic() + self.confirm_timeout_s
         while time.monotonic() < deadline:
-            status = self._call("getSignatureStatuses", self.client.get_signature_statuses, [signature]).value[0]
+            status = self._call(
+                "getSignatureStatuses", self.client.get_signature_statuses, [signature]
+            ).value[0]
             if status is not None and status.confirmation_status is not None:
                 if status.err is not None:
                     raise from_transaction_error(error_json(status.err), [])
@@ -144,13 +148,19 @@ class RpcTransport:
     def token_balance(self, token_account: Pubkey) -> int:
         if self.account_data(token_account) is None:
             return 0
-        return int(self._call("getTokenAccountBalance", self.client.get_token_account_balance, token_account).value.amount)
+        return int(
+            self._call(
+                "getTokenAccountBalance", self.client.get_token_account_balance, token_account
+            ).value.amount
+        )
 
     def airdrop(self, pubkey: Pubkey, lamports: int) -> None:
         signature = self._call("requestAirdrop", self.client.request_airdrop, pubkey, lamports).value
         deadline = time.monotonic() + self.confirm_timeout_s
         while time.monotonic() < deadline:
-            status = self._call("getSignatureStatuses", self.client.get_signature_statuses, [signature]).value[0]
+            status = self._call(
+                "getSignatureStatuses", self.client.get_signature_statuses, [signature]
+            ).value[0]
             if status is not None and status.confirmation_status is not None:
                 return
             time.sleep(0.05)
@@ -182,7 +192,9 @@ class AgoraClient:
     def key(self) -> Pubkey:
         return self.keypair.pubkey()
 
-    def transaction(self, instructions: Sequence[Instruction], signers: Iterable[Keypair] = ()) -> Transaction:
+    def transaction(
+        self, instructions: Sequence[Instruction], signers: Iterable[Keypair] = ()
+    ) -> Transaction:
         message = Message(list(instructions), self.key)
         return Transaction([self.keypair, *signers], message, self.transport.latest_blockhash())
 
@@ -201,13 +213,17 @@ class AgoraClient:
             [
                 ixs.create_member_table(self.key, table.pubkey(), table_rent, self.program_id),
                 *ixs.create_mint(self.key, mint.pubkey(), mint_rent, run_key, decimals),
-                ixs.initialize_run(self.key, run_id, table.pubkey(), mint.pubkey(), mode, params, self.program_id),
+                ixs.initialize_run(
+                    self.key, run_id, table.pubkey(), mint.pubkey(), mode, params, self.program_id
+                ),
             ],
             [table, mint],
         )
         return self.run(run_id)
 
-    def update_run(self, run_id: int, params: RunParams | None = None, paused: bool | None = None) -> RunState:
+    def update_run(
+        self, run_id: int, params: RunParams | None = None, paused: bool | None = None
+    ) -> RunState:
         run = self.run(run_id)
         params = run.params if params is None else params
         paused = run.paused if paused is None else paused
@@ -221,17 +237,33 @@ class AgoraClient:
         self.send([ixs.revoke_node(self.key, self.run(run_id), node, self.program_id)])
 
     def record_round_instruction(
-        self, run: RunState, round_: int, root: bytes, contributed: Iterable[int], validated: Iterable[int],
+        self,
+        run: RunState,
+        round_: int,
+        root: bytes,
+        contributed: Iterable[int],
+        validated: Iterable[int],
         penalized: Iterable[int],
     ) -> Instruction:
         n = run.member_count
         return ixs.record_round(
-            self.key, run, round_, root, ixs.bitmap(contributed, n), ixs.bitmap(validated, n),
-            ixs.bitmap(penalized, n), self.program_id,
+            self.key,
+            run,
+            round_,
+            root,
+            ixs.bitmap(contributed, n),
+            ixs.bitmap(validated, n),
+            ixs.bitmap(penalized, n),
+            self.program_id,
         )
 
     def record_round(
-        self, run_id: int, round_: int, root: bytes, contributed: Iterable[int] = (), validated: Iterable[int] = (),
+        self,
+        run_id: int,
+        round_: int,
+        root: bytes,
+        contributed: Iterable[int] = (),
+        validated: Iterable[int] = (),
         penalized: Iterable[int] = (),
     ) -> str:
         """Record one round; the sets name member-table slots (see `members`)."""

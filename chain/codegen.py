@@ -21,7 +21,15 @@ ROOT = Path(__file__).resolve().parent
 HEADER = ROOT / "program" / "agora_gen.h"
 IDL = ROOT / "idl" / "agora.json"
 
-C_TYPES = {"u8": "u8", "bool": "u8", "u16": "u16", "u32": "u32", "u64": "u64", "i64": "i64", "publicKey": "pubkey_t"}
+C_TYPES = {
+    "u8": "u8",
+    "bool": "u8",
+    "u16": "u16",
+    "u32": "u32",
+    "u64": "u64",
+    "i64": "i64",
+    "publicKey": "pubkey_t",
+}
 
 
 def _snake_upper(name: str) -> str:
@@ -48,7 +56,7 @@ def _c_field(f: Field) -> str:
 
 def _c_struct(s: Struct) -> list[str]:
     ctype = _c_type(s.name)
-    lines = [f"typedef struct {{"]
+    lines = ["typedef struct {"]
     if s.is_account:
         lines.append("    u64 discriminator;")
     lines += [_c_field(f) for f in s.fields]
@@ -74,7 +82,7 @@ def _reader(t: str | Array, target: str) -> str:
 
 def _c_args(ix: spec.Instruction) -> list[str]:
     name = ix.name
-    lines = [f"typedef struct {{"]
+    lines = ["typedef struct {"]
     lines += [_c_field(f) for f in ix.args] or ["    u8 none;"]
     lines.append(f"}} {name}_args_t;")
     lines.append(f"static inline int parse_{name}(reader_t *r, {name}_args_t *a) {{")
@@ -117,7 +125,9 @@ def render_header() -> str:
     for ix in spec.INSTRUCTIONS:
         out.append(f"#define IX_{ix.name.upper()} {_u64_literal(spec.instruction_discriminator(ix.name))}")
     for acc in spec.ACCOUNTS:
-        out.append(f"#define DISC_{_snake_upper(acc.name)} {_u64_literal(spec.account_discriminator(acc.name))}")
+        out.append(
+            f"#define DISC_{_snake_upper(acc.name)} {_u64_literal(spec.account_discriminator(acc.name))}"
+        )
     out.append("")
     for s in spec.TYPES + spec.ACCOUNTS:
         out += _c_struct(s)

@@ -1,11 +1,11 @@
 """What can go wrong talking to the chain, by whose fault.
 
-    ChainError
-    ├── RpcUnavailable       the endpoint cannot be reached (retry later, or fix the URL)
-    ├── RpcError             the endpoint answered with a JSON-RPC error that is not a failed transaction
-    ├── TransactionFailed    the runtime refused the transaction (fees, blockhash, a system error)
-    │   └── ProgramError     the agora program refused it: `code`, `name`, `msg` from chain/spec.py
-    └── ConfirmationTimeout  sent, but not confirmed within the deadline (it may still land)
+ChainError
+├── RpcUnavailable       the endpoint cannot be reached (retry later, or fix the URL)
+├── RpcError             the endpoint answered with a JSON-RPC error that is not a failed transaction
+├── TransactionFailed    the runtime refused the transaction (fees, blockhash, a system error)
+│   └── ProgramError     the agora program refused it: `code`, `name`, `msg` from chain/spec.py
+└── ConfirmationTimeout  sent, but not confirmed within the deadline (it may still land)
 """
 
 from __future__ import annotations
@@ -71,10 +71,12 @@ def from_transaction_error(err: object, logs: list[str]) -> TransactionFailed:
 
 
 def error_json(err: object) -> object:
-    """A solders TransactionError in the form JSON-RPC reports it (`{"InstructionError": [0, {"Custom": 6000}]}`)."""
+    """A solders TransactionError in its JSON-RPC form, e.g. `{"InstructionError": [0, {"Custom": 6000}]}`."""
     if isinstance(err, TransactionErrorInstructionError):
         inner = err.err
-        detail: object = {"Custom": inner.code} if isinstance(inner, InstructionErrorCustom) else _variant(inner)
+        detail: object = (
+            {"Custom": inner.code} if isinstance(inner, InstructionErrorCustom) else _variant(inner)
+        )
         return {"InstructionError": [err.index, detail]}
     if isinstance(err, TransactionErrorFieldless):
         return _variant(err)

@@ -63,7 +63,9 @@ def _params(p: RunParams):
     return program().type["RunParams"](**p.__dict__)
 
 
-def create_member_table(payer: Pubkey, table: Pubkey, lamports: int, program_id: Pubkey = PROGRAM_ID) -> Instruction:
+def create_member_table(
+    payer: Pubkey, table: Pubkey, lamports: int, program_id: Pubkey = PROGRAM_ID
+) -> Instruction:
     """The member table is too large for a CPI to allocate, so the client creates it."""
     return create_account(
         CreateAccountParams(
@@ -72,16 +74,25 @@ def create_member_table(payer: Pubkey, table: Pubkey, lamports: int, program_id:
     )
 
 
-def create_mint(payer: Pubkey, mint: Pubkey, lamports: int, authority: Pubkey, decimals: int) -> list[Instruction]:
+def create_mint(
+    payer: Pubkey, mint: Pubkey, lamports: int, authority: Pubkey, decimals: int
+) -> list[Instruction]:
     return [
         create_account(
             CreateAccountParams(
-                from_pubkey=payer, to_pubkey=mint, lamports=lamports, space=spec.MINT_SIZE, owner=TOKEN_PROGRAM_ID
+                from_pubkey=payer,
+                to_pubkey=mint,
+                lamports=lamports,
+                space=spec.MINT_SIZE,
+                owner=TOKEN_PROGRAM_ID,
             )
         ),
         initialize_mint(
             InitializeMintParams(
-                decimals=decimals, program_id=TOKEN_PROGRAM_ID, mint=mint, mint_authority=authority,
+                decimals=decimals,
+                program_id=TOKEN_PROGRAM_ID,
+                mint=mint,
+                mint_authority=authority,
                 freeze_authority=None,
             )
         ),
@@ -89,24 +100,41 @@ def create_mint(payer: Pubkey, mint: Pubkey, lamports: int, authority: Pubkey, d
 
 
 def initialize_run(
-    authority: Pubkey, run_id: int, table: Pubkey, mint: Pubkey, mode: Mode, params: RunParams,
+    authority: Pubkey,
+    run_id: int,
+    table: Pubkey,
+    mint: Pubkey,
+    mode: Mode,
+    params: RunParams,
     program_id: Pubkey = PROGRAM_ID,
 ) -> Instruction:
     run, _ = run_address(run_id, program_id)
-    accounts = {"authority": authority, "run": run, "members": table, "mint": mint, "system_program": SYSTEM_PROGRAM_ID}
+    accounts = {
+        "authority": authority,
+        "run": run,
+        "members": table,
+        "mint": mint,
+        "system_program": SYSTEM_PROGRAM_ID,
+    }
     return _ix("initialize_run", [run_id, int(mode), _params(params)], accounts, program_id)
 
 
-def update_run(authority: Pubkey, run: Pubkey, params: RunParams, paused: bool, program_id: Pubkey = PROGRAM_ID) -> Instruction:
+def update_run(
+    authority: Pubkey, run: Pubkey, params: RunParams, paused: bool, program_id: Pubkey = PROGRAM_ID
+) -> Instruction:
     return _ix("update_run", [_params(params), paused], {"authority": authority, "run": run}, program_id)
 
 
-def authorize_node(authority: Pubkey, run: RunState, node: Pubkey, program_id: Pubkey = PROGRAM_ID) -> Instruction:
+def authorize_node(
+    authority: Pubkey, run: RunState, node: Pubkey, program_id: Pubkey = PROGRAM_ID
+) -> Instruction:
     accounts = {"authority": authority, "run": run.address, "members": run.members}
     return _ix("authorize_node", [node], accounts, program_id)
 
 
-def revoke_node(authority: Pubkey, run: RunState, node: Pubkey, program_id: Pubkey = PROGRAM_ID) -> Instruction:
+def revoke_node(
+    authority: Pubkey, run: RunState, node: Pubkey, program_id: Pubkey = PROGRAM_ID
+) -> Instruction:
     accounts = {"authority": authority, "run": run.address, "members": run.members}
     return _ix("revoke_node", [node], accounts, program_id)
 
@@ -117,8 +145,14 @@ def join(node: Pubkey, run: RunState, program_id: Pubkey = PROGRAM_ID) -> Instru
 
 
 def record_round(
-    authority: Pubkey, run: RunState, round_: int, root: bytes, contributed: bytes, validated: bytes,
-    penalized: bytes, program_id: Pubkey = PROGRAM_ID,
+    authority: Pubkey,
+    run: RunState,
+    round_: int,
+    root: bytes,
+    contributed: bytes,
+    validated: bytes,
+    penalized: bytes,
+    program_id: Pubkey = PROGRAM_ID,
 ) -> Instruction:
     if len(root) != 32:
         raise ValueError("the round root is 32 bytes")
@@ -133,8 +167,12 @@ def token_account(owner: Pubkey, mint: Pubkey) -> Pubkey:
 def claim(node: Pubkey, run: RunState, amount: int, program_id: Pubkey = PROGRAM_ID) -> list[Instruction]:
     """Create the node's associated token account if missing, then claim into it."""
     accounts = {
-        "node": node, "run": run.address, "members": run.members, "mint": run.mint,
-        "token_account": token_account(node, run.mint), "token_program": TOKEN_PROGRAM_ID,
+        "node": node,
+        "run": run.address,
+        "members": run.members,
+        "mint": run.mint,
+        "token_account": token_account(node, run.mint),
+        "token_program": TOKEN_PROGRAM_ID,
     }
     return [
         create_idempotent_associated_token_account(node, node, run.mint),
@@ -156,4 +194,3 @@ def decode_run(address: Pubkey, data: bytes, program_id: Pubkey = PROGRAM_ID) ->
 
 def decode_members(data: bytes, count: int, program_id: Pubkey = PROGRAM_ID) -> list[Member]:
     return members_from_decoded(program(program_id).account["MemberTable"].coder.accounts.decode(data), count)
-

@@ -14,7 +14,9 @@ def load_keypair(path: str | Path) -> Keypair:
         raw = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a readable solana-keygen keypair file ({exc})") from None
-    if not (isinstance(raw, list) and len(raw) == 64 and all(isinstance(b, int) and 0 <= b < 256 for b in raw)):
+    if not (
+        isinstance(raw, list) and len(raw) == 64 and all(isinstance(b, int) and 0 <= b < 256 for b in raw)
+    ):
         raise ValueError(f"{path}: a solana-keygen keypair is a JSON list of 64 byte values")
     try:
         return Keypair.from_bytes(bytes(raw))

@@ -127,8 +127,10 @@ def _is_text(sec: Section) -> bool:
 
 
 def _is_rodata(sec: Section) -> bool:
-    return sec.type == SHT_PROGBITS and bool(sec.flags & SHF_ALLOC) and (
-        sec.name.startswith(".rodata") or sec.name.startswith(".data.rel.ro")
+    return (
+        sec.type == SHT_PROGBITS
+        and bool(sec.flags & SHF_ALLOC)
+        and (sec.name.startswith(".rodata") or sec.name.startswith(".data.rel.ro"))
     )
 
 
@@ -300,7 +302,9 @@ def _emit(
     body = bytearray(text_addr)
     sections = [(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)]
 
-    def put(name: str, typ: int, flags: int, data: bytes, align: int, link: int = 0, entsize: int = 0) -> None:
+    def put(
+        name: str, typ: int, flags: int, data: bytes, align: int, link: int = 0, entsize: int = 0
+    ) -> None:
         body.extend(b"\0" * (-len(body) % align))
         off = len(body)
         body.extend(data)
@@ -334,8 +338,20 @@ def _emit(
     assert rodata_addr >= text_end
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
     header = EHDR.pack(
-        ident, ET_DYN, EM_BPF, 1, entry_addr, EHDR.size, shoff, 0, EHDR.size, PHDR.size, 4,
-        SHDR.size, len(sections), len(sections) - 1,
+        ident,
+        ET_DYN,
+        EM_BPF,
+        1,
+        entry_addr,
+        EHDR.size,
+        shoff,
+        0,
+        EHDR.size,
+        PHDR.size,
+        4,
+        SHDR.size,
+        len(sections),
+        len(sections) - 1,
     )
     body[: EHDR.size] = header
     for i, (typ, flags, addr, size) in enumerate(phdrs):

@@ -150,7 +150,9 @@ class Localnet:
                 )
         outcome = self.svm.process(tx)
         if outcome.err in ("AlreadyProcessed", "BlockhashNotFound"):
-            raise RpcFailure(-32002, f"Transaction simulation failed: {outcome.err}", self._simulation(outcome))
+            raise RpcFailure(
+                -32002, f"Transaction simulation failed: {outcome.err}", self._simulation(outcome)
+            )
         log.debug("tx %s err=%s units=%d", outcome.signature, outcome.err, outcome.units)
         return outcome.signature
 
@@ -263,8 +265,13 @@ class Localnet:
         if state.get("version") != 1:
             raise ValueError(f"{path}: unknown localnet state version {state.get('version')!r}")
         for key, a in state["accounts"].items():
-            account = Account(a["lamports"], base64.b64decode(a["data"]), Pubkey.from_string(a["owner"]),
-                              False, a["rent_epoch"])
+            account = Account(
+                a["lamports"],
+                base64.b64decode(a["data"]),
+                Pubkey.from_string(a["owner"]),
+                False,
+                a["rent_epoch"],
+            )
             self.svm.set_account(Pubkey.from_string(key), account)
         return len(state["accounts"])
 
@@ -286,7 +293,11 @@ class Localnet:
             return _error(None, -32600, "Invalid request")
         rid = request.get("id")
         try:
-            return {"jsonrpc": "2.0", "result": self.call(request["method"], request.get("params")), "id": rid}
+            return {
+                "jsonrpc": "2.0",
+                "result": self.call(request["method"], request.get("params")),
+                "id": rid,
+            }
         except RpcFailure as exc:
             return _error(rid, exc.code, exc.message, exc.data)
 
@@ -339,10 +350,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8899)
-    parser.add_argument("--state", type=Path, help="restore accounts from this file at start, save them on exit")
+    parser.add_argument(
+        "--state", type=Path, help="restore accounts from this file at start, save them on exit"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request and transaction")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
     localnet = Localnet()
     if args.state and args.state.exists():
         try:

@@ -166,14 +166,16 @@ INSTRUCTIONS = (
         (F("params", "RunParams"), F("paused", "bool")),
         "Change the rates, stake, slash amount or unbonding period; pause or resume.",
     ),
-    Instruction(
-        "authorize_node", _AUTHORITY_RUN_TABLE, (F("node", "publicKey"),), "Allow a key to join."
-    ),
+    Instruction("authorize_node", _AUTHORITY_RUN_TABLE, (F("node", "publicKey"),), "Allow a key to join."),
     Instruction("revoke_node", _AUTHORITY_RUN_TABLE, (F("node", "publicKey"),), "Withdraw that permission."),
     Instruction(
         "join",
-        (A("node", writable=True, signer=True), A("run", writable=True), A("members", writable=True),
-         A("system_program")),
+        (
+            A("node", writable=True, signer=True),
+            A("run", writable=True),
+            A("members", writable=True),
+            A("system_program"),
+        ),
         (),
         "Become an active member; in permissionless runs this deposits the required stake.",
     ),

@@ -101,7 +101,10 @@ def run_from_decoded(address: Pubkey, d: Any) -> RunState:
         mint=d.mint,
         members=d.members,
         params=RunParams(
-            p.points_per_contribution, p.points_per_validation, p.required_stake, p.slash_amount,
+            p.points_per_contribution,
+            p.points_per_validation,
+            p.required_stake,
+            p.slash_amount,
             p.unbonding_seconds,
         ),
         treasury=d.treasury,

@@ -42,7 +42,9 @@ class Outcome:
 def _outcome(signature: str, slot: int, result: object) -> Outcome:
     if isinstance(result, FailedTransactionMetadata):
         meta = result.meta()
-        return Outcome(signature, slot, error_json(result.err()), list(meta.logs()), meta.compute_units_consumed())
+        return Outcome(
+            signature, slot, error_json(result.err()), list(meta.logs()), meta.compute_units_consumed()
+        )
     meta = result.meta() if isinstance(result, SimulatedTransactionInfo) else result
     return Outcome(signature, slot, None, list(meta.logs()), meta.compute_units_consumed())
 
