@@ -188,9 +188,16 @@ def withdraw_stake(node: Pubkey, run: RunState, program_id: Pubkey = PROGRAM_ID)
     return _ix("withdraw_stake", [], {"node": node, "run": run.address, "members": run.members}, program_id)
 
 
+def _decode(name: str, data: bytes, program_id: Pubkey):
+    struct = next(s for s in spec.ACCOUNTS if s.name == name)
+    if len(data) != spec.account_size(struct) or data[:8] != spec.account_discriminator(name):
+        raise ValueError(f"not a {name} account ({len(data)} bytes, discriminator {data[:8].hex()})")
+    return program(program_id).account[name].coder.accounts.decode(data)
+
+
 def decode_run(address: Pubkey, data: bytes, program_id: Pubkey = PROGRAM_ID) -> RunState:
-    return run_from_decoded(address, program(program_id).account["Run"].coder.accounts.decode(data))
+    return run_from_decoded(address, _decode("Run", data, program_id))
 
 
 def decode_members(data: bytes, count: int, program_id: Pubkey = PROGRAM_ID) -> list[Member]:
-    return members_from_decoded(program(program_id).account["MemberTable"].coder.accounts.decode(data), count)
+    return members_from_decoded(_decode("MemberTable", data, program_id), count)

@@ -298,13 +298,14 @@ def account_size(struct: Struct) -> int:
     return 8 + size_of(struct.name)
 
 
-def check_layout() -> None:
+def check_layout(structs: tuple[Struct, ...] = TYPES + ACCOUNTS) -> None:
     """Raise if any packed (borsh) offset differs from the aligned (C) one."""
-    for struct in TYPES + ACCOUNTS:
+    for struct in structs:
         for f in struct.fields:
             if offsets(struct)[f.name] % align_of(f.type):
                 raise ValueError(f"{struct.name}.{f.name} is misaligned: add padding before it")
-        if size_of(struct.name) % align_of(struct.name):
+        size = sum(size_of(f.type) for f in struct.fields)
+        if size % max(align_of(f.type) for f in struct.fields):
             raise ValueError(f"{struct.name} needs trailing padding")
 
 
