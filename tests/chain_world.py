@@ -11,7 +11,7 @@ from solders.keypair import Keypair
 from solders.message import Message
 from solders.transaction import Transaction
 
-from chain.client import AgoraClient, SvmTransport
+from chain.client import AgoraClient, RpcTransport, SvmTransport
 from chain.errors import ProgramError
 from chain.state import Mode, RunParams
 from chain.svm import ProgramSvm
@@ -23,10 +23,13 @@ STAKE = SOL // 10
 
 @dataclass
 class World:
+    """`rpc_url` set: the clients speak JSON-RPC to a localnet serving `svm`; unset: LiteSVM directly."""
+
     svm: ProgramSvm = field(default_factory=ProgramSvm)
+    rpc_url: str | None = None
 
     def __post_init__(self) -> None:
-        self.transport = SvmTransport(self.svm)
+        self.transport = RpcTransport(self.rpc_url) if self.rpc_url else SvmTransport(self.svm)
         self.authority = self.client(100 * SOL)
 
     def client(self, lamports: int = SOL) -> AgoraClient:
@@ -53,7 +56,7 @@ class World:
 
     def send_raw(self, payer: Keypair, instructions: list[Instruction], signers: list[Keypair] = ()) -> str:
         message = Message(instructions, payer.pubkey())
-        tx = Transaction([payer, *signers], message, self.svm.latest_blockhash())
+        tx = Transaction([payer, *signers], message, self.transport.latest_blockhash())
         return self.transport.send(tx)
 
 

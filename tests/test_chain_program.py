@@ -12,6 +12,7 @@ from spl.token.instructions import create_idempotent_associated_token_account
 from chain import instructions as ixs
 from chain import spec
 from chain.errors import ProgramError, TransactionFailed
+from chain.localnet import Localnet
 from chain.state import MemberStatus, Mode, RunParams
 from tests.chain_world import RUN_ID, SOL, STAKE, World, rejects, with_accounts
 
@@ -23,51 +24,63 @@ def world():
     return World()
 
 
+@pytest.fixture(params=["litesvm", "json-rpc"])
+def any_world(request):
+    """Happy paths run twice: straight into LiteSVM, and through agora-localnet's JSON-RPC."""
+    if request.param == "litesvm":
+        yield World()
+        return
+    localnet = Localnet()
+    server = localnet.serve()
+    yield World(svm=localnet.svm, rpc_url=server.url)
+    server.close()
+
+
 # --- happy paths ---
 
 
-def test_initialize_run_binds_table_mint_and_params(world):
-    run = world.authority.create_run(RUN_ID, Mode.PERMISSIONED, RunParams(10, 2, 0, 0, 60))
+def test_initialize_run_binds_table_mint_and_params(any_world):
+    run = any_world.authority.create_run(RUN_ID, Mode.PERMISSIONED, RunParams(10, 2, 0, 0, 60))
     assert (run.run_id, run.mode, run.paused, run.member_count) == (RUN_ID, Mode.PERMISSIONED, False, 0)
-    assert run.authority == world.authority.key
+    assert run.authority == any_world.authority.key
     assert run.params == RunParams(10, 2, 0, 0, 60)
     assert run.address == ixs.run_address(RUN_ID)[0] and run.bump == ixs.run_address(RUN_ID)[1]
-    assert world.svm.account(run.members).owner == world.svm.program_id
-    assert world.svm.account(run.mint).owner == Pubkey.from_string(spec.TOKEN_PROGRAM)
+    assert any_world.svm.account(run.members).owner == any_world.svm.program_id
+    assert any_world.svm.account(run.mint).owner == Pubkey.from_string(spec.TOKEN_PROGRAM)
 
 
-def test_update_run_changes_rates_and_pauses(world):
-    world.permissioned()
-    run = world.authority.update_run(RUN_ID, RunParams(7, 3, 0, 0, 5), paused=True)
+def test_update_run_changes_rates_and_pauses(any_world):
+    any_world.permissioned()
+    run = any_world.authority.update_run(RUN_ID, RunParams(7, 3, 0, 0, 5), paused=True)
     assert run.params == RunParams(7, 3, 0, 0, 5) and run.paused
 
 
-def test_authorized_node_joins_into_the_next_slot(world):
-    a, b = world.permissioned(2)
-    members = world.authority.members(RUN_ID)
+def test_authorized_node_joins_into_the_next_slot(any_world):
+    a, b = any_world.permissioned(2)
+    members = any_world.authority.members(RUN_ID)
     assert [m.key for m in members] == [a.key, b.key]
     assert [m.status for m in members] == [MemberStatus.ACTIVE] * 2
-    assert world.authority.run(RUN_ID).active_count == 2
+    assert any_world.authority.run(RUN_ID).active_count == 2
 
 
-def test_permissionless_join_deposits_the_stake_into_the_run(world):
-    world.permissionless()
-    node = world.client()
-    before, run_before = node.balance(), world.svm.balance(world.authority.run(RUN_ID).address)
+def test_permissionless_join_deposits_the_stake_into_the_run(any_world):
+    any_world.permissionless()
+    node = any_world.client()
+    before, run_before = node.balance(), any_world.svm.balance(any_world.authority.run(RUN_ID).address)
     member = node.join(RUN_ID)
     assert member.stake == STAKE
     assert node.balance() == before - STAKE - 5000  # one signature's fee
-    assert world.svm.balance(world.authority.run(RUN_ID).address) == run_before + STAKE
-    assert world.authority.run(RUN_ID).total_staked == STAKE
+    assert any_world.svm.balance(any_world.authority.run(RUN_ID).address) == run_before + STAKE
+    assert any_world.authority.run(RUN_ID).total_staked == STAKE
 
 
-def test_record_round_credits_points_and_logs_the_round(world):
-    a, b, c = world.permissioned(3)
-    world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0, 1], validated=[1, 2])
-    members = world.authority.members(RUN_ID)
+def test_record_round_credits_points_and_logs_the_round(any_world):
+    a, b, c = any_world.permissioned(3)
+    any_world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0, 1], validated=[1, 2])
+    members = any_world.authority.members(RUN_ID)
     assert [m.points_earned for m in members] == [10, 12, 2]
     assert [(m.contributions, m.validations) for m in members] == [(1, 0), (1, 1), (0, 1)]
-    run = world.authority.run(RUN_ID)
+    run = any_world.authority.run(RUN_ID)
     assert run.last_recorded_round == 1
     record = run.recent[-1]
     assert (record.round, record.root, record.contributed, record.validated, record.penalized) == (
@@ -77,77 +90,77 @@ def test_record_round_credits_points_and_logs_the_round(world):
         2,
         0,
     )
-    logs = list(world.svm.history.values())[-1].logs
+    logs = list(any_world.svm.history.values())[-1].logs
     assert "Program log: agora: round recorded" in logs
 
 
-def test_record_round_slashes_penalized_stake_into_the_treasury(world):
-    a, b = world.permissionless(2)
-    world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0], penalized=[1])
-    run = world.authority.run(RUN_ID)
+def test_record_round_slashes_penalized_stake_into_the_treasury(any_world):
+    a, b = any_world.permissionless(2)
+    any_world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0], penalized=[1])
+    run = any_world.authority.run(RUN_ID)
     assert (run.treasury, run.total_staked, run.active_count) == (STAKE, STAKE, 1)
-    slashed = world.authority.member(RUN_ID, b.key)
+    slashed = any_world.authority.member(RUN_ID, b.key)
     assert (slashed.status, slashed.stake, slashed.penalties) == (MemberStatus.SLASHED, 0, 1)
 
 
-def test_the_round_ring_keeps_the_most_recent_rounds(world):
-    world.permissioned(1)
+def test_the_round_ring_keeps_the_most_recent_rounds(any_world):
+    any_world.permissioned(1)
     for r in range(1, spec.ROUND_RING + 3):
-        world.authority.record_round(RUN_ID, r, ROOT, contributed=[0])
-    recent = world.authority.run(RUN_ID).recent
+        any_world.authority.record_round(RUN_ID, r, ROOT, contributed=[0])
+    recent = any_world.authority.run(RUN_ID).recent
     assert [rec.round for rec in recent] == list(range(3, spec.ROUND_RING + 3))
 
 
-def test_claim_mints_exactly_the_points_as_tokens(world):
-    (a,) = world.permissioned(1)
-    world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0], validated=[0])
-    world.authority.record_round(RUN_ID, 2, ROOT, contributed=[0])
+def test_claim_mints_exactly_the_points_as_tokens(any_world):
+    (a,) = any_world.permissioned(1)
+    any_world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0], validated=[0])
+    any_world.authority.record_round(RUN_ID, 2, ROOT, contributed=[0])
     assert a.claim(RUN_ID, 5) == 5
     assert a.claim(RUN_ID) == 17
     assert a.token_balance(RUN_ID) == 22
-    assert world.authority.member(RUN_ID, a.key).points_claimed == 22
+    assert any_world.authority.member(RUN_ID, a.key).points_claimed == 22
 
 
-def test_leave_then_withdraw_after_unbonding_returns_the_stake(world):
-    (a,) = world.permissionless(1, unbonding=100)
-    world.svm.set_time(1_000)
+def test_leave_then_withdraw_after_unbonding_returns_the_stake(any_world):
+    (a,) = any_world.permissionless(1, unbonding=100)
+    any_world.svm.set_time(1_000)
     assert a.leave(RUN_ID).unbond_at == 1_100
-    world.svm.set_time(1_100)
+    any_world.svm.set_time(1_100)
     before = a.balance()
     assert a.withdraw_stake(RUN_ID) == STAKE
     assert a.balance() == before + STAKE - 5000
-    assert world.authority.run(RUN_ID).total_staked == 0
+    assert any_world.authority.run(RUN_ID).total_staked == 0
 
 
-def test_rejoining_after_leaving_reuses_the_slot(world):
-    a, b = world.permissioned(2)
+def test_rejoining_after_leaving_reuses_the_slot(any_world):
+    a, b = any_world.permissioned(2)
     a.leave(RUN_ID)
-    world.authority.record_round(RUN_ID, 4, ROOT, contributed=[1])
+    any_world.authority.record_round(RUN_ID, 4, ROOT, contributed=[1])
     member = a.join(RUN_ID)
     assert (member.slot, member.status, member.joined_round) == (0, MemberStatus.ACTIVE, 5)
-    assert world.authority.run(RUN_ID).member_count == 2
+    assert any_world.authority.run(RUN_ID).member_count == 2
 
 
-def test_a_leaving_member_is_still_credited_and_slashed_while_unbonding(world):
-    a, b = world.permissionless(2)
+def test_a_leaving_member_is_still_credited_and_slashed_while_unbonding(any_world):
+    a, b = any_world.permissionless(2)
     a.leave(RUN_ID)
-    world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0], penalized=[1])
-    world.authority.record_round(RUN_ID, 2, ROOT, penalized=[0])
-    assert world.authority.member(RUN_ID, a.key).points_earned == 10
-    assert world.authority.member(RUN_ID, a.key).stake == 0
+    any_world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0], penalized=[1])
+    any_world.authority.record_round(RUN_ID, 2, ROOT, penalized=[0])
+    assert any_world.authority.member(RUN_ID, a.key).points_earned == 10
+    assert any_world.authority.member(RUN_ID, a.key).stake == 0
 
 
-def test_revoked_node_keeps_its_points_claimable(world):
-    (a,) = world.permissioned(1)
-    world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0])
-    world.authority.revoke(RUN_ID, a.key)
+def test_revoked_node_keeps_its_points_claimable(any_world):
+    (a,) = any_world.permissioned(1)
+    any_world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0])
+    any_world.authority.revoke(RUN_ID, a.key)
     assert a.claim(RUN_ID) == 10
 
 
-def test_a_prefunded_run_address_still_initializes(world):
+def test_a_prefunded_run_address_still_initializes(any_world):
     # Anyone can send lamports to the PDA to block a plain createAccount; initialize tops it up.
-    world.svm.airdrop(ixs.run_address(RUN_ID)[0], 1_000_000)
-    assert world.authority.create_run(RUN_ID, Mode.PERMISSIONED, RunParams()).run_id == RUN_ID
+    any_world.svm.airdrop(ixs.run_address(RUN_ID)[0], 1_000_000)
+    assert any_world.authority.create_run(RUN_ID, Mode.PERMISSIONED, RunParams()).run_id == RUN_ID
 
 
 # --- attacks ---
