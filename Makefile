@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: sim test lint bench clean program program-check
+.PHONY: sim test lint bench clean program program-check localnet
 
 $(STAMP): pyproject.toml
 	# libp2p's fastecdsa compiles against GMP: gcc and libgmp-dev come from apt (CI runs as root)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_optim.py --json
+	$(PY) scripts/bench_chain.py --json
+
+localnet: $(STAMP)
+	$(VENV)/bin/agora-localnet
 
 # The on-chain program: Debian clang (apt) compiles C to BPF, chain/linker.py (stdlib Python)
 # links the sBPF v0 shared object. agora.so is committed, so only program authors need clang.

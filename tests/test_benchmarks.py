@@ -65,3 +65,22 @@ def test_gpu_benchmark_runs_the_training_step_on_cpu_with_the_tiny_preset():
     (row,) = json.loads(out.stdout)["rows"]
     assert row["preset"] == "tiny" and row["tokens_per_step"] == 128
     assert 0 < row["optimizer_share"] < 1 and row["mfu"] is None
+
+
+def test_record_round_for_1024_members_fits_one_transaction_and_the_compute_budget():
+    # Compute units are deterministic (metered, not timed), so this is a budget, as SPL's
+    # assert_instruction_count: the goal is <= 200k CU in one transaction at 1024 members.
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench_chain.py"), "--members", "1024", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    summary = json.loads(out.stdout)
+    assert summary["goal_met"]
+    by_name = {r["instruction"]: r for r in summary["rows"]}
+    big = by_name["record_round (1024 members, every bit in both)"]
+    assert big["compute_units"] <= 200_000 and big["tx_bytes"] <= 1232
+    for name in ("update_run", "authorize_node", "join (permissioned)", "leave", "withdraw_stake"):
+        assert by_name[name]["compute_units"] <= 5_000, name
