@@ -4,7 +4,8 @@ program deployed at its fixed id.
 It serves the methods solana-py, anchorpy and `chain.client` use, with the cluster's semantics:
 a failed preflight comes back as JSON-RPC error -32002 carrying the transaction error and the
 program logs, commitment parameters are accepted (everything is final at once), unknown methods
-get -32601, bad parameters -32602, unparseable bodies -32700. `--state FILE` restores accounts
+get -32601, bad parameters -32602, unparseable bodies -32700, and a fault in a handler -32603
+without stopping the server. `--state FILE` restores accounts
 at start and saves them on exit, so a local run survives restarts.
 """
 
@@ -300,6 +301,9 @@ class Localnet:
             }
         except RpcFailure as exc:
             return _error(rid, exc.code, exc.message, exc.data)
+        except Exception:  # a bug here must not take the server down: report it, keep serving
+            log.exception("internal error in %s", request["method"])
+            return _error(rid, -32603, "Internal error")
 
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> Server:
         return Server(self, host, port)

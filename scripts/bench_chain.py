@@ -23,10 +23,10 @@ from solders.keypair import Keypair
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chain import instructions as ixs  # noqa: E402
-from scripts.plotting import save_png, subplots  # noqa: E402
 from chain.client import AgoraClient, SvmTransport  # noqa: E402
 from chain.state import Mode, RunParams  # noqa: E402
 from chain.svm import ProgramSvm  # noqa: E402
+from scripts.plotting import save_png, subplots  # noqa: E402
 
 SOL = 10**9
 CU_GOAL = 200_000

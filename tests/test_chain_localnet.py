@@ -11,6 +11,8 @@ import time
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from solders.keypair import Keypair
 
 from chain import instructions as ixs
@@ -208,3 +210,69 @@ def test_the_client_works_against_solana_test_validator(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_multiple_accounts_come_back_in_order_with_null_for_missing(localnet):
+    net, url = localnet
+    world = World(svm=net.svm, rpc_url=url)
+    world.permissioned()
+    run = world.authority.run(RUN_ID)
+    keys = [str(run.address), str(Keypair().pubkey()), str(run.mint)]
+    value = rpc(url, "getMultipleAccounts", [keys, {"encoding": "base64"}])["result"]["value"]
+    assert value[1] is None
+    assert value[0]["owner"] == str(net.svm.program_id) and value[0]["space"] == 1992
+    assert value[2]["space"] == 82
+
+
+def test_simulation_reports_units_and_changes_nothing(localnet):
+    net, url = localnet
+    world = World(svm=net.svm, rpc_url=url)
+    world.permissioned(1)
+    tx = world.authority.transaction(
+        [world.authority.record_round_instruction(world.authority.run(RUN_ID), 1, ROOT, [0], [], [])]
+    )
+    assert world.transport.simulate_units(tx) > 0
+    assert world.authority.run(RUN_ID).last_recorded_round is None
+
+
+_FUZZ_NET = Localnet()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+            ),
+            max_leaves=12,
+        ).map(lambda v: json.dumps(v).encode()),
+        st.fixed_dictionaries(
+            {
+                "jsonrpc": st.just("2.0"),
+                "id": st.integers(),
+                "method": st.sampled_from(sorted(Localnet().methods)),
+                "params": st.lists(
+                    st.one_of(
+                        st.integers(),
+                        st.text(max_size=50),
+                        st.none(),
+                        st.dictionaries(
+                            st.sampled_from(["encoding", "commitment", "skipPreflight"]), st.text(max_size=10)
+                        ),
+                    ),
+                    max_size=3,
+                ),
+            }
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
+def test_any_request_body_gets_a_json_rpc_reply(body):
+    reply = json.loads(_FUZZ_NET.handle_body(body))
+    replies = reply if isinstance(reply, list) else [reply]
+    for r in replies:
+        assert r["jsonrpc"] == "2.0" and (
+            "result" in r or r["error"]["code"] in (-32700, -32600, -32601, -32602, -32002, -32603)
+        )
