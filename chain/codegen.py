@@ -1,4 +1,5 @@
-"""Render `chain/spec.py` into the program's C header and the client's Anchor IDL.
+"""Render `chain/spec.py` into the program's C header and the Anchor IDL: the legacy format the
+client's anchorpy 0.21 reads (`idl/agora.json`) and the >= 0.30 format (`idl/agora.spec.json`).
 
 `python -m chain.codegen` rewrites both; `python -m chain.codegen --check` exits non-zero when a
 committed file differs from what the spec renders (a test runs the same comparison).
@@ -20,6 +21,7 @@ from chain.spec import Array, Field, Struct
 ROOT = Path(__file__).resolve().parent
 HEADER = ROOT / "program" / "agora_gen.h"
 IDL = ROOT / "idl" / "agora.json"
+SPEC_IDL = ROOT / "idl" / "agora.spec.json"
 
 C_TYPES = {
     "u8": "u8",
@@ -182,8 +184,58 @@ def render_idl() -> str:
     return json.dumps(idl, indent=2) + "\n"
 
 
+def _spec_type(t: str | Array) -> object:
+    if isinstance(t, Array):
+        return {"array": [_spec_type(t.of), t.n]}
+    if t == "publicKey":
+        return "pubkey"
+    if t in spec.PRIMITIVES or t == "bytes":
+        return t
+    return {"defined": {"name": t}}
+
+
+def render_spec_idl() -> str:
+    """The Anchor >= 0.30 IDL format (snake_case names, explicit discriminators), for newer tools."""
+    idl = {
+        "address": spec.PROGRAM_ID,
+        "metadata": {"name": "agora", "version": "0.1.0", "spec": "0.1.0"},
+        "instructions": [
+            {
+                "name": ix.name,
+                "docs": [ix.doc],
+                "discriminator": list(spec.instruction_discriminator(ix.name)),
+                "accounts": [
+                    {
+                        "name": a.name,
+                        **({"writable": True} if a.writable else {}),
+                        **({"signer": True} if a.signer else {}),
+                    }
+                    for a in ix.accounts
+                ],
+                "args": [{"name": f.name, "type": _spec_type(f.type)} for f in ix.args],
+            }
+            for ix in spec.INSTRUCTIONS
+        ],
+        "accounts": [
+            {"name": s.name, "discriminator": list(spec.account_discriminator(s.name))} for s in spec.ACCOUNTS
+        ],
+        "errors": [{"code": e.code, "name": e.name, "msg": e.msg} for e in spec.ERRORS],
+        "types": [
+            {
+                "name": s.name,
+                "type": {
+                    "kind": "struct",
+                    "fields": [{"name": f.name, "type": _spec_type(f.type)} for f in s.fields],
+                },
+            }
+            for s in spec.TYPES + spec.ACCOUNTS
+        ],
+    }
+    return json.dumps(idl, indent=2) + "\n"
+
+
 def generated() -> dict[Path, str]:
-    return {HEADER: render_header(), IDL: render_idl()}
+    return {HEADER: render_header(), IDL: render_idl(), SPEC_IDL: render_spec_idl()}
 
 
 def main(argv: list[str] | None = None) -> None:

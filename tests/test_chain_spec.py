@@ -1,5 +1,6 @@
 """chain/spec.py and what it generates: fresh files, Anchor's conventions, byte-exact layouts."""
 
+import json
 import struct
 
 import pytest
@@ -100,3 +101,15 @@ def test_decoding_a_truncated_or_foreign_account_raises():
         ixs.decode_run(Keypair().pubkey(), _run_bytes()[:-1])
     with pytest.raises(ValueError, match="not a Run account"):
         ixs.decode_run(Keypair().pubkey(), bytes(8) + _run_bytes()[8:])
+
+
+def test_both_idl_formats_describe_the_same_instructions():
+    legacy = json.loads(codegen.render_idl())
+    current = json.loads(codegen.render_spec_idl())
+    assert current["address"] == legacy["metadata"]["address"] == spec.PROGRAM_ID
+    for old, new in zip(legacy["instructions"], current["instructions"], strict=True):
+        assert codegen._camel(new["name"]) == old["name"]
+        assert bytes(new["discriminator"]) == spec.instruction_discriminator(new["name"])
+        flags = [(a["isMut"], a["isSigner"]) for a in old["accounts"]]
+        assert flags == [(a.get("writable", False), a.get("signer", False)) for a in new["accounts"]]
+        assert [codegen._camel(a["name"]) for a in new["args"]] == [a["name"] for a in old["args"]]
