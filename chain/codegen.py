@@ -117,6 +117,7 @@ def render_header() -> str:
         f"#define ROUND_RING {spec.ROUND_RING}",
         f"#define MINT_SIZE {spec.MINT_SIZE}",
         f"#define TOKEN_ACCOUNT_SIZE {spec.TOKEN_ACCOUNT_SIZE}",
+        f"#define MAX_UNBONDING_SECONDS {spec.MAX_UNBONDING_SECONDS}",
         f"#define MODE_PERMISSIONED {spec.MODE_PERMISSIONED}",
         f"#define MODE_PERMISSIONLESS {spec.MODE_PERMISSIONLESS}",
         *(f"#define STATUS_{k} {v}" for k, v in spec.STATUS.items()),

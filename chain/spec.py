@@ -21,6 +21,8 @@ ROUND_RING = 32
 MINT_SIZE = 82
 TOKEN_ACCOUNT_SIZE = 165
 RUN_SEED = b"run"
+# Bounds unbond_at = now + unbonding_seconds well inside i64.
+MAX_UNBONDING_SECONDS = 10 * 365 * 86400
 
 # The program's fixed address; its development keypair is chain/program/program-keypair.json, so
 # `solana program deploy --program-id` can put the same program at the same address on a validator.

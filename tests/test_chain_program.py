@@ -486,3 +486,16 @@ def test_arbitrary_instruction_data_gets_a_typed_error_never_a_fault(world, name
         world.authority.send([ix])
     except ProgramError as exc:
         assert 6000 <= exc.code < 6000 + len(spec.ERRORS)
+
+
+def test_an_unbonding_period_past_ten_years_is_rejected(world):
+    world.permissioned()
+    with rejects("InvalidArgument"):
+        world.authority.update_run(RUN_ID, RunParams(unbonding_seconds=spec.MAX_UNBONDING_SECONDS + 1))
+    with rejects("InvalidArgument"):
+        world.client(10 * SOL).create_run(RUN_ID + 1, Mode.PERMISSIONLESS, RunParams(unbonding_seconds=2**63))
+
+
+def test_an_unknown_mode_is_rejected(world):
+    with rejects("InvalidMode"):
+        world.authority.create_run(RUN_ID, 2, RunParams())

@@ -33,6 +33,8 @@ u64 now_slot(u64 *out);
 u64 rent_exempt_minimum(u64 size, u64 *out);
 u64 system_transfer(account_t *from, account_t *to, u64 lamports, const signer_seeds_t *signer);
 u64 add_u64(u64 a, u64 b, u64 *out);
+u64 increment_u32(u32 *counter);
+u64 check_params(const run_params_t *params);
 
 u64 ix_initialize_run(ctx_t *ctx);
 u64 ix_update_run(ctx_t *ctx);

@@ -72,6 +72,16 @@ u64 now_slot(u64 *out) {
 
 u64 add_u64(u64 a, u64 b, u64 *out) { return __builtin_add_overflow(a, b, out) ? ERR_OVERFLOW : 0; }
 
+u64 increment_u32(u32 *counter) {
+    if (*counter == (u32)-1) return ERR_OVERFLOW;
+    (*counter)++;
+    return 0;
+}
+
+u64 check_params(const run_params_t *params) {
+    return params->unbonding_seconds > MAX_UNBONDING_SECONDS ? ERR_INVALID_ARGUMENT : 0;
+}
+
 /* The runtime's formula, (128 + size) * lamports_per_byte_year * threshold, without floating
  * point: the f64 threshold becomes 16.16 fixed point, exact for the 2.0 every cluster uses. BPF
  * has no 128-bit multiply (clang lowers overflow checks to one), so the inputs are bounded

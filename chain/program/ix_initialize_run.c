@@ -60,6 +60,7 @@ u64 ix_initialize_run(ctx_t *ctx) {
     member_table_t *table = (member_table_t *)table_acc->data;
     if (table->discriminator || !key_is_zero(&table->run)) return ERR_ALREADY_INITIALIZED;
     if (args.mode != MODE_PERMISSIONED && args.mode != MODE_PERMISSIONLESS) return ERR_INVALID_MODE;
+    TRY(check_params(&args.params));
 
     const seed_t seeds[2] = {{(const u8 *)"run", 3}, {(const u8 *)&args.run_id, 8}};
     pubkey_t expected;

@@ -26,7 +26,7 @@ static u64 check_members(const member_table_t *table, const record_round_args_t 
 }
 
 static u64 credit(member_t *m, u64 points, u32 *counter) {
-    (*counter)++;
+    TRY(increment_u32(counter));
     return add_u64(m->points_earned, points, &m->points_earned);
 }
 
@@ -37,7 +37,7 @@ static u64 slash(run_t *run, member_t *m, i64 now) {
     TRY(add_u64(run->treasury, amount, &run->treasury));
     if (m->status == STATUS_ACTIVE) run->active_count--;
     m->status = STATUS_SLASHED;
-    m->penalties++;
+    TRY(increment_u32(&m->penalties));
     m->unbond_at = now + (i64)run->params.unbonding_seconds;
     return 0;
 }

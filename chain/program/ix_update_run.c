@@ -9,6 +9,7 @@ u64 ix_update_run(ctx_t *ctx) {
     TRY(require_accounts(ctx, UPDATE_RUN_ACCOUNTS));
     run_t *run;
     TRY(load_authority_run(ctx, UPDATE_RUN_AUTHORITY, UPDATE_RUN_RUN, &run));
+    TRY(check_params(&args.params));
     run->params = args.params;
     run->paused = args.paused;
     log_str(args.paused ? "agora: run updated, paused" : "agora: run updated");
