@@ -8,12 +8,12 @@ replica applies every payload, exactly as nodes do after a round.
 import copy
 from dataclasses import dataclass
 
-from node.assignment import assign_batches, round_batch_ids
 from node.checkpoint import model_hash
 from node.data import TokenDataset
 from node.model import Llama
 from node.train import Trainer
 from optim import DemoConfig, DemoOptimizer
+from protocol.assignment import assign_batches, round_batch_ids
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,12 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Recheck:
+    round: int
+    assignments: dict[bytes, bytes]  # contested target -> the second validator that re-examines it
+
+
+@dataclass(frozen=True)
 class RoundEnd:
     round: int
     accepted: list[bytes]
@@ -90,9 +96,9 @@ class RoundEnd:
 
 
 MESSAGE_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (Join, Heartbeat, RoundStart, Commit, Verdict, RoundEnd)
+    cls.__name__: cls for cls in (Join, Heartbeat, RoundStart, Commit, Verdict, Recheck, RoundEnd)
 }
-Message = Join | Heartbeat | RoundStart | Commit | Verdict | RoundEnd
+Message = Join | Heartbeat | RoundStart | Commit | Verdict | Recheck | RoundEnd
 
 
 @dataclass(frozen=True)

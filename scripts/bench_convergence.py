@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from plotting import save_png, subplots  # noqa: E402  (this script's own directory)
 
-from node.assignment import round_batch_ids  # noqa: E402
 from node.data import TokenDataset, default_corpus  # noqa: E402
 from node.model import Llama, preset  # noqa: E402
 from node.replicas import ReplicaRunner  # noqa: E402
@@ -39,6 +38,7 @@ from node.tokenizer import ByteTokenizer  # noqa: E402
 from node.train import Trainer, pick_device  # noqa: E402
 from optim import DemoConfig, LrSchedule, ValueMode  # noqa: E402
 from optim.memory import retain_freed_memory  # noqa: E402
+from protocol.assignment import round_batch_ids  # noqa: E402
 
 
 def demo_config(args: argparse.Namespace) -> DemoConfig:

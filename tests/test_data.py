@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from node.assignment import assign_batches, round_batch_ids
 from node.data import TokenDataset, default_corpus, text_path_corpus, token_file_corpus
 from node.tokenizer import ByteTokenizer
+from protocol.assignment import assign_batches, round_batch_ids
 
 
 @pytest.fixture(scope="module")

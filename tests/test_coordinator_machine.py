@@ -1,0 +1,390 @@
+"""The coordinator's round state machine, driven with a fake clock: one transition per test."""
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coordinator.config import RoundConfig
+from coordinator.machine import step
+from coordinator.state import (
+    CommitSeen,
+    HeartbeatSeen,
+    JoinRequest,
+    LeaveRequest,
+    Outcome,
+    PauseRequest,
+    PayloadChecked,
+    Phase,
+    Publish,
+    RecordRound,
+    Removed,
+    ResumeRequest,
+    State,
+    VerdictSeen,
+)
+from p2p.messages import Recheck, RoundEnd, RoundStart
+from protocol.commitments import commitment_root
+
+A, B, C, D = (bytes([i]) * 32 for i in (1, 2, 3, 4))
+H0, H1, H2 = (bytes([0x10 + i]) * 32 for i in range(3))
+CFG = RoundConfig(
+    min_nodes=2,
+    rounds=3,
+    global_batch=8,
+    round_timeout_s=60,
+    verdict_timeout_s=30,
+    cooldown_s=10,
+    warmup_timeout_s=100,
+    heartbeat_timeout_s=1000,
+    max_misses=2,
+    validation_rate=0.0,
+    weight_by_throughput=False,
+)
+
+
+class Driver:
+    """Feeds events at explicit times and keeps every effect."""
+
+    def __init__(self, config=CFG):
+        self.state = State(config)
+        self.now = 0.0
+        self.effects = []
+
+    def at(self, t):
+        self.now = float(t)
+        return self.send(None)
+
+    def send(self, event):
+        result = step(self.state, event, self.now)
+        self.state = result.state
+        self.effects.extend(result.effects)
+        return result.outcome
+
+    def published(self, kind):
+        return [e.message for e in self.effects if isinstance(e, Publish) and isinstance(e.message, kind)]
+
+    def records(self):
+        return [e for e in self.effects if isinstance(e, RecordRound)]
+
+    def removed(self):
+        return [(e.key, e.reason) for e in self.effects if isinstance(e, Removed)]
+
+    def commit(self, key, loss=2.0):
+        r = self.state.round
+        return self.send(
+            CommitSeen(key, r.number, bytes([key[0] + 0x40]) * 32, 100, self.state.model_hash, loss)
+        )
+
+    def check(self, key, ok=True):
+        return self.send(PayloadChecked(key, self.state.round.number, ok))
+
+    def report(self, key, model_hash, round_=None):
+        return self.send(
+            HeartbeatSeen(key, self.state.last_finalized if round_ is None else round_, model_hash)
+        )
+
+
+def started(config=CFG, members=(A, B)):
+    """Round 0 under way with exactly `members` (min_nodes raised so nobody starts early)."""
+    d = Driver(replace(config, min_nodes=max(config.min_nodes, len(members))))
+    for k in members:
+        d.send(JoinRequest(k, (), H0))
+    return d
+
+
+def finish_round(d, committers, new_hash=H1):
+    for k in committers:
+        d.commit(k)
+    for k in committers:
+        d.check(k)
+    for k in list(d.state.members):
+        d.report(k, new_hash)
+
+
+# --- transitions ---
+
+
+def test_waiting_for_members_until_min_nodes():
+    d = Driver()
+    d.send(JoinRequest(A, (), H0))
+    assert d.state.phase == Phase.WAITING and d.published(RoundStart) == []
+
+
+def test_enough_members_holding_the_same_model_start_round_zero():
+    d = started()
+    assert d.state.phase == Phase.TRAINING
+    (start,) = d.published(RoundStart)
+    assert (start.round, start.members, start.model_hash, start.deadline) == (0, [A, B], H0, 60.0)
+    assert sorted(b for ids in start.batches.values() for b in ids) == list(range(8))
+    assert [len(ids) for ids in start.batches.values()] == [4, 4]
+
+
+def test_training_to_finalize_when_every_member_committed():
+    d = started()
+    d.commit(A)
+    assert d.state.phase == Phase.TRAINING
+    d.commit(B)
+    assert d.state.phase == Phase.FINALIZE
+
+
+def test_finalize_to_cooldown_records_the_round_once_with_the_root():
+    d = started()
+    d.commit(A), d.commit(B), d.check(A)
+    assert d.records() == []
+    d.check(B)
+    (end,) = d.published(RoundEnd)
+    (record,) = d.records()
+    assert (end.accepted, end.rejected, end.penalized) == ([A, B], [], [])
+    assert record.root == commitment_root({A: bytes([0x41]) * 32, B: bytes([0x42]) * 32})
+    assert (record.contributed, record.validated, record.penalized) == ((A, B), (), ())
+    assert d.state.phase == Phase.COOLDOWN
+
+
+def test_cooldown_to_the_next_round_once_every_member_reported_the_new_hash():
+    d = started()
+    finish_round(d, [A, B], H1)
+    assert d.state.phase == Phase.TRAINING
+    start = d.published(RoundStart)[-1]
+    assert (start.round, start.model_hash) == (1, H1)
+    assert sorted(b for ids in start.batches.values() for b in ids) == list(range(8, 16))
+
+
+def test_a_member_reporting_a_minority_hash_resyncs_through_warmup():
+    d = started(replace(CFG, rounds=10), members=(A, B, C))
+    finish_round(d, [A, B, C], H1)
+    d.commit(A), d.commit(B), d.commit(C)
+    d.check(A), d.check(B), d.check(C)
+    d.report(A, H2), d.report(B, H2), d.report(C, H1)  # C applied round 1 differently
+    assert d.state.model_hash == H2
+    assert d.state.phase == Phase.WARMUP and not d.state.members[C].ready
+
+
+def test_a_straggler_is_dropped_at_the_deadline_and_its_batches_reassigned():
+    d = started()
+    d.commit(A)
+    d.at(60)
+    assert d.state.phase == Phase.FINALIZE
+    d.check(A)
+    (end,) = d.published(RoundEnd)
+    assert end.accepted == [A]
+    b_batches = list(d.published(RoundStart)[0].batches[B])
+    assert list(d.state.carry_over) == b_batches
+    d.report(A, H1), d.report(B, H1)
+    nxt = d.published(RoundStart)[-1]
+    handed = sorted(b for ids in nxt.batches.values() for b in ids)
+    assert handed == sorted(b_batches + list(range(8, 12)))
+    assert d.state.carry_over == ()
+
+
+def test_a_member_missing_max_misses_rounds_is_removed():
+    d = started(members=(A, B, C))
+    for _ in range(2):
+        d.commit(A), d.commit(B)
+        d.at(d.state.round.deadline)
+        d.check(A), d.check(B)
+        d.report(A, H1), d.report(B, H1), d.report(C, H1)
+    assert (C, "no commit in 2 rounds") in d.removed() and C not in d.state.members
+
+
+def test_a_silent_member_is_removed_after_the_heartbeat_timeout():
+    d = started(replace(CFG, heartbeat_timeout_s=30), members=(A, B, C))
+    d.at(20)
+    d.report(A, H0, -1), d.report(B, H0, -1)
+    d.at(31)
+    assert d.removed() == [(C, "heartbeat timeout")]
+
+
+def test_commits_that_do_not_belong_get_an_outcome_not_an_exception():
+    d = started()
+    assert d.send(CommitSeen(A, 5, H1, 1, H0, 1.0)) == Outcome.INVALID  # a future round
+    assert d.send(CommitSeen(A, 0, H1, 1, H2, 1.0)) == Outcome.INVALID  # wrong model
+    assert d.send(CommitSeen(C, 0, H1, 1, H0, 1.0)) == Outcome.IGNORED  # not a member
+    assert d.commit(A) == Outcome.APPLIED
+    assert d.commit(A) == Outcome.IGNORED  # duplicate
+    d.at(61)
+    assert d.send(CommitSeen(B, 0, H1, 1, H0, 1.0)) == Outcome.IGNORED  # late
+
+
+def test_a_payload_failing_the_structural_check_is_penalized_without_recomputation():
+    d = started(members=(A, B, C))
+    d.commit(A), d.commit(B), d.commit(C)
+    d.check(A), d.check(B), d.check(C, ok=False)
+    (end,) = d.published(RoundEnd)
+    assert (end.accepted, end.penalized) == ([A, B], [C])
+    assert (C, "penalized") in d.removed() and C in d.state.banned
+    assert d.send(JoinRequest(C, (), H1)) == Outcome.INVALID
+
+
+def _contest(first_verdict, second_verdict):
+    d = started(replace(CFG, validation_rate=1.0), members=(A, B, C))
+    start = d.published(RoundStart)[0]
+    d.commit(A), d.commit(B), d.commit(C)
+    d.check(A), d.check(B), d.check(C)
+    target = A
+    first = next(v for v, t in start.validators.items() if t == target)
+    for v, t in start.validators.items():
+        d.send(VerdictSeen(v, 0, t, first_verdict if t == target else True, 0.9))
+    (recheck,) = d.published(Recheck)
+    second = recheck.assignments[target]
+    assert second not in (target, first)
+    d.send(VerdictSeen(second, 0, target, second_verdict, 0.5))
+    return d, target, first, second
+
+
+def test_a_rejection_confirmed_by_the_tiebreaker_penalizes_the_target():
+    d, target, first, second = _contest(False, False)
+    (record,) = d.records()
+    assert record.penalized == (target,) and target not in record.contributed
+    assert first in record.validated and second in record.validated
+
+
+def test_a_validator_contradicted_by_the_tiebreaker_is_penalized():
+    d, target, first, second = _contest(False, True)
+    (record,) = d.records()
+    assert record.penalized == (first,)
+    assert target in record.contributed and second in record.validated
+
+
+def test_a_verdict_from_an_unassigned_validator_is_invalid():
+    d = started(replace(CFG, validation_rate=1.0), members=(A, B, C))
+    start = d.published(RoundStart)[0]
+    v, t = next(iter(start.validators.items()))
+    other = next(k for k in (A, B, C) if k not in (v, t))
+    assert d.send(VerdictSeen(other, 0, t, False, 0.1)) == Outcome.INVALID
+
+
+def test_a_joiner_warms_up_at_the_next_boundary_and_enters_with_the_current_model():
+    d = started()
+    d.send(JoinRequest(C, (), H0))
+    assert C not in d.state.round.batches
+    finish_round(d, [A, B], H1)  # C reported H1? finish_round reports for every member
+    assert d.state.phase == Phase.TRAINING and C in d.state.round.batches
+
+
+def test_a_joiner_not_ready_within_the_warmup_is_removed():
+    d = started()
+    d.send(JoinRequest(C, (), H0))
+    d.commit(A), d.commit(B), d.check(A), d.check(B)
+    d.report(A, H1), d.report(B, H1)
+    d.at(10)  # cooldown over; C never reported round 0's model
+    assert d.state.phase == Phase.WARMUP
+    d.at(110)
+    assert (C, "not ready within the warmup") in d.removed() and d.state.phase == Phase.TRAINING
+
+
+def test_pausing_mid_round_abandons_it_and_resuming_hands_its_batches_out_again():
+    d = started()
+    d.commit(A)
+    d.send(PauseRequest())
+    assert d.state.phase == Phase.PAUSED and d.records() == []
+    assert sorted(d.state.carry_over) == list(range(8))
+    d.send(ResumeRequest())
+    start = d.published(RoundStart)[-1]
+    assert start.round == 1 and sorted(b for ids in start.batches.values() for b in ids) == list(range(8))
+
+
+def test_the_run_finishes_after_its_rounds():
+    d = started()
+    for _ in range(3):
+        finish_round(d, [A, B], H1)
+    assert d.state.phase == Phase.FINISHED
+    assert [r.round for r in d.records()] == [0, 1, 2]
+
+
+def test_leaving_removes_the_member_and_its_batches_are_carried_over():
+    d = started(members=(A, B, C))
+    d.send(LeaveRequest(C))
+    d.commit(A), d.commit(B)
+    d.at(60)
+    d.check(A), d.check(B)
+    assert ("left" in dict(d.removed()).values()) and set(d.state.carry_over) == set(d.state.round.batches[C])
+
+
+def test_throughput_weighting_gives_a_fast_member_more_batches():
+    d = started(replace(CFG, weight_by_throughput=True, rounds=5))
+    d.at(1), d.commit(A)
+    d.at(50), d.commit(B)
+    d.check(A), d.check(B)
+    d.report(A, H1), d.report(B, H1)
+    start = d.published(RoundStart)[-1]
+    assert len(start.batches[A]) > len(start.batches[B])
+
+
+# --- invariants under random event sequences ---
+
+KEYS = (A, B, C, D)
+actions = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "join",
+                "beat",
+                "beat_bad",
+                "commit",
+                "check",
+                "bad_check",
+                "verdict",
+                "leave",
+                "pause",
+                "resume",
+                "time",
+            ]
+        ),
+        st.integers(0, 3),
+        st.integers(0, 70),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(actions)
+def test_random_event_sequences_keep_the_invariants(seq):
+    d = Driver(
+        replace(CFG, validation_rate=0.5, rounds=50, heartbeat_timeout_s=200, weight_by_throughput=True)
+    )
+    for kind, i, dt in seq:
+        k, s = KEYS[i], d.state
+        r = s.round
+        if kind == "join":
+            d.send(JoinRequest(k, (), H0))
+        elif kind == "beat":
+            d.report(k, s.model_hash or H0)
+        elif kind == "beat_bad":
+            d.report(k, H2)
+        elif kind == "commit" and r is not None:
+            d.send(CommitSeen(k, r.number, bytes([i + 1]) * 32, 10, s.model_hash, 1.0))
+        elif kind in ("check", "bad_check") and r is not None:
+            d.send(PayloadChecked(k, r.number, kind == "check"))
+        elif kind == "verdict" and r is not None and r.validators:
+            v, t = sorted(r.validators.items())[i % len(r.validators)]
+            d.send(VerdictSeen(v, r.number, t, dt % 2 == 0, 0.5))
+        elif kind == "leave":
+            d.send(LeaveRequest(k))
+        elif kind == "pause":
+            d.send(PauseRequest())
+        elif kind == "resume":
+            d.send(ResumeRequest())
+        elif kind == "time":
+            d.at(d.now + dt)
+        _check_invariants(d)
+
+
+def _check_invariants(d):
+    s = d.state
+    rounds = [rec.round for rec in d.records()]
+    assert rounds == sorted(set(rounds)), "a round was finalized twice"
+    assert s.finalized_rounds == len(rounds)
+    in_round = (
+        [b for ids in s.round.batches.values() for b in ids] if s.round and s.phase != Phase.COOLDOWN else []
+    )
+    handed = sorted(list(s.carry_over) + in_round)
+    assert len(handed) == len(set(handed)), "a batch is both carried over and assigned"
+    assert s.accepted_batches + len(handed) == s.next_batch, "a batch was neither accepted nor reassigned"
+    assert not (s.banned & set(s.members)), "a penalized member is still a member"
+    assert set(s.ready_members) <= set(s.members)
+    if s.phase in (Phase.TRAINING, Phase.FINALIZE):
+        assert s.round is not None and set(s.round.commits) <= set(s.round.batches)
+    for rec in d.records():
+        assert not set(rec.penalized) & set(rec.contributed + rec.validated)

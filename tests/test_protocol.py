@@ -1,0 +1,76 @@
+"""The shared round rules: batch shares, validator rings, tie-breakers, the commitment root."""
+
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol.assignment import assign_batches, choose_tiebreaker, choose_validators
+from protocol.commitments import commitment_root
+
+MEMBERS = [bytes([i]) * 32 for i in range(1, 6)]
+
+
+def test_weighted_shares_follow_throughput_by_largest_remainder():
+    out = assign_batches(
+        7, MEMBERS[:3], list(range(10)), weights={MEMBERS[0]: 3, MEMBERS[1]: 1, MEMBERS[2]: 1}
+    )
+    assert [len(out[m]) for m in MEMBERS[:3]] == [6, 2, 2]
+
+
+def test_a_non_positive_weight_is_refused():
+    with pytest.raises(ValueError, match="positive"):
+        assign_batches(1, MEMBERS[:2], [1, 2], weights={MEMBERS[0]: 1, MEMBERS[1]: 0})
+
+
+@given(
+    seed=st.integers(0, 2**32),
+    n_members=st.integers(1, 5),
+    batch_ids=st.lists(st.integers(0, 10**6), unique=True, max_size=40),
+    weights=st.lists(st.floats(0.01, 100), min_size=5, max_size=5),
+)
+def test_every_batch_goes_to_exactly_one_member(seed, n_members, batch_ids, weights):
+    members = MEMBERS[:n_members]
+    for w in (None, dict(zip(members, weights))):
+        out = assign_batches(seed, members, batch_ids, w)
+        assert sorted(b for ids in out.values() for b in ids) == sorted(batch_ids)
+        assert out == assign_batches(seed, list(reversed(members)), batch_ids, w)
+
+
+@given(seed=st.integers(0, 2**32), n=st.integers(0, 5), rate=st.floats(0, 1))
+def test_validators_never_check_themselves_and_have_one_target_each(seed, n, rate):
+    v = choose_validators(seed, MEMBERS[:n], rate)
+    assert all(validator != target for validator, target in v.items())
+    assert len(set(v.values())) == len(v)
+    assert set(v) | set(v.values()) <= set(MEMBERS[:n])
+
+
+def test_half_the_members_are_checked_at_rate_one_half():
+    assert len(choose_validators(3, MEMBERS[:4], 0.5)) == 2
+    assert len(choose_validators(3, MEMBERS[:5], 0.5)) == 3
+    assert choose_validators(3, MEMBERS[:1], 1.0) == {}
+
+
+def test_the_tiebreaker_is_neither_the_target_nor_the_first_validator():
+    for seed in range(20):
+        w = choose_tiebreaker(seed, MEMBERS[:3], MEMBERS[0], {MEMBERS[1]})
+        assert w == MEMBERS[2]
+    assert choose_tiebreaker(0, MEMBERS[:2], MEMBERS[0], {MEMBERS[1]}) is None
+
+
+def _h(*parts):
+    return hashlib.sha256(b"".join(parts)).digest()
+
+
+def test_commitment_root_of_three_leaves():
+    k = [bytes([i]) * 32 for i in (3, 1, 2)]
+    p = [bytes([0x40 + i]) * 32 for i in range(3)]
+    leaves = [_h(b"\x00", k[1], p[1]), _h(b"\x00", k[2], p[2]), _h(b"\x00", k[0], p[0])]  # sorted by key
+    expected = _h(b"\x01", _h(b"\x01", leaves[0], leaves[1]), leaves[2])
+    assert commitment_root(dict(zip(k, p))) == expected
+
+
+def test_commitment_root_of_nothing_and_of_one():
+    assert commitment_root({}) == hashlib.sha256(b"").digest()
+    assert commitment_root({b"k" * 32: b"p" * 32}) == _h(b"\x00", b"k" * 32, b"p" * 32)
