@@ -1,0 +1,129 @@
+"""Records finalized rounds on chain from a background thread, so chain latency never stalls the
+next round. One `record_round` per round, in order; retried while the RPC endpoint is away;
+a round the chain already holds (a restarted coordinator replaying its journal) is skipped.
+
+Keys become member-table slots here, from a fresh read of the table. A bit for a member the
+program would refuse to credit (it left the table's active or unbonding states since the round,
+for instance by revocation) is dropped and counted rather than failing the whole round.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from chain.client import AgoraClient
+from chain.errors import ChainError, ProgramError
+from chain.state import MemberStatus
+from coordinator.state import RecordRound
+
+log = logging.getLogger("agora.coordinator.chain")
+CREDITABLE = (MemberStatus.ACTIVE, MemberStatus.LEFT)
+
+
+@dataclass
+class SubmitterStatus:
+    recorded: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # already on chain
+    dropped_bits: Counter = field(default_factory=Counter)  # reason -> count
+    retries: int = 0
+    last_error: str = ""
+
+    @property
+    def last_recorded(self) -> int | None:
+        return self.recorded[-1] if self.recorded else None
+
+
+def slots_for(
+    record: RecordRound, members: list, status: SubmitterStatus
+) -> tuple[list[int], list[int], list[int]]:
+    """Member-table slots for the record's key lists, dropping keys the program would refuse."""
+    by_key = {bytes(m.key): m for m in members}
+
+    def slots(keys: tuple[bytes, ...], kind: str) -> list[int]:
+        out = []
+        for key in keys:
+            m = by_key.get(key)
+            if m is None or m.status not in CREDITABLE:
+                status.dropped_bits[f"{kind}: {'not on chain' if m is None else m.status.name.lower()}"] += 1
+                continue
+            out.append(m.slot)
+        return out
+
+    return (
+        slots(record.contributed, "contributed"),
+        slots(record.validated, "validated"),
+        slots(record.penalized, "penalized"),
+    )
+
+
+class ChainSubmitter:
+    def __init__(self, client: AgoraClient, run_id: int, retry_s: float = 2.0) -> None:
+        self.client, self.run_id, self.retry_s = client, run_id, retry_s
+        self.status = SubmitterStatus()
+        self._queue: queue.Queue[RecordRound | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chain-submitter", daemon=True)
+
+    def start(self) -> ChainSubmitter:
+        self._thread.start()
+        return self
+
+    def submit(self, record: RecordRound) -> None:
+        self._queue.put(record)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def close(self, drain_timeout: float = 30.0) -> None:
+        """Stop after what is queued is recorded (or the timeout passes)."""
+        self._queue.put(None)
+        self._thread.join(drain_timeout)
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while True:
+            record = self._queue.get()
+            if record is None:
+                return
+            while not self._stop.is_set():
+                try:
+                    self.record(record)
+                    break
+                except ChainError as exc:
+                    self.status.retries += 1
+                    self.status.last_error = str(exc)
+                    log.warning(
+                        "round %d not recorded yet (%s); retrying in %.0f s", record.round, exc, self.retry_s
+                    )
+                    self._stop.wait(self.retry_s)
+
+    def record(self, record: RecordRound) -> None:
+        """Record one round now (raises ChainError on failure; skips what the chain holds)."""
+        run = self.client.run(self.run_id)
+        if run.last_recorded_round is not None and record.round <= run.last_recorded_round:
+            self.status.skipped.append(record.round)
+            return
+        members = self.client.members(self.run_id)
+        contributed, validated, penalized = slots_for(record, members, self.status)
+        try:
+            self.client.record_round(
+                self.run_id, record.round, record.root, contributed, validated, penalized
+            )
+        except ProgramError as exc:
+            if exc.name == "RoundNotIncreasing":
+                self.status.skipped.append(record.round)
+                return
+            raise
+        self.status.recorded.append(record.round)
+        log.info(
+            "recorded round %d on chain (%d contributed, %d penalized)",
+            record.round,
+            len(contributed),
+            len(penalized),
+        )

@@ -1,0 +1,69 @@
+"""The chain submitter: one record_round per round, slots from keys, no double credit."""
+
+from chain.errors import RpcUnavailable
+from coordinator.state import RecordRound
+from coordinator.submitter import ChainSubmitter
+from tests.chain_world import RUN_ID, World
+
+ROOT = bytes(range(32))
+
+
+def record(round_, contributed=(), validated=(), penalized=()):
+    return RecordRound(round_, ROOT, tuple(contributed), tuple(validated), tuple(penalized), {})
+
+
+def test_a_round_is_recorded_with_the_members_slots():
+    w = World()
+    a, b = w.permissioned(2)
+    sub = ChainSubmitter(w.authority, RUN_ID)
+    sub.record(record(0, contributed=[bytes(b.key)], validated=[bytes(a.key)]))
+    assert [m.points_earned for m in w.authority.members(RUN_ID)] == [2, 10]
+    assert sub.status.recorded == [0]
+
+
+def test_a_round_the_chain_already_holds_is_skipped_so_nothing_is_credited_twice():
+    w = World()
+    (a,) = w.permissioned(1)
+    first, restarted = ChainSubmitter(w.authority, RUN_ID), ChainSubmitter(w.authority, RUN_ID)
+    first.record(record(0, contributed=[bytes(a.key)]))
+    restarted.record(record(0, contributed=[bytes(a.key)]))
+    assert restarted.status.skipped == [0]
+    assert w.authority.member(RUN_ID, a.key).points_earned == 10
+
+
+def test_keys_the_program_would_refuse_are_dropped_and_counted():
+    w = World()
+    a, b = w.permissioned(2)
+    w.authority.revoke(RUN_ID, b.key)
+    sub = ChainSubmitter(w.authority, RUN_ID)
+    sub.record(record(0, contributed=[bytes(a.key), bytes(b.key), bytes(32)]))
+    assert w.authority.member(RUN_ID, a.key).points_earned == 10
+    assert sub.status.dropped_bits == {"contributed: revoked": 1, "contributed: not on chain": 1}
+
+
+class FlakyTransport:
+    """Fails the first `failures` calls as if the RPC endpoint were down."""
+
+    def __init__(self, inner, failures):
+        self.inner, self.failures = inner, failures
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            if self.failures > 0:
+                self.failures -= 1
+                raise RpcUnavailable("http://127.0.0.1:1", "connection refused")
+            return getattr(self.inner, name)(*args, **kwargs)
+
+        return call
+
+
+def test_the_background_thread_retries_until_the_endpoint_is_back_and_keeps_order():
+    w = World()
+    (a,) = w.permissioned(1)
+    w.authority.transport = FlakyTransport(w.transport, failures=3)
+    sub = ChainSubmitter(w.authority, RUN_ID, retry_s=0.01).start()
+    for r in range(3):
+        sub.submit(record(r, contributed=[bytes(a.key)]))
+    sub.close(drain_timeout=30)
+    assert sub.status.recorded == [0, 1, 2] and sub.status.retries == 3
+    assert w.authority.member(RUN_ID, a.key).points_earned == 30
