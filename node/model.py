@@ -7,72 +7,14 @@ HF Llama checkpoint loads here. The model owns no devices or I/O; the trainer do
 """
 
 import math
-from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protocol.model_config import PRESETS, ModelConfig, preset
 
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int = 259
-    dim: int = 128
-    n_layers: int = 4
-    n_heads: int = 4
-    n_kv_heads: int = 2
-    ffn_dim: int = 352
-    max_seq_len: int = 256
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
-    tie_embeddings: bool = False
-
-    def check(self) -> None:
-        if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
-            raise ValueError(
-                f"dim {self.dim}, heads {self.n_heads}, kv heads {self.n_kv_heads} do not divide"
-            )
-        if (self.dim // self.n_heads) % 2:
-            raise ValueError("head dimension must be even for rotary embeddings")
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-
-PRESETS = {
-    "tiny": ModelConfig(),  # ~0.8M parameters: tests and CPU simulations (byte vocabulary)
-    "20m": ModelConfig(
-        vocab_size=32000,
-        dim=320,
-        n_layers=8,
-        n_heads=8,
-        n_kv_heads=4,
-        ffn_dim=864,
-        max_seq_len=2048,
-        tie_embeddings=True,
-    ),
-    "125m": ModelConfig(
-        vocab_size=32000, dim=768, n_layers=12, n_heads=12, n_kv_heads=4, ffn_dim=2048, max_seq_len=2048
-    ),
-    "1b": ModelConfig(
-        vocab_size=32000,
-        dim=2048,
-        n_layers=16,
-        n_heads=32,
-        n_kv_heads=8,
-        ffn_dim=8192,
-        max_seq_len=2048,
-        rope_theta=500000.0,
-        tie_embeddings=True,
-    ),
-}
-
-
-def preset(name: str, **overrides) -> ModelConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+__all__ = ["PRESETS", "Llama", "ModelConfig", "preset"]
 
 
 class RMSNorm(nn.Module):

@@ -100,3 +100,12 @@ def test_hugging_face_llama_directory_loads_with_equal_logits(tmp_path):
     x = torch.randint(0, 300, (2, 20))
     with torch.no_grad():
         assert torch.allclose(model(x)[0], hf(x).logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tiny", "20m"])
+def test_protocol_parameter_shapes_match_the_model(name):
+    from protocol.model_config import parameter_shapes
+
+    cfg = preset(name)
+    expected = [(n, tuple(p.shape)) for n, p in Llama(cfg).named_parameters()]
+    assert parameter_shapes(cfg) == expected

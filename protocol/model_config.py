@@ -1,0 +1,93 @@
+"""The model's shape: Llama configurations, the named presets, and the parameter names and shapes
+they imply (Hugging Face `LlamaForCausalLM` names, in `named_parameters` order).
+
+This lives in `protocol/` because the coordinator decodes payloads against the parameter shapes
+without importing the node's model; tests pin `parameter_shapes` to `node.model.Llama`.
+"""
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 259
+    dim: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    ffn_dim: int = 352
+    max_seq_len: int = 256
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = False
+
+    def check(self) -> None:
+        if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"dim {self.dim}, heads {self.n_heads}, kv heads {self.n_kv_heads} do not divide"
+            )
+        if (self.dim // self.n_heads) % 2:
+            raise ValueError("head dimension must be even for rotary embeddings")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+
+PRESETS = {
+    "tiny": ModelConfig(),  # ~0.8M parameters: tests and CPU simulations (byte vocabulary)
+    "20m": ModelConfig(
+        vocab_size=32000,
+        dim=320,
+        n_layers=8,
+        n_heads=8,
+        n_kv_heads=4,
+        ffn_dim=864,
+        max_seq_len=2048,
+        tie_embeddings=True,
+    ),
+    "125m": ModelConfig(
+        vocab_size=32000, dim=768, n_layers=12, n_heads=12, n_kv_heads=4, ffn_dim=2048, max_seq_len=2048
+    ),
+    "1b": ModelConfig(
+        vocab_size=32000,
+        dim=2048,
+        n_layers=16,
+        n_heads=32,
+        n_kv_heads=8,
+        ffn_dim=8192,
+        max_seq_len=2048,
+        rope_theta=500000.0,
+        tie_embeddings=True,
+    ),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+def parameter_shapes(cfg: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every parameter, as `Llama(cfg).named_parameters()` lists them (a tied
+    head shares the embedding and is not listed)."""
+    kv = cfg.n_kv_heads * cfg.head_dim
+    out = [("model.embed_tokens.weight", (cfg.vocab_size, cfg.dim))]
+    for i in range(cfg.n_layers):
+        p = f"model.layers.{i}."
+        out += [
+            (p + "input_layernorm.weight", (cfg.dim,)),
+            (p + "self_attn.q_proj.weight", (cfg.dim, cfg.dim)),
+            (p + "self_attn.k_proj.weight", (kv, cfg.dim)),
+            (p + "self_attn.v_proj.weight", (kv, cfg.dim)),
+            (p + "self_attn.o_proj.weight", (cfg.dim, cfg.dim)),
+            (p + "post_attention_layernorm.weight", (cfg.dim,)),
+            (p + "mlp.gate_proj.weight", (cfg.ffn_dim, cfg.dim)),
+            (p + "mlp.up_proj.weight", (cfg.ffn_dim, cfg.dim)),
+            (p + "mlp.down_proj.weight", (cfg.dim, cfg.ffn_dim)),
+        ]
+    out.append(("model.norm.weight", (cfg.dim,)))
+    if not cfg.tie_embeddings:
+        out.append(("lm_head.weight", (cfg.vocab_size, cfg.dim)))
+    return out
