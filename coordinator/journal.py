@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import IO
 
 from coordinator import machine
-from coordinator.config import RoundConfig
 from coordinator.state import (
     CommitSeen,
     Effect,
@@ -32,6 +31,7 @@ from coordinator.state import (
     State,
     VerdictSeen,
 )
+from protocol.run_config import RoundsSection
 
 EVENT_TYPES = {
     cls.__name__: cls
@@ -90,7 +90,7 @@ class Journal:
         self.path, self.state, self._file = path, state, file
 
     @classmethod
-    def open(cls, path: Path, config: RoundConfig) -> tuple[Journal, list[Effect]]:
+    def open(cls, path: Path, config: RoundsSection) -> tuple[Journal, list[Effect]]:
         """Replay `path` (if it exists) from a fresh state; return the journal and the replayed
         effects (the shell re-submits their RecordRounds, nothing else)."""
         state, effects = State(config), []

@@ -72,8 +72,8 @@ class Result:
     outcome: Outcome = Outcome.APPLIED
 
 
-def round_seed(run_seed: int, run: str, number: int) -> int:
-    digest = hashlib.sha256(f"{run}/{run_seed}/{number}".encode()).digest()
+def round_seed(run_seed: int, number: int) -> int:
+    digest = hashlib.sha256(f"agora/{run_seed}/{number}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 
@@ -265,7 +265,7 @@ def _tick_warmup(s: State, now: float, effects: list[Effect]) -> State:
 def _start_round(s: State, now: float, effects: list[Effect]) -> State:
     cfg = s.config
     members = s.ready_members
-    number, seed = s.next_round, round_seed(cfg.seed, cfg.run, s.next_round)
+    number, seed = s.next_round, round_seed(cfg.seed, s.next_round)
     carried = s.carry_over[: cfg.global_batch]
     fresh = max(0, cfg.global_batch - len(carried))
     batch_ids = list(carried) + list(range(s.next_batch, s.next_batch + fresh))

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from coordinator.config import RoundConfig
 from p2p.messages import Recheck, RoundEnd, RoundStart
+from protocol.run_config import RoundsSection
 
 
 class Phase(StrEnum):
@@ -73,7 +73,7 @@ class Round:
 
 @dataclass(frozen=True)
 class State:
-    config: RoundConfig
+    config: RoundsSection
     phase: Phase = Phase.WAITING
     phase_started_at: float = 0.0
     members: dict[bytes, Member] = field(default_factory=dict)

@@ -1,6 +1,6 @@
-"""The round protocol's pure rules that the coordinator and every node must compute identically:
-who trains which batches, who validates whom, and the root over a round's accepted commitments.
+"""What the coordinator and every node must agree on: the run config, the model's shape, who
+trains which batches, who validates whom, and the root over a round's accepted commitments.
 
-Imports none of agora's other packages, so both `coordinator` and `node` can use it without
-importing each other (DESIGN.md).
+Imports only `optim` (the bottom layer), so both `coordinator` and `node` use it without importing
+each other (DESIGN.md).
 """

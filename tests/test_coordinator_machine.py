@@ -5,7 +5,6 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.config import RoundConfig
 from coordinator.machine import step
 from coordinator.state import (
     CommitSeen,
@@ -25,10 +24,11 @@ from coordinator.state import (
 )
 from p2p.messages import Recheck, RoundEnd, RoundStart
 from protocol.commitments import commitment_root
+from protocol.run_config import RoundsSection
 
 A, B, C, D = (bytes([i]) * 32 for i in (1, 2, 3, 4))
 H0, H1, H2 = (bytes([0x10 + i]) * 32 for i in range(3))
-CFG = RoundConfig(
+CFG = RoundsSection(
     min_nodes=2,
     rounds=3,
     global_batch=8,

@@ -1,0 +1,219 @@
+"""The run config: one TOML file that says everything a run is (model, data, optimizer, rounds,
+validation, chain), read by the coordinator and handed to every node it admits.
+
+Every section is a frozen dataclass; `loads` refuses unknown sections and keys (typos), values of
+the wrong type and out-of-range values, naming the offending `section.key`.
+
+    [run]        name = "agora-sim"; chain_run_id = 1; rpc = "http://127.0.0.1:8899"
+    [model]      preset = "tiny"; seed = 0
+    [data]       corpus = "stdlib"; seq_len = 128; batch_size = 4
+    [optim]      chunk = 64; topk = 4; beta = 0.99; lr = 1e-3; precondition = "adam"; ...
+    [rounds]     min_nodes = 2; rounds = 20; global_batch = 8; round_timeout_s = 60.0; ...
+    [validation] min_agreement = 0.75; max_agreement = 0.999; warmup_rounds = 3
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from optim.config import PRECONDITIONS, DemoConfig, ValueMode
+from optim.schedule import LrSchedule
+from protocol.model_config import PRESETS
+
+
+class ConfigError(ValueError):
+    """A run config value is missing, unknown or invalid; the message names `section.key`."""
+
+
+@dataclass(frozen=True)
+class RunSection:
+    name: str = "agora"  # the gossip topic and message run id
+    chain_run_id: int = 1
+    rpc: str = "http://127.0.0.1:8899"
+
+    def check(self) -> None:
+        _require(0 < len(self.name) <= 64, "run.name", self.name)
+        _require(0 <= self.chain_run_id < 2**64, "run.chain_run_id", self.chain_run_id)
+        _require(self.rpc.startswith(("http://", "https://")), "run.rpc", self.rpc)
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    preset: str = "tiny"
+    seed: int = 0
+
+    def check(self) -> None:
+        _require(self.preset in PRESETS, "model.preset", self.preset, f"one of {sorted(PRESETS)}")
+        _require(self.seed >= 0, "model.seed", self.seed)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    corpus: str = "stdlib"  # "stdlib", a text file or directory, or a .bin token file
+    seq_len: int = 128
+    batch_size: int = 4  # sequences per batch id
+
+    def check(self) -> None:
+        _require(self.seq_len >= 2, "data.seq_len", self.seq_len)
+        _require(self.batch_size >= 1, "data.batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    chunk: int = 64
+    topk: int = 4
+    beta: float = 0.99
+    alpha: float = 1.0
+    values: str = "sign"
+    weight_decay: float = 0.0
+    precondition: str = "adam"
+    precondition_beta: float = 0.99
+    lr: float = 1e-3
+    schedule: str = "constant"
+    warmup: int = 0
+
+    def demo_config(self, total_rounds: int) -> DemoConfig:
+        schedule = LrSchedule(self.schedule, self.lr, self.warmup, total_rounds)
+        return DemoConfig(
+            chunk=self.chunk,
+            topk=self.topk,
+            beta=self.beta,
+            alpha=self.alpha,
+            values=ValueMode[self.values.upper()],
+            weight_decay=self.weight_decay,
+            precondition=self.precondition,
+            precondition_beta=self.precondition_beta,
+            schedule=schedule,
+        )
+
+    def check(self) -> None:
+        _require(self.values.upper() in ValueMode.__members__, "optim.values", self.values)
+        _require(self.precondition in PRECONDITIONS, "optim.precondition", self.precondition)
+        try:
+            self.demo_config(10**6).check()
+        except ValueError as exc:
+            raise ConfigError(f"optim: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RoundsSection:
+    min_nodes: int = 2
+    rounds: int = 20
+    global_batch: int = 8
+    round_timeout_s: float = 60.0
+    verdict_timeout_s: float = 30.0
+    cooldown_s: float = 10.0
+    warmup_timeout_s: float = 120.0
+    heartbeat_timeout_s: float = 30.0
+    max_misses: int = 2
+    validation_rate: float = 0.5
+    weight_by_throughput: bool = True
+    seed: int = 0
+
+    def check(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "validation_rate":
+                _require(0 <= value <= 1, "rounds.validation_rate", value, "a fraction in [0, 1]")
+            elif f.name == "seed":
+                _require(value >= 0, "rounds.seed", value)
+            elif f.name != "weight_by_throughput":
+                _require(value > 0, f"rounds.{f.name}", value, "positive")
+
+
+@dataclass(frozen=True)
+class ValidationSection:
+    # Sign agreement of a payload with the validator's recomputed gradient, outside this band,
+    # is a rejection (../shared/notes/validation.md: honest ~0.93-0.98, attacks <= 0.6, "lazy"
+    # payloads exactly 1.0). The first `warmup_rounds` rounds are not judged: momentum has not
+    # settled and honest scores have a low tail.
+    min_agreement: float = 0.75
+    max_agreement: float = 0.999
+    warmup_rounds: int = 3
+
+    def check(self) -> None:
+        _require(
+            0 <= self.min_agreement < self.max_agreement <= 1,
+            "validation.min_agreement",
+            self.min_agreement,
+            "0 <= min_agreement < max_agreement <= 1",
+        )
+        _require(self.warmup_rounds >= 0, "validation.warmup_rounds", self.warmup_rounds)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    run: RunSection = field(default_factory=RunSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    rounds: RoundsSection = field(default_factory=RoundsSection)
+    validation: ValidationSection = field(default_factory=ValidationSection)
+
+    def check(self) -> None:
+        for f in fields(self):
+            getattr(self, f.name).check()
+
+
+def _require(ok: bool, key: str, value: object, expected: str = "") -> None:
+    if not ok:
+        raise ConfigError(f"invalid {key} = {value!r}" + (f" (expected {expected})" if expected else ""))
+
+
+def _typed(key: str, value: object, annotation: object) -> object:
+    hint = {"int": int, "float": float, "str": str, "bool": bool}.get(annotation, annotation)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(f"invalid {key} = {value!r} (expected {getattr(hint, '__name__', hint)})")
+    return value
+
+
+def _section(name: str, cls: type, table: object):
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"unknown key {name}.{key} (known: {', '.join(known)})")
+    return cls(**{k: _typed(f"{name}.{k}", v, known[k].type) for k, v in table.items()})
+
+
+def loads(text: str) -> RunConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from None
+    sections = {f.name: typing.get_type_hints(RunConfig)[f.name] for f in fields(RunConfig)}
+    for name in doc:
+        if name not in sections:
+            raise ConfigError(f"unknown section [{name}] (known: {', '.join(sections)})")
+    config = RunConfig(**{name: _section(name, sections[name], table) for name, table in doc.items()})
+    config.check()
+    return config
+
+
+def load(path: str | Path) -> RunConfig:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read run config {path}: {exc}") from None
+    return loads(text)
+
+
+def dumps(config: RunConfig) -> str:
+    """The config as TOML (what the coordinator hands to nodes)."""
+    lines = []
+    for f in fields(config):
+        lines.append(f"[{f.name}]")
+        section = getattr(config, f.name)
+        for sf in fields(section):
+            value = getattr(section, sf.name)
+            rendered = json.dumps(value)
+            lines.append(f"{sf.name} = {rendered}")
+        lines.append("")
+    return "\n".join(lines)

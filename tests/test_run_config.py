@@ -1,0 +1,68 @@
+"""The run config TOML: what it accepts, and that every bad value is refused by name."""
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol.run_config import ConfigError, RunConfig, dumps, load, loads
+
+SIM = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
+
+
+def test_the_sim_config_loads_with_its_values():
+    cfg = load(SIM)
+    assert (cfg.run.name, cfg.model.preset, cfg.optim.topk, cfg.rounds.min_nodes) == (
+        "agora-sim",
+        "tiny",
+        4,
+        2,
+    )
+    assert cfg.optim.demo_config(cfg.rounds.rounds).precondition == "adam"
+
+
+def test_an_empty_file_is_the_defaults():
+    assert loads("") == RunConfig()
+
+
+def test_dumps_round_trips():
+    cfg = load(SIM)
+    assert loads(dumps(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("[model]\npreset = 'huge'", "model.preset"),
+        ("[rounds]\nmin_nodes = 0", "rounds.min_nodes"),
+        ("[rounds]\nvalidation_rate = 1.5", "rounds.validation_rate"),
+        ("[rounds]\nmin_nodes = 'two'", "rounds.min_nodes"),
+        ("[rounds]\nweight_by_throughput = 1", "rounds.weight_by_throughput"),
+        ("[run]\nrpc = 'localhost:8899'", "run.rpc"),
+        ("[optim]\nbeta = 1.0", "optim"),
+        ("[optim]\nvalues = 'int4'", "optim.values"),
+        ("[optim]\ntop_k = 4", "optim.top_k"),
+        ("[optimizer]\ntopk = 4", "[optimizer]"),
+        ("[validation]\nmin_agreement = 0.9\nmax_agreement = 0.8", "validation.min_agreement"),
+        ("[data]\nseq_len = 1", "data.seq_len"),
+        ("rounds = 3", "[rounds] must be a table"),
+        ("[rounds\n", "not valid TOML"),
+    ],
+)
+def test_an_invalid_value_is_refused_naming_it(text, named):
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        loads(text)
+
+
+def test_a_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "nope.toml")
+
+
+@given(st.text(max_size=200))
+def test_arbitrary_text_is_a_config_or_a_config_error(text):
+    try:
+        loads(text)
+    except ConfigError:
+        pass
