@@ -82,6 +82,13 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class RunInfo:
+    config: str  # the run config as TOML (protocol/run_config.py), from the coordinator
+    round: int  # the round under way, or the next one
+    phase: str
+
+
+@dataclass(frozen=True)
 class Recheck:
     round: int
     assignments: dict[bytes, bytes]  # contested target -> the second validator that re-examines it
@@ -96,9 +103,9 @@ class RoundEnd:
 
 
 MESSAGE_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (Join, Heartbeat, RoundStart, Commit, Verdict, Recheck, RoundEnd)
+    cls.__name__: cls for cls in (Join, Heartbeat, RoundStart, Commit, Verdict, Recheck, RoundEnd, RunInfo)
 }
-Message = Join | Heartbeat | RoundStart | Commit | Verdict | Recheck | RoundEnd
+Message = Join | Heartbeat | RoundStart | Commit | Verdict | Recheck | RoundEnd | RunInfo
 
 
 @dataclass(frozen=True)

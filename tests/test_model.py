@@ -109,3 +109,15 @@ def test_protocol_parameter_shapes_match_the_model(name):
     cfg = preset(name)
     expected = [(n, tuple(p.shape)) for n, p in Llama(cfg).named_parameters()]
     assert parameter_shapes(cfg) == expected
+
+
+def test_the_coordinators_payload_spec_is_the_nodes():
+    from coordinator.service import param_spec
+    from optim import DemoOptimizer
+    from protocol.run_config import load
+
+    cfg = load("configs/sim.toml")
+    node_spec = DemoOptimizer(
+        Llama(preset(cfg.model.preset)).named_parameters(), cfg.optim.demo_config(20)
+    ).spec
+    assert param_spec(cfg).digest == node_spec.digest

@@ -1,0 +1,247 @@
+"""The coordinator's I/O shell around the pure state machine.
+
+One loop owns the journal (and so the state): it turns verified gossip into events, steps the
+machine for each event and on a timer, and carries out the effects: messages go to the p2p host,
+finalized rounds to the chain submitter (its own thread), removals to the log and the metrics.
+Payload checks (fetch by hash, strict decode) run on a small thread pool and come back as
+events. Joins are checked against the chain first: a key must be an active member of the run
+(authorized, or staked) before the machine ever sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from solders.pubkey import Pubkey
+
+from chain.client import AgoraClient
+from chain.errors import ChainError
+from chain.state import MemberStatus
+from coordinator.journal import Journal
+from coordinator.machine import Result
+from coordinator.state import (
+    CommitSeen,
+    Event,
+    HeartbeatSeen,
+    JoinRequest,
+    Outcome,
+    PayloadChecked,
+    Publish,
+    RecordRound,
+    Removed,
+    VerdictSeen,
+)
+from coordinator.submitter import ChainSubmitter
+from optim.codec import decode, max_payload_bytes
+from optim.errors import PayloadError
+from optim.spec import ParamSpec
+from p2p.errors import BlobError, LocalError, RemoteError
+from p2p.host import Host, peer_id_of
+from p2p.messages import Commit, Envelope, Heartbeat, Join, RunInfo, Verdict
+from protocol.model_config import parameter_shapes, preset
+from protocol.run_config import RunConfig, dumps
+
+log = logging.getLogger("agora.coordinator")
+TICK_S = 0.2
+RUN_INFO_EVERY_S = 2.0
+ELIGIBILITY_CACHE_S = 2.0
+
+
+def param_spec(config: RunConfig) -> ParamSpec:
+    """The payload layout every member's optimizer uses, from the run config alone."""
+    demo = config.optim.demo_config(config.rounds.rounds)
+    return ParamSpec.build(parameter_shapes(preset(config.model.preset)), demo.chunk, demo.topk, demo.values)
+
+
+def to_event(envelope: Envelope) -> Event | None:
+    """The machine's event for a verified message; None for kinds the coordinator only sends."""
+    m, key = envelope.body, envelope.sender
+    if isinstance(m, Join):
+        return JoinRequest(key, tuple(m.addrs))
+    if isinstance(m, Heartbeat):
+        return HeartbeatSeen(key, m.round, m.model_hash)
+    if isinstance(m, Commit):
+        return CommitSeen(key, m.round, m.payload_hash, m.size, m.model_hash, m.loss)
+    if isinstance(m, Verdict):
+        return VerdictSeen(key, m.round, m.target, m.accept, m.score)
+    return None
+
+
+@dataclass
+class Metrics:
+    outcomes: Counter = field(default_factory=Counter)
+    removed: Counter = field(default_factory=Counter)
+    refused_joins: Counter = field(default_factory=Counter)
+    payload_bytes: list[int] = field(default_factory=list)
+    losses: dict[int, float] = field(default_factory=dict)  # round -> mean accepted loss
+    penalties: int = 0
+
+
+class CoordinatorService:
+    def __init__(
+        self,
+        config: RunConfig,
+        host: Host,
+        journal_path: Path,
+        client: AgoraClient | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config, self.host, self.client, self.clock = config, host, client, clock
+        self.spec = param_spec(config)
+        self.max_payload = max_payload_bytes(self.spec)
+        self.journal, replayed = Journal.open(journal_path, config.rounds)
+        self.submitter = ChainSubmitter(client, config.run.chain_run_id) if client else None
+        self.metrics = Metrics()
+        self._events: queue.Queue[Event] = queue.Queue()
+        self._checks = ThreadPoolExecutor(2, thread_name_prefix="payload-check")
+        self._eligible: dict[bytes, float] = {}
+        self._last_run_info = 0.0
+        self._config_text = dumps(config)
+        self._replayed_records = [e for e in replayed if isinstance(e, RecordRound)]
+
+    @property
+    def state(self):
+        return self.journal.state
+
+    def start(self) -> CoordinatorService:
+        if self.submitter is not None:
+            self.submitter.start()
+            for record in self._replayed_records:  # the submitter skips what the chain holds
+                self.submitter.submit(record)
+        return self
+
+    def close(self) -> None:
+        self._checks.shutdown(wait=False, cancel_futures=True)
+        if self.submitter is not None:
+            self.submitter.close()
+        self.journal.close()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.poll()
+            stop.wait(TICK_S)
+
+    def poll(self) -> None:
+        """Everything that arrived, then a tick; called by `run` every TICK_S."""
+        for _ in range(1000):
+            try:
+                envelope = self.host.received.get_nowait()
+            except queue.Empty:
+                break
+            self._on_envelope(envelope)
+        for _ in range(1000):
+            try:
+                self._step(self._events.get_nowait())
+            except queue.Empty:
+                break
+        self._step(None)
+        self._publish_run_info()
+
+    def _on_envelope(self, envelope: Envelope) -> None:
+        event = to_event(envelope)
+        if event is None:
+            return
+        if isinstance(event, JoinRequest):
+            if not self._is_eligible(event.key):
+                return
+            for addr in event.addrs[:4]:
+                self._connect(addr)
+        result = self._step(event)
+        if isinstance(event, CommitSeen) and result.outcome == Outcome.APPLIED:
+            self._checks.submit(self._check_payload, event, peer_id_of(event.key))
+
+    def _connect(self, addr: str) -> None:
+        try:
+            self.host.connect(addr, timeout=5)
+        except (LocalError, RemoteError) as exc:  # an unreachable joiner is its own problem
+            log.debug("cannot dial %s: %s", addr, exc)
+
+    def _is_eligible(self, key: bytes) -> bool:
+        if self.client is None:
+            return True
+        now = self.clock()
+        if now - self._eligible.get(key, -1e9) < ELIGIBILITY_CACHE_S:
+            return True
+        try:
+            member = self.client.member(self.config.run.chain_run_id, Pubkey.from_bytes(key))
+        except (ChainError, LookupError, ValueError) as exc:
+            self.metrics.refused_joins["chain unreachable"] += 1
+            log.warning("cannot check a join on chain: %s", exc)
+            return False
+        if member is None or member.status != MemberStatus.ACTIVE:
+            reason = (
+                "not a member on chain" if member is None else f"on-chain status {member.status.name.lower()}"
+            )
+            self.metrics.refused_joins[reason] += 1
+            return False
+        self._eligible[key] = now
+        return True
+
+    def _check_payload(self, commit: CommitSeen, origin: str) -> None:
+        """Fetch the committed payload and decode it strictly; a blob nobody serves is not the
+        committer's provable fault, so it gets no event (the round leaves it out at the timeout)."""
+        ok = True
+        try:
+            limit = min(commit.size, self.max_payload)
+            data = self.host.fetch(commit.payload_hash, size_limit=limit, peers=[origin, *self.host.peers()])
+            if commit.size > self.max_payload or len(data) != commit.size:
+                ok = False
+            else:
+                decode(self.spec, data, self.max_payload)
+                self.metrics.payload_bytes.append(len(data))
+        except PayloadError:
+            ok = False
+        except (BlobError, LocalError) as exc:
+            log.info("payload of %s unavailable: %s", commit.key.hex()[:8], exc)
+            return
+        self._events.put(PayloadChecked(commit.key, commit.round, ok))
+
+    def _step(self, event: Event | None) -> Result:
+        result = self.journal.step(event, self.clock())
+        if event is not None:
+            self.metrics.outcomes[result.outcome.value] += 1
+        for effect in result.effects:
+            if isinstance(effect, Publish):
+                self._publish(effect.message)
+            elif isinstance(effect, RecordRound):
+                self._record(effect)
+            elif isinstance(effect, Removed):
+                self.metrics.removed[effect.reason] += 1
+                log.info("removed %s: %s", effect.key.hex()[:8], effect.reason)
+        return result
+
+    def _record(self, record: RecordRound) -> None:
+        self.metrics.penalties += len(record.penalized)
+        if record.losses:
+            self.metrics.losses[record.round] = sum(record.losses.values()) / len(record.losses)
+        if self.submitter is not None:
+            self.submitter.submit(record)
+        log.info(
+            "round %d: %d accepted, %d penalized",
+            record.round,
+            len(record.contributed),
+            len(record.penalized),
+        )
+
+    def _publish(self, message) -> None:
+        try:
+            self.host.publish(message)
+        except LocalError as exc:
+            log.warning("publish of %s failed: %s", type(message).__name__, exc)
+
+    def _publish_run_info(self) -> None:
+        now = self.clock()
+        if now - self._last_run_info < RUN_INFO_EVERY_S:
+            return
+        self._last_run_info = now
+        s = self.state
+        number = s.round.number if s.round is not None else s.next_round
+        self._publish(RunInfo(config=self._config_text, round=number, phase=s.phase.value))

@@ -1,0 +1,116 @@
+"""The coordinator service on 127.0.0.1: real p2p hosts, the chain in LiteSVM, scripted nodes."""
+
+import threading
+import time
+
+import pytest
+from solders.keypair import Keypair
+
+from chain.client import AgoraClient
+from chain.state import Mode, RunParams
+from coordinator.service import CoordinatorService
+from coordinator.state import Phase
+from node.model import Llama, preset
+from optim import DemoOptimizer
+from p2p.host import Host
+from p2p.identity import Identity
+from p2p.messages import Commit, Heartbeat, Join, RoundEnd, RoundStart, RunInfo
+from protocol.run_config import RunConfig, RoundsSection, RunSection
+from tests.chain_world import RUN_ID, SOL, World
+
+H0, H1 = b"\x10" * 32, b"\x11" * 32
+CONFIG = RunConfig(
+    run=RunSection(name="svc-test", chain_run_id=RUN_ID),
+    rounds=RoundsSection(
+        min_nodes=2,
+        rounds=2,
+        global_batch=4,
+        round_timeout_s=20,
+        verdict_timeout_s=10,
+        cooldown_s=5,
+        warmup_timeout_s=20,
+        heartbeat_timeout_s=60,
+        validation_rate=0.0,
+    ),
+)
+
+
+def wait_for(host, kind, timeout=20.0, where=lambda m: True):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            env = host.received.get(timeout=0.2)
+        except Exception:
+            continue
+        if isinstance(env.body, kind) and where(env.body):
+            return env.body
+    raise AssertionError(f"no {kind.__name__} within {timeout} s")
+
+
+@pytest.fixture
+def network(tmp_path):
+    world = World()
+    world.authority.create_run(RUN_ID, Mode.PERMISSIONED, RunParams(10, 2))
+    seeds = [bytes([i]) * 32 for i in (1, 2)]
+    nodes = []
+    for seed in seeds:
+        client = AgoraClient(world.transport, Keypair.from_seed(seed))
+        client.airdrop(SOL)
+        world.authority.authorize(RUN_ID, client.key)
+        client.join(RUN_ID)
+        nodes.append(Host(Identity.from_seed(seed), CONFIG.run.name).start())
+    coord_host = Host(Identity.from_seed(b"\x09" * 32), CONFIG.run.name).start()
+    service = CoordinatorService(CONFIG, coord_host, tmp_path / "journal.jsonl", world.authority).start()
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
+    thread.start()
+    for host in nodes:
+        host.connect(coord_host.addrs[0])
+    time.sleep(1.0)
+    yield world, service, nodes
+    stop.set()
+    thread.join(10)
+    service.close()
+    for h in [*nodes, coord_host]:
+        h.close()
+
+
+def test_two_nodes_complete_a_round_and_it_is_recorded_on_chain(network):
+    world, service, nodes = network
+    payload = DemoOptimizer(Llama(preset("tiny")).named_parameters(), CONFIG.optim.demo_config(2)).compress()
+    for host in nodes:
+        host.publish(Join(addrs=host.addrs))
+        host.publish(Heartbeat(round=-1, model_hash=H0))
+    start = wait_for(nodes[0], RoundStart)
+    assert start.round == 0 and sorted(start.members) == sorted(h.identity.public_key for h in nodes)
+    info = wait_for(nodes[0], RunInfo)
+    assert "svc-test" in info.config
+    for host in nodes:
+        digest = host.provide(payload)
+        host.publish(Commit(round=0, payload_hash=digest, size=len(payload), model_hash=H0, loss=2.5))
+    end = wait_for(nodes[0], RoundEnd)
+    assert sorted(end.accepted) == sorted(h.identity.public_key for h in nodes)
+    for host in nodes:
+        host.publish(Heartbeat(round=0, model_hash=H1))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and world.authority.run(RUN_ID).last_recorded_round != 0:
+        time.sleep(0.2)
+    assert world.authority.run(RUN_ID).last_recorded_round == 0
+    assert [m.points_earned for m in world.authority.members(RUN_ID)] == [10, 10]
+    assert service.state.phase in (Phase.TRAINING, Phase.COOLDOWN)
+
+
+def test_a_key_that_is_not_a_member_on_chain_is_refused(network):
+    world, service, nodes = network
+    stranger = Host(Identity.generate(), CONFIG.run.name).start()
+    try:
+        stranger.connect(nodes[0].addrs[0])
+        time.sleep(0.5)
+        stranger.publish(Join(addrs=stranger.addrs))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not service.metrics.refused_joins:
+            time.sleep(0.1)
+        assert service.metrics.refused_joins == {"not a member on chain": 1}
+        assert stranger.identity.public_key not in service.state.members
+    finally:
+        stranger.close()
