@@ -15,7 +15,7 @@ from optim import DemoOptimizer
 from p2p.host import Host
 from p2p.identity import Identity
 from p2p.messages import Commit, Heartbeat, Join, RoundEnd, RoundStart, RunInfo
-from protocol.run_config import RunConfig, RoundsSection, RunSection
+from protocol.run_config import RoundsSection, RunConfig, RunSection
 from tests.chain_world import RUN_ID, SOL, World
 
 H0, H1 = b"\x10" * 32, b"\x11" * 32
