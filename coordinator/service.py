@@ -245,3 +245,32 @@ class CoordinatorService:
         s = self.state
         number = s.round.number if s.round is not None else s.next_round
         self._publish(RunInfo(config=self._config_text, round=number, phase=s.phase.value))
+
+
+def snapshot(service: CoordinatorService) -> dict:
+    """What the status page and the live view show: plain JSON-able values."""
+    s, m = service.state, service.metrics
+    sub = service.submitter.status if service.submitter else None
+    recent = m.payload_bytes[-64:]
+    return {
+        "run": service.config.run.name,
+        "phase": s.phase.value,
+        "round": s.round.number if s.round is not None else s.next_round,
+        "finalized_rounds": s.finalized_rounds,
+        "members": len(s.members),
+        "ready_members": len(s.ready_members),
+        "banned": len(s.banned),
+        "loss": m.losses[max(m.losses)] if m.losses else None,
+        "losses": {str(k): v for k, v in sorted(m.losses.items())},
+        "bytes_per_step": sum(recent) / len(recent) if recent else None,
+        "penalties": m.penalties,
+        "accepted_batches": s.accepted_batches,
+        "carried_over_batches": len(s.carry_over),
+        "chain_recorded": sub.last_recorded if sub else None,
+        "chain_pending": service.submitter.pending if service.submitter else 0,
+        "chain_last_error": sub.last_error if sub else "",
+        "event_outcomes": dict(m.outcomes),
+        "removed": dict(m.removed),
+        "refused_joins": dict(m.refused_joins),
+        "rejected_messages": {str(k): v for k, v in service.host.inbox.rejected.items()},
+    }

@@ -114,3 +114,21 @@ def test_a_key_that_is_not_a_member_on_chain_is_refused(network):
         assert stranger.identity.public_key not in service.state.members
     finally:
         stranger.close()
+
+
+def test_the_status_page_serves_json_and_prometheus_metrics(network):
+    import httpx
+
+    from coordinator.service import snapshot
+    from coordinator.status import StatusServer
+
+    world, service, nodes = network
+    server = StatusServer(lambda: snapshot(service))
+    try:
+        status = httpx.get(server.url + "/status.json", timeout=5).json()
+        assert status["run"] == "svc-test" and status["phase"] == "waiting"
+        metrics = httpx.get(server.url + "/metrics", timeout=5).text
+        assert 'agora_phase{phase="waiting"} 1' in metrics and "agora_members 0.0" in metrics
+        assert httpx.get(server.url + "/nope", timeout=5).status_code == 404
+    finally:
+        server.close()

@@ -1,0 +1,157 @@
+"""`agora-coordinator`: run the rounds of one run.
+
+    agora-coordinator --config run.toml --keypair coordinator.json [--listen MULTIADDR]
+                      [--journal FILE] [--http HOST:PORT] [--rpc URL | --no-chain] [-v]
+
+A bad config value or flag is refused at start, naming it. An unreachable RPC endpoint is
+reported and retried until it answers (Ctrl-C stops). A restart with the same journal resumes
+the run without recording any round twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from chain.client import AgoraClient
+from chain.errors import ChainError, RpcUnavailable
+from chain.keys import load_keypair
+from coordinator.service import CoordinatorService, snapshot
+from coordinator.status import StatusServer
+from p2p.errors import LocalError
+from p2p.host import Host
+from p2p.identity import Identity
+from protocol.run_config import ConfigError, load
+
+log = logging.getLogger("agora.coordinator")
+RPC_RETRY_S = 5.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="agora-coordinator", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, type=Path, help="the run config (TOML)")
+    p.add_argument(
+        "--keypair", required=True, type=Path, help="solana-keygen JSON keypair: the run's authority"
+    )
+    p.add_argument("--listen", default="/ip4/0.0.0.0/tcp/4001", help="p2p listen multiaddr")
+    p.add_argument("--journal", type=Path, default=Path("coordinator-journal.jsonl"), help="journal file")
+    p.add_argument("--http", default="127.0.0.1:8080", help="status page HOST:PORT ('off' to disable)")
+    p.add_argument("--rpc", help="Solana JSON-RPC URL (overrides the config's run.rpc)")
+    p.add_argument("--no-chain", action="store_true", help="run without recording rounds on chain")
+    p.add_argument("--no-live", action="store_true", help="no live status view (logs only)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def http_address(value: str) -> tuple[str, int] | None:
+    if value == "off":
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"--http must be HOST:PORT or 'off', got {value!r}")
+    return host, int(port)
+
+
+def wait_for_chain(client: AgoraClient, run_id: int, stop: threading.Event) -> bool:
+    """Block until the run is readable on chain; False if stopped first."""
+    while not stop.is_set():
+        try:
+            run = client.run(run_id)
+        except RpcUnavailable as exc:
+            log.error("%s; retrying in %.0f s", exc, RPC_RETRY_S)
+            stop.wait(RPC_RETRY_S)
+            continue
+        if run.authority != client.key:
+            raise SystemExit(
+                f"agora-coordinator: {client.key} is not the authority of run {run_id} ({run.authority})"
+            )
+        return True
+    return False
+
+
+def status_table(snap: dict) -> Table:
+    table = Table(title=f"agora coordinator: {snap['run']}", show_header=False)
+    for key in (
+        "phase",
+        "round",
+        "finalized_rounds",
+        "members",
+        "ready_members",
+        "loss",
+        "bytes_per_step",
+        "penalties",
+        "chain_recorded",
+        "chain_pending",
+        "chain_last_error",
+    ):
+        value = snap.get(key)
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        config = load(args.config)
+        if args.rpc:
+            config = replace(config, run=replace(config.run, rpc=args.rpc))
+            config.check()
+        keypair = load_keypair(args.keypair)
+        http = http_address(args.http)
+    except (ConfigError, ValueError) as exc:
+        raise SystemExit(f"agora-coordinator: {exc}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    client = None if args.no_chain else AgoraClient.connect(config.run.rpc, keypair)
+    try:
+        if client is not None and not wait_for_chain(client, config.run.chain_run_id, stop):
+            return
+    except (ChainError, LookupError) as exc:
+        raise SystemExit(
+            f"agora-coordinator: run {config.run.chain_run_id} on {config.run.rpc}: {exc}"
+        ) from None
+    identity = Identity.from_seed(bytes(keypair)[:32])
+    try:
+        host = Host(identity, config.run.name, listen=args.listen).start()
+    except LocalError as exc:
+        raise SystemExit(f"agora-coordinator: {exc}") from None
+    service = CoordinatorService(config, host, args.journal, client).start()
+    server = StatusServer(lambda: snapshot(service), *http) if http else None
+    print(f"coordinator {identity.address} listening on {', '.join(host.addrs)}", flush=True)
+    if server:
+        print(f"status: {server.url}/status.json  metrics: {server.url}/metrics", flush=True)
+    worker = threading.Thread(target=service.run, args=(stop,), name="coordinator", daemon=True)
+    worker.start()
+    try:
+        if args.no_live or not sys.stdout.isatty():
+            while not stop.wait(1.0) and service.state.phase.value != "finished":
+                pass
+        else:
+            with Live(status_table(snapshot(service)), console=Console(), refresh_per_second=2) as live:
+                while not stop.wait(0.5) and service.state.phase.value != "finished":
+                    live.update(status_table(snapshot(service)))
+    finally:
+        stop.set()
+        worker.join(10)
+        service.close()
+        if server:
+            server.close()
+        host.close()
+
+
+if __name__ == "__main__":
+    main()
