@@ -8,6 +8,7 @@ a second safetensors file with its step and spec digest in the metadata.
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -35,14 +36,48 @@ _HF_KEYS = {  # our field -> Hugging Face LlamaConfig field
 }
 
 
-def model_hash(model: torch.nn.Module) -> str:
-    """sha256 over (name, dtype, shape, bytes) of every parameter in sorted name order."""
-    digest = hashlib.sha256()
+def _weight_stream(model: torch.nn.Module) -> Iterator[bytes]:
+    """The canonical weight bytes: per parameter in sorted name order, a header line
+    "name|dtype|shape" and the raw little-endian bytes."""
     for name, p in sorted(model.named_parameters()):
         t = p.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes())
+        yield f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode()
+        yield t.view(torch.uint8).numpy().tobytes()
+
+
+def model_hash(model: torch.nn.Module) -> str:
+    """sha256 of the canonical weight bytes: also the blob id of `write_weights`' file, so a
+    joiner fetches the model by its hash and the blob protocol verifies it."""
+    digest = hashlib.sha256()
+    for chunk in _weight_stream(model):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_weights(model: torch.nn.Module, path: str | Path) -> None:
+    with open(path, "wb") as f:
+        for chunk in _weight_stream(model):
+            f.write(chunk)
+
+
+@torch.no_grad()
+def read_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load canonical weight bytes into `model`; ValueError (model untouched) unless every
+    header and size matches this model's parameters exactly."""
+    loaded = []
+    with open(path, "rb") as f:
+        for name, p in sorted(model.named_parameters()):
+            header = f"{name}|{p.dtype}|{tuple(p.shape)}\n".encode()
+            if f.read(len(header)) != header:
+                raise ValueError(f"{path}: weights do not match this model at {name}")
+            raw = f.read(p.numel() * p.element_size())
+            if len(raw) != p.numel() * p.element_size():
+                raise ValueError(f"{path}: truncated at {name}")
+            loaded.append((p, torch.frombuffer(bytearray(raw), dtype=p.dtype).view(p.shape)))
+        if f.read(1):
+            raise ValueError(f"{path}: trailing bytes after the last parameter")
+    for p, value in loaded:
+        p.copy_(value)
 
 
 def hf_config(cfg: ModelConfig, dtype: torch.dtype) -> dict:

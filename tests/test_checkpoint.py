@@ -50,3 +50,32 @@ def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="missing"):
         load_model(tmp_path)
+
+
+def test_the_weights_file_is_the_model_hash_preimage_and_loads_back(tmp_path):
+    import hashlib
+
+    from node.checkpoint import read_weights, write_weights
+
+    a, b = Llama(preset("tiny"), seed=1), Llama(preset("tiny"), seed=2)
+    write_weights(a, tmp_path / "w.bin")
+    assert hashlib.sha256((tmp_path / "w.bin").read_bytes()).hexdigest() == model_hash(a)
+    read_weights(b, tmp_path / "w.bin")
+    assert model_hash(b) == model_hash(a)
+
+
+def test_weights_of_another_shape_or_truncated_are_refused_and_leave_the_model_untouched(tmp_path):
+    import pytest
+
+    from node.checkpoint import read_weights, write_weights
+
+    write_weights(Llama(preset("tiny", dim=64, ffn_dim=160)), tmp_path / "other.bin")
+    model = Llama(preset("tiny"))
+    before = model_hash(model)
+    with pytest.raises(ValueError, match="do not match"):
+        read_weights(model, tmp_path / "other.bin")
+    write_weights(model, tmp_path / "w.bin")
+    (tmp_path / "cut.bin").write_bytes((tmp_path / "w.bin").read_bytes()[:-10])
+    with pytest.raises(ValueError, match="truncated"):
+        read_weights(model, tmp_path / "cut.bin")
+    assert model_hash(model) == before
