@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        force=True,  # libraries configure the root logger on import
     )
     try:
         config = load(args.config)

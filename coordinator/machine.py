@@ -219,7 +219,8 @@ def _expire_silent_members(s: State, now: float, effects: list[Effect]) -> State
 
 
 def _tick_waiting(s: State, now: float, effects: list[Effect]) -> State:
-    return _change_phase(s, now, Phase.WARMUP) if len(s.members) >= s.config.min_nodes else s
+    needed = s.config.min_nodes if s.finalized_rounds else max(s.config.min_nodes, s.config.start_nodes)
+    return _change_phase(s, now, Phase.WARMUP) if len(s.members) >= needed else s
 
 
 def _agreed_hash(s: State) -> bytes:

@@ -244,7 +244,16 @@ class CoordinatorService:
         self._last_run_info = now
         s = self.state
         number = s.round.number if s.round is not None else s.next_round
-        self._publish(RunInfo(config=self._config_text, round=number, phase=s.phase.value))
+        self._publish(
+            RunInfo(
+                config=self._config_text,
+                round=number,
+                phase=s.phase.value,
+                last_finalized=s.last_finalized,
+                model_hash=s.model_hash or bytes(32),
+                step=s.finalized_rounds,
+            )
+        )
 
 
 def snapshot(service: CoordinatorService) -> dict:
@@ -257,6 +266,7 @@ def snapshot(service: CoordinatorService) -> dict:
         "phase": s.phase.value,
         "round": s.round.number if s.round is not None else s.next_round,
         "finalized_rounds": s.finalized_rounds,
+        "last_finalized": s.last_finalized,
         "members": len(s.members),
         "ready_members": len(s.ready_members),
         "banned": len(s.banned),

@@ -86,6 +86,9 @@ class RunInfo:
     config: str  # the run config as TOML (protocol/run_config.py), from the coordinator
     round: int  # the round under way, or the next one
     phase: str
+    last_finalized: int  # -1 before the first round ends
+    model_hash: bytes  # the model every member holds after `last_finalized` (zeros: not agreed yet)
+    step: int  # optimizer steps taken by the run so far
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,8 @@ class OptimSection:
 
 @dataclass(frozen=True)
 class RoundsSection:
-    min_nodes: int = 2
+    min_nodes: int = 2  # the run pauses in WAITING below this many members
+    start_nodes: int = 0  # members needed before the first round (0: min_nodes)
     rounds: int = 20
     global_batch: int = 8
     round_timeout_s: float = 60.0
@@ -119,8 +120,8 @@ class RoundsSection:
             value = getattr(self, f.name)
             if f.name == "validation_rate":
                 _require(0 <= value <= 1, "rounds.validation_rate", value, "a fraction in [0, 1]")
-            elif f.name == "seed":
-                _require(value >= 0, "rounds.seed", value)
+            elif f.name in ("seed", "start_nodes"):
+                _require(value >= 0, f"rounds.{f.name}", value)
             elif f.name != "weight_by_throughput":
                 _require(value > 0, f"rounds.{f.name}", value, "positive")
 

@@ -388,3 +388,11 @@ def _check_invariants(d):
         assert s.round is not None and set(s.round.commits) <= set(s.round.batches)
     for rec in d.records():
         assert not set(rec.penalized) & set(rec.contributed + rec.validated)
+
+
+def test_the_first_round_waits_for_start_nodes_later_rounds_only_for_min_nodes():
+    d = Driver(replace(CFG, start_nodes=3))
+    d.send(JoinRequest(A, (), H0)), d.send(JoinRequest(B, (), H0))
+    assert d.state.phase == Phase.WAITING
+    d.send(JoinRequest(C, (), H0))
+    assert d.state.phase == Phase.TRAINING and len(d.state.round.batches) == 3

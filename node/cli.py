@@ -1,0 +1,196 @@
+"""`agora-node`: run a compute node, or claim and inspect its rewards.
+
+    agora-node --keypair id.json --coordinator MULTIADDR [--rpc URL] [--device cuda] [--run NAME]
+    agora-node claim  --keypair id.json --rpc URL --run-id N
+    agora-node status --keypair id.json --rpc URL --run-id N
+
+The node learns the run config from the coordinator, registers on chain if it is not an active
+member yet (authorized runs: join; permissionless: join deposits the stake), then trains.
+Unreachable endpoints are reported and retried; bad flags and files are refused by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from contextlib import nullcontext
+from pathlib import Path
+
+import base58
+from rich.console import Console
+from solders.keypair import Keypair
+
+from chain.client import AgoraClient
+from chain.errors import ChainError, ProgramError, RpcUnavailable
+from chain.keys import load_keypair
+from chain.state import MemberStatus
+from node.byzantine import KINDS
+from node.runtime import NodeRuntime
+from node.train import pick_device
+from p2p.errors import LocalError, PeerUnreachable
+from p2p.host import Host
+from p2p.identity import Identity
+from p2p.messages import RunInfo
+from protocol.run_config import ConfigError, RunConfig, loads
+
+log = logging.getLogger("agora.node")
+RETRY_S = 5.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="agora-node", description=__doc__.split("\n\n")[0])
+    p.add_argument("command", nargs="?", default="run", choices=["run", "claim", "status"])
+    p.add_argument("--keypair", required=True, type=Path, help="solana-keygen JSON keypair")
+    p.add_argument("--coordinator", help="the coordinator's multiaddr (with /p2p/<peer id>)")
+    p.add_argument("--rpc", help="Solana JSON-RPC URL (default: the run config's)")
+    p.add_argument("--run", default="agora", help="the run's name (its gossip topic)")
+    p.add_argument("--run-id", type=int, help="on-chain run id (claim, status)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--listen", default="/ip4/0.0.0.0/tcp/0", help="p2p listen multiaddr")
+    p.add_argument("--workdir", type=Path, default=Path("agora-node"), help="where weights are kept")
+    p.add_argument("--byzantine", choices=KINDS, help="misbehave this way (simulations only)")
+    p.add_argument("--no-chain", action="store_true", help="do not register on chain")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    if args.command == "run" and not args.coordinator:
+        p.error("--coordinator is required to run a node")
+    if args.command in ("claim", "status") and (args.rpc is None or args.run_id is None):
+        p.error(f"{args.command} needs --rpc and --run-id")
+    return args
+
+
+def connect_coordinator(host: Host, addr: str, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            host.connect(addr, timeout=10)
+            return
+        except (PeerUnreachable, LocalError) as exc:
+            print(
+                f"agora-node: cannot reach the coordinator {addr}: {exc}; retrying in {RETRY_S:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            stop.wait(RETRY_S)
+
+
+def wait_for_config(host: Host, coordinator: bytes | None, stop: threading.Event) -> RunConfig | None:
+    """The run config from the coordinator's RunInfo (other senders' are ignored)."""
+    while not stop.is_set():
+        try:
+            envelope = host.received.get(timeout=1.0)
+        except Exception:
+            continue
+        if isinstance(envelope.body, RunInfo) and coordinator in (None, envelope.sender):
+            try:
+                return loads(envelope.body.config)
+            except ConfigError as exc:
+                raise SystemExit(f"agora-node: the coordinator sent an invalid run config: {exc}") from None
+    return None
+
+
+def register(client: AgoraClient, run_id: int, stop: threading.Event) -> None:
+    """Make sure this key is an active member of the run on chain."""
+    while not stop.is_set():
+        try:
+            member = client.member(run_id, client.key)
+            if member is None or member.status != MemberStatus.ACTIVE:
+                client.join(run_id)
+                print(f"agora-node: joined run {run_id} on chain", flush=True)
+            return
+        except RpcUnavailable as exc:
+            print(f"agora-node: {exc}; retrying in {RETRY_S:.0f} s", file=sys.stderr, flush=True)
+            stop.wait(RETRY_S)
+        except (ProgramError, LookupError) as exc:
+            raise SystemExit(f"agora-node: cannot join run {run_id}: {exc}") from None
+
+
+def coordinator_key(addr: str) -> bytes | None:
+    """The ed25519 key inside a /p2p/<peer id> multiaddr, to trust RunInfo from it alone."""
+    if "/p2p/" not in addr:
+        return None
+    raw = base58.b58decode(addr.rsplit("/p2p/", 1)[1])
+    return raw[-32:] if len(raw) >= 36 else None
+
+
+def rewards(args: argparse.Namespace, keypair: Keypair) -> None:
+    client = AgoraClient.connect(args.rpc, keypair)
+    try:
+        member = client.member(args.run_id, client.key)
+        if member is None:
+            raise SystemExit(f"agora-node: {client.key} is not a member of run {args.run_id}")
+        if args.command == "claim":
+            amount = client.claim(args.run_id) if member.unclaimed else 0
+            print(f"claimed {amount} tokens; balance {client.token_balance(args.run_id)}")
+        else:
+            print(
+                f"{client.key}: {member.status.name.lower()}, slot {member.slot}, stake {member.stake}, "
+                f"points {member.points_earned} (claimed {member.points_claimed}), "
+                f"contributions {member.contributions}, validations {member.validations}, "
+                f"penalties {member.penalties}, tokens {client.token_balance(args.run_id)}"
+            )
+    except ChainError as exc:
+        raise SystemExit(f"agora-node: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        force=True,  # libraries configure the root logger on import
+    )
+    try:
+        keypair = load_keypair(args.keypair)
+    except ValueError as exc:
+        raise SystemExit(f"agora-node: {exc}") from None
+    if args.command != "run":
+        rewards(args, keypair)
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    identity = Identity.from_seed(bytes(keypair)[:32])
+    host = Host(identity, args.run, listen=args.listen).start()
+    runtime = None
+    try:
+        connect_coordinator(host, args.coordinator, stop)
+        config = wait_for_config(host, coordinator_key(args.coordinator), stop)
+        if config is None:
+            return
+        if not args.no_chain:
+            register(AgoraClient.connect(args.rpc or config.run.rpc, keypair), config.run.chain_run_id, stop)
+        runtime = NodeRuntime(config, host, args.workdir, pick_device(args.device), args.byzantine)
+        worker = threading.Thread(target=runtime.run, args=(stop,), name="node", daemon=True)
+        worker.start()
+        show_progress(runtime, stop)
+        worker.join(10)
+    finally:
+        stop.set()
+        if runtime is not None:
+            runtime.close()
+        host.close()
+
+
+def show_progress(runtime: NodeRuntime, stop: threading.Event) -> None:
+    """A live status line on a terminal; a line per applied round otherwise."""
+    console = Console(stderr=True)
+    last = -2
+    with console.status("starting", spinner="dots") if console.is_terminal else nullcontext() as status:
+        while not stop.wait(0.5):
+            p = runtime.progress
+            line = (
+                f"round {p.round} [{p.phase}] loss {p.loss if p.loss is None else round(p.loss, 4)} "
+                f"payload {p.payload_bytes} B applied {p.applied} verdicts {p.verdicts} syncs {p.synced}"
+            )
+            if status is not None:
+                status.update(line)
+            elif p.applied != last:
+                last = p.applied
+                print(line, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

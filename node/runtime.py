@@ -1,0 +1,348 @@
+"""The node runtime: a member of one run, from joining to applying every round.
+
+The p2p host runs on its own thread; this module's loop handles messages, heartbeats and
+joining, and hands the compute (training, validating, applying, syncing) to one worker thread,
+in order, so a round's validation always sees the model as it was when the round started and
+the apply comes last.
+
+Per round: train the assigned batches, publish a Commit and serve the payload by hash; validate
+the assigned target (and any Recheck) by recomputing its gradient; at RoundEnd fetch every
+accepted payload and apply them in node-id order; report the new model hash. A node whose model
+is not the round's (a joiner, or one that fell behind) fetches the model by its hash from peers:
+the weights file's sha256 is the model hash, so the blob protocol verifies it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from node import byzantine
+from node.checkpoint import model_hash, read_weights, write_weights
+from node.data import TokenDataset, default_corpus, text_path_corpus, token_file_corpus
+from node.model import Llama
+from node.tokenizer import ByteTokenizer
+from node.train import Trainer
+from node.validation import sign_agreement
+from optim import DemoOptimizer
+from optim.codec import decode, max_payload_bytes
+from optim.errors import PayloadError
+from p2p.errors import BlobError, LocalError
+from p2p.host import Host, peer_id_of
+from p2p.messages import Commit, Heartbeat, Join, Recheck, RoundEnd, RoundStart, RunInfo, Verdict
+from protocol.model_config import preset
+from protocol.run_config import RunConfig
+
+log = logging.getLogger("agora.node")
+HEARTBEAT_S = 2.0
+JOIN_EVERY_S = 5.0
+
+
+@dataclass
+class RoundWork:
+    start: RoundStart
+    commits: dict[bytes, Commit] = field(default_factory=dict)
+    own_payload: bytes | None = None
+    to_validate: list[bytes] = field(default_factory=list)
+    validated: set[bytes] = field(default_factory=set)
+
+
+@dataclass
+class Progress:
+    """What the live progress line shows."""
+
+    round: int = -1
+    phase: str = "starting"
+    loss: float | None = None
+    payload_bytes: int = 0
+    applied: int = -1
+    verdicts: int = 0
+    synced: int = 0
+
+
+def build_data(config: RunConfig) -> TokenDataset:
+    d = config.data
+    if d.corpus == "stdlib":
+        corpus = default_corpus(ByteTokenizer())
+    elif d.corpus.endswith(".bin"):
+        corpus = token_file_corpus(d.corpus)
+    else:
+        corpus = text_path_corpus(d.corpus, ByteTokenizer())
+    return TokenDataset(corpus, d.seq_len, d.batch_size)
+
+
+class NodeRuntime:
+    def __init__(
+        self,
+        config: RunConfig,
+        host: Host,
+        workdir: Path,
+        device: torch.device,
+        byzantine_kind: str | None = None,
+        micro_batch: int = 4,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config, self.host, self.workdir, self.clock = config, host, workdir, clock
+        self.me = host.identity.public_key
+        self.byzantine = byzantine_kind
+        self.model = Llama(preset(config.model.preset), seed=config.model.seed).to(device)
+        self.optimizer = DemoOptimizer(
+            self.model.named_parameters(), config.optim.demo_config(config.rounds.rounds)
+        )
+        self.trainer = Trainer(self.model, build_data(config), micro_batch, device)
+        self.max_payload = max_payload_bytes(self.optimizer.spec)
+        self.hash = bytes.fromhex(model_hash(self.model))
+        self.applied_round = -1
+        self.rounds: dict[int, RoundWork] = {}
+        self.early: dict[int, dict[bytes, Commit]] = {}  # commits that overtook their RoundStart
+        self.own_history: list[bytes] = []
+        self.progress = Progress()
+        self.admitted = False
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="train")
+        self._pending: list[Future] = []
+        self._last_beat = self._last_join = 0.0
+        self._provided_weights: bytes | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                envelope = self.host.received.get(timeout=0.2)
+                self.on_message(envelope.sender, envelope.body)
+            except queue.Empty:
+                pass
+            self._periodic()
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+    def _periodic(self) -> None:
+        now = self.clock()
+        if not self.admitted and now - self._last_join >= JOIN_EVERY_S:
+            self._last_join = now
+            self._publish(Join(addrs=self.host.addrs))
+        if now - self._last_beat >= HEARTBEAT_S:
+            self._last_beat = now
+            self._publish(Heartbeat(round=self.applied_round, model_hash=self.hash))
+        for future in [f for f in self._pending if f.done()]:
+            self._pending.remove(future)
+            if future.exception() is not None:
+                log.error("work failed: %r", future.exception())
+
+    def _submit(self, fn: Callable, *args) -> None:
+        self._pending.append(self._worker.submit(fn, *args))
+
+    def _publish(self, message) -> None:
+        try:
+            self.host.publish(message)
+        except LocalError as exc:
+            log.warning("publish of %s failed: %s", type(message).__name__, exc)
+
+    # --- messages -----------------------------------------------------------------------------
+
+    def on_message(self, sender: bytes, m) -> None:
+        log.debug("%s from %s", type(m).__name__, sender.hex()[:8])
+        if isinstance(m, RunInfo):
+            self._on_run_info(m)
+        elif isinstance(m, RoundStart):
+            self._on_round_start(m)
+        elif isinstance(m, Commit):
+            self._on_commit(sender, m)
+        elif isinstance(m, Recheck) and self.me in m.assignments.values():
+            work = self.rounds.get(m.round)
+            for target, validator in m.assignments.items():
+                if work is not None and validator == self.me:
+                    work.to_validate.append(target)
+                    self._maybe_validate(work)
+        elif isinstance(m, RoundEnd):
+            work = self.rounds.get(m.round)
+            if work is not None:
+                self._submit(self._apply, work, m)
+
+    def _on_run_info(self, info: RunInfo) -> None:
+        self.progress.phase = info.phase
+        behind = info.model_hash != bytes(32) and info.model_hash != self.hash
+        if behind and info.phase in ("warmup", "waiting") and not self._pending:
+            self._submit(self._sync, info.model_hash, info.last_finalized, info.step)
+
+    def _on_round_start(self, rs: RoundStart) -> None:
+        work = RoundWork(rs)
+        self.rounds[rs.round] = work
+        for old in [r for r in self.rounds if r < rs.round - 4]:
+            del self.rounds[old]
+        for sender, c in self.early.pop(rs.round, {}).items():
+            if sender in rs.batches:
+                work.commits[sender] = c
+        self.early = {r: c for r, c in self.early.items() if r > rs.round}
+        if self.me not in rs.members:
+            return
+        self.admitted = True
+        self.progress.round = rs.round
+        self._submit(self._train, work)
+        target = rs.validators.get(self.me)
+        if target is not None:
+            work.to_validate.append(target)
+            self._maybe_validate(work)
+
+    def _on_commit(self, sender: bytes, c: Commit) -> None:
+        work = self.rounds.get(c.round)
+        if work is None:
+            newest = max(self.rounds, default=-1)
+            if newest < c.round <= newest + 2 and len(self.early.get(c.round, {})) < 4096:
+                self.early.setdefault(c.round, {}).setdefault(sender, c)
+            return
+        if sender not in work.start.batches or sender in work.commits:
+            return
+        work.commits[sender] = c
+        self._maybe_validate(work)
+
+    def _maybe_validate(self, work: RoundWork) -> None:
+        for target in work.to_validate:
+            if target in work.commits and target not in work.validated:
+                work.validated.add(target)
+                self._submit(self._validate, work, target)
+
+    # --- work (on the worker thread) ----------------------------------------------------------
+
+    def _fetch(self, c: Commit, origin: bytes) -> bytes:
+        peers = [peer_id_of(origin), *self.host.peers()]
+        return self.host.fetch(c.payload_hash, size_limit=min(c.size, self.max_payload), peers=peers)
+
+    def _sync(self, target_hash: bytes, applied_round: int, step: int) -> None:
+        """Fetch the model with this hash from peers and load it."""
+        if target_hash == self.hash:
+            return
+        path = self.workdir / f"sync-{target_hash.hex()[:16]}.bin"
+        try:
+            self.host.fetch(target_hash, size_limit=1 << 34, peers=self.host.peers(), dest=path)
+            read_weights(self.model, path)
+        except (BlobError, LocalError, ValueError) as exc:
+            log.warning("cannot fetch model %s yet: %s", target_hash.hex()[:8], exc)
+            return
+        self.hash, self.applied_round, self.optimizer.step = target_hash, applied_round, step
+        self.progress.synced += 1
+        self._serve_weights()
+        self._publish(Heartbeat(round=self.applied_round, model_hash=self.hash))
+        log.info("synced to model %s (round %d)", target_hash.hex()[:8], applied_round)
+
+    def _train(self, work: RoundWork) -> None:
+        rs = work.start
+        if self.hash != rs.model_hash:
+            self._sync(rs.model_hash, rs.round - 1, rs.step)
+            if self.hash != rs.model_hash:
+                return
+        self.optimizer.step = rs.step
+        batches = list(rs.batches[self.me])
+        if self.byzantine == "other-data":
+            batches = [b + byzantine.OTHER_DATA_OFFSET for b in batches]
+        result = self.trainer.accumulate_gradients(batches)
+        payload = self._dishonest(work, self.optimizer.compress())
+        if payload is None:
+            return
+        work.own_payload = payload
+        self.own_history.append(payload)
+        digest = self.host.provide(payload)
+        self._publish(
+            Commit(
+                round=rs.round,
+                payload_hash=digest,
+                size=len(payload),
+                model_hash=rs.model_hash,
+                loss=result.loss,
+            )
+        )
+        self.progress.loss, self.progress.payload_bytes = result.loss, len(payload)
+
+    def _dishonest(self, work: RoundWork, payload: bytes) -> bytes | None:
+        spec, kind = self.optimizer.spec, self.byzantine
+        if kind in (None, "other-data"):
+            return payload
+        if kind == "flip":
+            return byzantine.flip(spec, payload)
+        if kind == "noise":
+            return byzantine.noise(spec, payload, work.start.seed)
+        if kind == "malformed":
+            return byzantine.malformed(payload)
+        if kind == "stale":
+            if len(self.own_history) < byzantine.STALE_ROUNDS:
+                return payload
+            return byzantine.restamp(spec, self.own_history[-byzantine.STALE_ROUNDS], self.optimizer.step)
+        deadline = min(work.start.deadline - 1, self.clock() + 30)
+        while self.clock() < deadline:  # copy: wait for someone else's commit, then take it
+            others = [(k, c) for k, c in work.commits.items() if k != self.me]
+            if others:
+                key, commit = others[0]
+                try:
+                    return self._fetch(commit, key)
+                except (BlobError, LocalError):
+                    pass
+            time.sleep(0.1)
+        return payload
+
+    def _validate(self, work: RoundWork, target: bytes) -> None:
+        rs, commit = work.start, work.commits[target]
+        if self.hash != rs.model_hash:
+            return
+        try:
+            payload = decode(self.optimizer.spec, self._fetch(commit, target), self.max_payload)
+        except (PayloadError, BlobError, LocalError) as exc:  # structural: the coordinator's to judge
+            log.info("cannot examine %s: %s", target.hex()[:8], exc)
+            return
+        self.trainer.accumulate_gradients(list(rs.batches[target]))
+        score = sign_agreement(payload, [p.grad for p in self.model.parameters()], self.optimizer.spec)
+        v = self.config.validation
+        accept = rs.round < v.warmup_rounds or score.accept(v.min_agreement, v.max_agreement)
+        self._publish(Verdict(round=rs.round, target=target, accept=accept, score=score.agreement))
+        self.progress.verdicts += 1
+
+    def _apply(self, work: RoundWork, end: RoundEnd) -> None:
+        if self.hash != work.start.model_hash:
+            return  # not holding this round's starting model: the next sync catches up
+        payloads = {}
+        for key in end.accepted:
+            if key == self.me and work.own_payload is not None:
+                payloads[key.hex()] = work.own_payload
+                continue
+            commit = work.commits.get(key)
+            if commit is None:
+                log.warning("no commit seen from %s: cannot apply round %d", key.hex()[:8], end.round)
+                return
+            try:
+                payloads[key.hex()] = self._fetch(commit, key)
+            except (BlobError, LocalError) as exc:
+                log.warning("cannot fetch %s's payload: %s", key.hex()[:8], exc)
+                return
+        self.optimizer.step = work.start.step
+        if payloads:
+            try:
+                self.optimizer.apply(payloads)
+            except PayloadError as exc:
+                log.error("round %d not applied: %s", end.round, exc)
+                return
+        self.hash = bytes.fromhex(model_hash(self.model))
+        self.applied_round = end.round
+        self.progress.applied = end.round
+        self._serve_weights()
+        for c in work.commits.values():
+            self.host.blobs.forget(c.payload_hash)
+        self._publish(Heartbeat(round=self.applied_round, model_hash=self.hash))
+
+    def _serve_weights(self) -> None:
+        """Serve the current model by its hash, for joiners; the previous one is forgotten."""
+        path = self.workdir / "weights.bin"
+        tmp = self.workdir / "weights.bin.tmp"
+        write_weights(self.model, tmp)
+        tmp.replace(path)
+        if self._provided_weights is not None:
+            self.host.blobs.forget(self._provided_weights)
+        self._provided_weights = self.host.provide_file(path)

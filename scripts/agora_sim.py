@@ -1,0 +1,370 @@
+"""`agora-sim`: a whole run on 127.0.0.1, with faults on demand.
+
+Starts the embedded localnet (or uses `--rpc URL`), deploys nothing (the program is built in),
+creates a permissionless run and its reward mint, funds N node keys, starts `agora-coordinator`
+and N `agora-node` processes with the tiny model on the stdlib corpus, and runs R rounds.
+
+    agora-sim                                   # 4 nodes, 20 rounds
+    agora-sim --nodes 4 --rounds 20 --kill 2@5 --join 3@10 --byzantine flip@1 --json
+
+At the end it prints and writes (out/sim/summary.json, loss.png, bytes.png): loss per round,
+bytes per node per step against a dense bf16 gradient, model-hash agreement per round, lost
+batches, penalties, and every member's on-chain points and token balance after claiming.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+from solders.keypair import Keypair
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from chain.client import AgoraClient, RpcTransport  # noqa: E402
+from chain.keys import save_keypair  # noqa: E402
+from chain.localnet import Localnet  # noqa: E402
+from chain.state import Mode, RunParams  # noqa: E402
+from coordinator.journal import Journal  # noqa: E402
+from coordinator.state import HeartbeatSeen, RecordRound  # noqa: E402
+from node.byzantine import KINDS  # noqa: E402
+from p2p.host import peer_id_of  # noqa: E402
+from p2p.identity import Identity  # noqa: E402
+from protocol.model_config import parameter_shapes, preset  # noqa: E402
+from protocol.run_config import dumps, load  # noqa: E402
+from scripts.plotting import save_png, subplots  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SOL = 10**9
+STAKE = SOL // 10
+POINTS_CONTRIBUTION, POINTS_VALIDATION = 10, 2
+console = Console(stderr=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def at_pairs(values: list[str], flag: str, kinds: tuple[str, ...] | None = None) -> list[tuple[str, int]]:
+    """Parse KIND@NODE or NODE@ROUND values; refuse bad ones naming the flag."""
+    out = []
+    for v in values:
+        left, sep, right = v.partition("@")
+        if not sep or not right.isdigit() or (kinds is None and not left.isdigit()):
+            raise SystemExit(f"agora-sim: {flag} {v!r}: expected {'KIND@NODE' if kinds else 'NODE@ROUND'}")
+        if kinds is not None and left not in kinds:
+            raise SystemExit(f"agora-sim: {flag} {v!r}: kind must be one of {', '.join(kinds)}")
+        out.append((left, int(right)))
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="agora-sim", description=__doc__.split("\n\n")[0])
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument(
+        "--kill", action="append", default=[], metavar="NODE@ROUND", help="SIGKILL a node mid-round"
+    )
+    p.add_argument("--join", action="append", default=[], metavar="NODE@ROUND", help="start a node late")
+    p.add_argument(
+        "--byzantine", action="append", default=[], metavar="KIND@NODE", help=f"kinds: {', '.join(KINDS)}"
+    )
+    p.add_argument("--rpc", help="use this Solana JSON-RPC endpoint instead of the embedded localnet")
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / "sim.toml")
+    p.add_argument("--out", type=Path, default=ROOT / "out" / "sim")
+    p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="detailed logs from every process (out/*.log)"
+    )
+    args = p.parse_args(argv)
+    if not 1 <= args.nodes <= 64:
+        p.error("--nodes must be between 1 and 64")
+    if args.rounds < 1:
+        p.error("--rounds must be positive")
+    args.kills = {n: r for n, r in ((int(a), b) for a, b in at_pairs(args.kill, "--kill"))}
+    args.joins = {n: r for n, r in ((int(a), b) for a, b in at_pairs(args.join, "--join"))}
+    args.byz = {n: k for k, n in at_pairs(args.byzantine, "--byzantine", KINDS)}
+    for n in [*args.kills, *args.joins, *args.byz]:
+        if not 0 <= n < args.nodes:
+            p.error(f"node {n} does not exist (nodes are 0..{args.nodes - 1})")
+    return args
+
+
+class Sim:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.out = args, args.out
+        self.out.mkdir(parents=True, exist_ok=True)
+        for stale in ("journal.jsonl",):
+            (self.out / stale).unlink(missing_ok=True)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.server = None
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def start_chain(self) -> str:
+        if self.args.rpc:
+            return self.args.rpc
+        self.server = Localnet().serve("127.0.0.1", free_port())
+        return self.server.url
+
+    def keys(self) -> tuple[Keypair, list[Keypair]]:
+        authority, nodes = Keypair(), [Keypair() for _ in range(self.args.nodes)]
+        save_keypair(authority, self.out / "keys" / "coordinator.json")
+        for i, kp in enumerate(nodes):
+            save_keypair(kp, self.out / "keys" / f"node-{i}.json")
+        return authority, nodes
+
+    def create_run(self, rpc: str, authority: Keypair, nodes: list[Keypair], run_id: int) -> AgoraClient:
+        client = AgoraClient(RpcTransport(rpc), authority)
+        client.airdrop(100 * SOL)
+        params = RunParams(POINTS_CONTRIBUTION, POINTS_VALIDATION, STAKE, STAKE, unbonding_seconds=0)
+        client.create_run(run_id, Mode.PERMISSIONLESS, params)
+        for kp in nodes:
+            client.airdrop(SOL, kp.pubkey())
+        return client
+
+    def spawn(self, name: str, cmd: list[str]) -> None:
+        log = open(self.out / f"{name}.log", "w")
+        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+
+    def stop_processes(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def close(self) -> None:
+        self.stop_processes()
+        if self.server is not None:
+            self.server.close()
+
+
+def node_cmd(
+    i: int, out: Path, coordinator: str, rpc: str, run: str, kind: str | None, verbose: bool
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "node.cli",
+        "--keypair",
+        str(out / "keys" / f"node-{i}.json"),
+        "--coordinator",
+        coordinator,
+        "--rpc",
+        rpc,
+        "--run",
+        run,
+        "--device",
+        "cpu",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--workdir",
+        str(out / f"node-{i}"),
+    ]
+    return cmd + (["--byzantine", kind] if kind else []) + (["-v"] if verbose else [])
+
+
+def run_sim(args: argparse.Namespace) -> dict:
+    sim = Sim(args)
+    base = load(args.config)
+    try:
+        rpc = sim.start_chain()
+        authority, nodes = sim.keys()
+        run_id = base.run.chain_run_id
+        chain = sim.create_run(rpc, authority, nodes, run_id)
+        config = replace(
+            base,
+            run=replace(base.run, rpc=rpc),
+            rounds=replace(base.rounds, rounds=args.rounds, min_nodes=min(base.rounds.min_nodes, args.nodes)),
+        )
+        (args.out / "run.toml").write_text(dumps(config))
+        port, http_port = free_port(), free_port()
+        identity = Identity.from_seed(bytes(authority)[:32])
+        coordinator = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_of(identity.public_key)}"
+        sim.spawn(
+            "coordinator",
+            [
+                sys.executable,
+                "-m",
+                "coordinator.cli",
+                "--config",
+                str(args.out / "run.toml"),
+                "--keypair",
+                str(args.out / "keys" / "coordinator.json"),
+                "--listen",
+                f"/ip4/127.0.0.1/tcp/{port}",
+                "--journal",
+                str(args.out / "journal.jsonl"),
+                "--http",
+                f"127.0.0.1:{http_port}",
+                "--no-live",
+            ],
+        )
+        for i in range(args.nodes):
+            if i not in args.joins:
+                sim.spawn(
+                    f"node-{i}",
+                    node_cmd(i, args.out, coordinator, rpc, config.run.name, args.byz.get(i), args.verbose),
+                )
+        status = watch(sim, f"http://127.0.0.1:{http_port}/status.json", coordinator, rpc, config.run.name)
+        sim.stop_processes()
+        return summarize(args, config, chain, nodes, status, run_id)
+    finally:
+        sim.close()
+
+
+def watch(sim: Sim, status_url: str, coordinator: str, rpc: str, run: str) -> dict:
+    """Poll the coordinator's status until the run finishes, killing and starting nodes on cue."""
+    args, status = sim.args, {}
+    deadline = time.monotonic() + args.timeout
+    killed, joined = set(), set()
+    with Progress(console=console, transient=not console.is_terminal) as progress:
+        task = progress.add_task("rounds", total=args.rounds)
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if sim.procs["coordinator"].poll() is not None:
+                raise SystemExit(f"agora-sim: the coordinator exited; see {args.out / 'coordinator.log'}")
+            try:
+                status = httpx.get(status_url, timeout=2).json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            progress.update(
+                task,
+                completed=status["finalized_rounds"],
+                description=f"round {status['round']} [{status['phase']}] loss {status['loss']}",
+            )
+            for node, at in args.kills.items():
+                if node not in killed and status["round"] >= at and status["phase"] == "training":
+                    sim.procs[f"node-{node}"].kill()
+                    killed.add(node)
+            for node, at in args.joins.items():
+                if node not in joined and status["finalized_rounds"] >= at:
+                    sim.spawn(
+                        f"node-{node}",
+                        node_cmd(node, args.out, coordinator, rpc, run, args.byz.get(node), args.verbose),
+                    )
+                    joined.add(node)
+            recorded = status["chain_recorded"] == status["last_finalized"] and status["chain_pending"] == 0
+            if status["phase"] == "finished" and recorded:
+                return status
+    raise SystemExit(f"agora-sim: the run did not finish within {args.timeout:.0f} s (last status {status})")
+
+
+def summarize(args, config, chain: AgoraClient, nodes: list[Keypair], status: dict, run_id: int) -> dict:
+    journal, effects = Journal.open(args.out / "journal.jsonl", config.rounds)
+    state = journal.state
+    journal.close()
+    records = [e for e in effects if isinstance(e, RecordRound)]
+    expected = Counter()
+    for r in records:
+        for k in r.contributed:
+            expected[k] += POINTS_CONTRIBUTION
+        for k in r.validated:
+            expected[k] += POINTS_VALIDATION
+    hashes = defaultdict(set)
+    for line in (args.out / "journal.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("type") == HeartbeatSeen.__name__ and entry["body"]["round"] >= 0:
+            hashes[entry["body"]["round"]].add(entry["body"]["model_hash"]["hex"])
+    members = []
+    for i, kp in enumerate(nodes):
+        client = AgoraClient(chain.transport, kp)
+        m = client.member(run_id, kp.pubkey())
+        claimed = client.claim(run_id) if m is not None and m.unclaimed else 0
+        m = client.member(run_id, kp.pubkey())
+        members.append(
+            {
+                "node": i,
+                "key": str(kp.pubkey()),
+                "byzantine": args.byz.get(i),
+                "points": m.points_earned if m else 0,
+                "expected_points": expected[bytes(kp.pubkey())],
+                "claimed_now": claimed,
+                "tokens": client.token_balance(run_id),
+                "penalties": m.penalties if m else 0,
+                "stake": m.stake if m else 0,
+                "status": m.status.name.lower() if m else "none",
+            }
+        )
+    n_params = sum(math.prod(shape) for _, shape in parameter_shapes(preset(config.model.preset)))
+    bytes_per_step = status.get("bytes_per_step") or 0
+    penalized = {
+        str(i): [r.round for r in records if bytes(kp.pubkey()) in r.penalized] for i, kp in enumerate(nodes)
+    }
+    summary = {
+        "nodes": args.nodes,
+        "rounds": args.rounds,
+        "kills": args.kills,
+        "joins": args.joins,
+        "byzantine": {str(k): v for k, v in args.byz.items()},
+        "loss_per_round": {int(k): v for k, v in status.get("losses", {}).items()},
+        "bytes_per_node_per_step": bytes_per_step,
+        "dense_bf16_bytes": 2 * n_params,
+        "compression_vs_dense_bf16": (2 * n_params / bytes_per_step) if bytes_per_step else None,
+        "model_hash_agreement": {r: len(h) == 1 for r, h in sorted(hashes.items())},
+        # handed out but neither accepted nor carried over: zero unless the coordinator lost data
+        "lost_batches": state.next_batch - state.accepted_batches - len(state.carry_over),
+        "batches_carried_over_at_end": len(state.carry_over),
+        "penalized_rounds": {k: v for k, v in penalized.items() if v},
+        "chain_points_match_coordinator": all(m["points"] == m["expected_points"] for m in members),
+        "members": members,
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot(summary, args.out)
+    return summary
+
+
+def plot(summary: dict, out: Path) -> None:
+    losses = summary["loss_per_round"]
+    if losses:
+        fig, ax = subplots(figsize=(6, 4))
+        ax.plot(list(losses), list(losses.values()), marker="o")
+        ax.set_xlabel("round")
+        ax.set_ylabel("mean training loss of accepted members")
+        ax.set_title(f"agora-sim: {summary['nodes']} nodes")
+        save_png(fig, out / "loss.png")
+    if summary["bytes_per_node_per_step"]:
+        fig, ax = subplots(figsize=(5, 4))
+        ax.bar(["payload", "dense bf16"], [summary["bytes_per_node_per_step"], summary["dense_bf16_bytes"]])
+        ax.set_yscale("log")
+        ax.set_ylabel("bytes per node per step")
+        ax.set_title(f"{summary['compression_vs_dense_bf16']:.0f}x fewer bytes than dense bf16")
+        save_png(fig, out / "bytes.png")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    summary = run_sim(args)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    console.print_json(json.dumps({k: v for k, v in summary.items() if k != "members"}))
+    for m in summary["members"]:
+        console.print(
+            f"node {m['node']}: points {m['points']} (coordinator: {m['expected_points']}), "
+            f"tokens {m['tokens']}, penalties {m['penalties']}, status {m['status']}"
+        )
+    console.print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
