@@ -35,7 +35,7 @@ from node.validation import sign_agreement
 from optim import DemoOptimizer
 from optim.codec import decode, max_payload_bytes
 from optim.errors import PayloadError
-from p2p.errors import BlobError, LocalError
+from p2p.errors import BlobError, LocalError, RemoteError
 from p2p.host import Host, peer_id_of
 from p2p.messages import Commit, Heartbeat, Join, Recheck, RoundEnd, RoundStart, RunInfo, Verdict
 from protocol.model_config import preset
@@ -110,6 +110,7 @@ class NodeRuntime:
         self._pending: list[Future] = []
         self._last_beat = self._last_join = 0.0
         self._provided_weights: bytes | None = None
+        self._dialled: set[bytes] = set()
         workdir.mkdir(parents=True, exist_ok=True)
 
     # --- the loop -----------------------------------------------------------------------------
@@ -154,6 +155,8 @@ class NodeRuntime:
         log.debug("%s from %s", type(m).__name__, sender.hex()[:8])
         if isinstance(m, RunInfo):
             self._on_run_info(m)
+        elif isinstance(m, Join) and sender != self.me:
+            self._dial(sender, m.addrs)
         elif isinstance(m, RoundStart):
             self._on_round_start(m)
         elif isinstance(m, Commit):
@@ -168,6 +171,23 @@ class NodeRuntime:
             work = self.rounds.get(m.round)
             if work is not None:
                 self._submit(self._apply, work, m)
+
+    def _dial(self, key: bytes, addrs: list[str]) -> None:
+        """Connect to a member that announced itself, so payloads can be fetched from it directly
+        (dialling blocks, so on a short-lived thread)."""
+        if key in self._dialled or not addrs:
+            return
+        self._dialled.add(key)
+
+        def dial() -> None:
+            for addr in addrs[:4]:
+                try:
+                    self.host.connect(addr, timeout=5)
+                    return
+                except (LocalError, RemoteError) as exc:
+                    log.debug("cannot dial %s: %s", addr, exc)
+
+        threading.Thread(target=dial, name="dial", daemon=True).start()
 
     def _on_run_info(self, info: RunInfo) -> None:
         self.progress.phase = info.phase
