@@ -7,8 +7,11 @@ it relies on, so the workaround can then be re-examined rather than silently kep
    `Pubsub.continuously_read_stream` and kills the host: catch it per stream, reset the stream,
    count it.
 3. "Adaptive gossip" stretches a 1 s heartbeat to 60 s in small meshes: turn it off.
-4. Spam protection applies 10 messages/s per topic to the node's own publishes too: pace
-   publishes below it (`PUBLISH_RATE`) instead of disabling it for everyone else's messages.
+4. Spam protection allows 10 messages/s per topic *per forwarding peer*, which counts
+   everything a relay forwards (a coordinator relaying every member's heartbeats exceeds it
+   with a handful of nodes, and the receiver then drops RoundStarts): raise it to
+   `RELAY_RATE_LIMIT`, which still bounds a flooding peer, and pace our own publishes
+   (`PUBLISH_RATE`). Every message is verified and replay-checked by the Inbox anyway.
 5. Gossip RPCs over 1 MiB are dropped silently at the sender: gossip carries only small signed
    messages (p2p.messages.MAX_MESSAGE_BYTES); payloads go through the blob protocol.
 6. `read_exactly` gives up after 100 reads of one yamux frame each: the blob protocol reads
@@ -29,7 +32,8 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 log = logging.getLogger(__name__)
 
 GOSSIP_PROTOCOL = TProtocol("/meshsub/1.1.0")
-PUBLISH_RATE = 8.0  # messages per second per topic, under the library's 10/s spam limit
+PUBLISH_RATE = 8.0  # our own messages per second per topic
+RELAY_RATE_LIMIT = 500.0  # messages per second per topic accepted from one peer (library default 10)
 
 
 def noise_only(key_pair: KeyPair) -> dict:
@@ -47,6 +51,7 @@ def gossipsub() -> GossipSub:
         heartbeat_initial_delay=0.1,
         heartbeat_interval=1,
         adaptive_gossip_enabled=False,
+        max_messages_per_topic_per_second=RELAY_RATE_LIMIT,
     )
 
 

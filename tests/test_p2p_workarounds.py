@@ -57,10 +57,12 @@ def test_adaptive_gossip_is_on_by_default_and_we_turn_it_off():
     assert workarounds.gossipsub().adaptive_gossip_enabled is False
 
 
-def test_our_publish_rate_stays_under_the_spam_limit():
-    limit = defaults(GossipSub.__init__)["max_messages_per_topic_per_second"]
+def test_the_per_peer_spam_limit_is_raised_for_relays_and_our_publishes_stay_under_it():
+    assert defaults(GossipSub.__init__)["max_messages_per_topic_per_second"] == 10.0
     assert defaults(GossipSub.__init__)["spam_protection_enabled"] is True
-    assert workarounds.PUBLISH_RATE < limit == 10.0
+    ours = workarounds.gossipsub()
+    assert ours.spam_protection_enabled and ours.max_messages_per_topic_per_second == workarounds.RELAY_RATE_LIMIT
+    assert workarounds.PUBLISH_RATE < workarounds.RELAY_RATE_LIMIT
 
 
 def test_gossip_messages_stay_well_under_the_rpc_size_limit():
