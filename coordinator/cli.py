@@ -11,6 +11,7 @@ the run without recording any round twice.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -101,10 +102,13 @@ def status_table(snap: dict) -> Table:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         force=True,  # libraries configure the root logger on import
     )
+    if args.verbose:
+        logging.getLogger("agora").setLevel(logging.DEBUG)
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid> prints every thread's stack
     try:
         config = load(args.config)
         if args.rpc:

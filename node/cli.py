@@ -12,6 +12,7 @@ Unreachable endpoints are reported and retried; bad flags and files are refused 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -138,10 +139,13 @@ def rewards(args: argparse.Namespace, keypair: Keypair) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         force=True,  # libraries configure the root logger on import
     )
+    if args.verbose:
+        logging.getLogger("agora").setLevel(logging.DEBUG)
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid> prints every thread's stack
     try:
         keypair = load_keypair(args.keypair)
     except ValueError as exc:
