@@ -139,7 +139,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"coordinator {identity.address} listening on {', '.join(host.addrs)}", flush=True)
     if server:
         print(f"status: {server.url}/status.json  metrics: {server.url}/metrics", flush=True)
-    worker = threading.Thread(target=service.run, args=(stop,), name="coordinator", daemon=True)
+
+    def serve() -> None:
+        try:
+            service.run(stop)
+        except Exception:  # a bug must stop the process loudly, not leave a silent husk
+            log.exception("the coordinator loop failed")
+            failed.set()
+            stop.set()
+
+    failed = threading.Event()
+    worker = threading.Thread(target=serve, name="coordinator", daemon=True)
     worker.start()
     try:
         if args.no_live or not sys.stdout.isatty():
@@ -156,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
         if server:
             server.close()
         host.close()
+    if failed.is_set():
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

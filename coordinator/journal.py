@@ -13,39 +13,20 @@ from __future__ import annotations
 
 import json
 import os
+import typing
 from dataclasses import fields
 from pathlib import Path
 from typing import IO
 
 from coordinator import machine
 from coordinator.state import (
-    CommitSeen,
     Effect,
     Event,
-    HeartbeatSeen,
-    JoinRequest,
-    LeaveRequest,
-    PauseRequest,
-    PayloadChecked,
-    ResumeRequest,
     State,
-    VerdictSeen,
 )
 from protocol.run_config import RoundsSection
 
-EVENT_TYPES = {
-    cls.__name__: cls
-    for cls in (
-        JoinRequest,
-        HeartbeatSeen,
-        CommitSeen,
-        PayloadChecked,
-        VerdictSeen,
-        LeaveRequest,
-        PauseRequest,
-        ResumeRequest,
-    )
-}
+EVENT_TYPES = {cls.__name__: cls for cls in typing.get_args(Event)}
 
 
 class JournalError(Exception):

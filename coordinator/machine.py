@@ -39,6 +39,7 @@ from coordinator.state import (
     Publish,
     RecordRound,
     Removed,
+    Restarted,
     ResumeRequest,
     Round,
     State,
@@ -95,6 +96,7 @@ def apply(s: State, event: Event, now: float) -> Result:
         PayloadChecked: _payload_checked,
         VerdictSeen: _verdict,
         LeaveRequest: _leave,
+        Restarted: _restarted,
         PauseRequest: _pause,
         ResumeRequest: _resume,
     }[type(event)]
@@ -170,6 +172,10 @@ def _leave(s: State, e: LeaveRequest, now: float) -> Result:
         return Result(s, outcome=Outcome.IGNORED)
     members = {k: m for k, m in s.members.items() if k != e.key}
     return Result(replace(s, members=members), (Removed(e.key, "left"),))
+
+
+def _restarted(s: State, e: Restarted, now: float) -> Result:
+    return Result(replace(s, members={k: replace(m, last_seen=now) for k, m in s.members.items()}))
 
 
 def _pause(s: State, e: PauseRequest, now: float) -> Result:

@@ -37,6 +37,7 @@ from coordinator.state import (
     Publish,
     RecordRound,
     Removed,
+    Restarted,
     VerdictSeen,
 )
 from coordinator.submitter import ChainSubmitter
@@ -45,7 +46,7 @@ from optim.errors import PayloadError
 from optim.spec import ParamSpec
 from p2p.errors import BlobError, LocalError, RemoteError
 from p2p.host import Host, peer_id_of
-from p2p.messages import Commit, Envelope, Heartbeat, Join, RunInfo, Verdict
+from p2p.messages import Commit, Envelope, Heartbeat, Join, RoundEnd, RoundStart, RunInfo, Verdict
 from protocol.model_config import parameter_shapes, preset
 from protocol.run_config import RunConfig, dumps
 
@@ -106,12 +107,20 @@ class CoordinatorService:
         self._last_run_info = 0.0
         self._config_text = dumps(config)
         self._replayed_records = [e for e in replayed if isinstance(e, RecordRound)]
+        for record in self._replayed_records:
+            if record.losses:
+                self.metrics.losses[record.round] = sum(record.losses.values()) / len(record.losses)
+        published = [e.message for e in replayed if isinstance(e, Publish)]
+        self._last_round_end = next((m for m in reversed(published) if isinstance(m, RoundEnd)), None)
+        self._last_round_start = next((m for m in reversed(published) if isinstance(m, RoundStart)), None)
 
     @property
     def state(self):
         return self.journal.state
 
     def start(self) -> CoordinatorService:
+        if self.state.members:
+            self._step(Restarted())
         if self.submitter is not None:
             self.submitter.start()
             for record in self._replayed_records:  # the submitter skips what the chain holds
@@ -232,6 +241,10 @@ class CoordinatorService:
         )
 
     def _publish(self, message) -> None:
+        if isinstance(message, RoundEnd):
+            self._last_round_end = message
+        elif isinstance(message, RoundStart):
+            self._last_round_start = message
         try:
             self.host.publish(message)
         except LocalError as exc:
@@ -244,6 +257,13 @@ class CoordinatorService:
         self._last_run_info = now
         s = self.state
         number = s.round.number if s.round is not None else s.next_round
+        # A member that missed the last RoundEnd or RoundStart (a crash, a lost gossip message)
+        # gets it again with each RunInfo; members ignore what they already acted on.
+        current = s.round.number if s.round is not None else None
+        if self._last_round_end is not None and self._last_round_end.round == s.last_finalized:
+            self._publish(self._last_round_end)
+        if self._last_round_start is not None and self._last_round_start.round == current:
+            self._publish(self._last_round_start)
         self._publish(
             RunInfo(
                 config=self._config_text,

@@ -142,6 +142,12 @@ class LeaveRequest:
 
 
 @dataclass(frozen=True)
+class Restarted:
+    """The coordinator came back from a crash: members get a fresh heartbeat deadline rather
+    than being dropped for the silence the coordinator itself caused."""
+
+
+@dataclass(frozen=True)
 class PauseRequest:
     pass
 
@@ -158,6 +164,7 @@ Event = (
     | PayloadChecked
     | VerdictSeen
     | LeaveRequest
+    | Restarted
     | PauseRequest
     | ResumeRequest
 )

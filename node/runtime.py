@@ -191,11 +191,15 @@ class NodeRuntime:
 
     def _on_run_info(self, info: RunInfo) -> None:
         self.progress.phase = info.phase
+        if info.phase == "waiting":
+            self.admitted = False  # a restarted or short-handed coordinator may have dropped us
         behind = info.model_hash != bytes(32) and info.model_hash != self.hash
         if behind and info.phase in ("warmup", "waiting") and not self._pending:
             self._submit(self._sync, info.model_hash, info.last_finalized, info.step)
 
     def _on_round_start(self, rs: RoundStart) -> None:
+        if rs.round in self.rounds:
+            return  # a restarted coordinator's repeat: the round is already under way here
         work = RoundWork(rs)
         self.rounds[rs.round] = work
         for old in [r for r in self.rounds if r < rs.round - 4]:
@@ -205,6 +209,7 @@ class NodeRuntime:
                 work.commits[sender] = c
         self.early = {r: c for r, c in self.early.items() if r > rs.round}
         if self.me not in rs.members:
+            self.admitted = False
             return
         self.admitted = True
         self.progress.round = rs.round

@@ -84,6 +84,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--byzantine", action="append", default=[], metavar="KIND@NODE", help=f"kinds: {', '.join(KINDS)}"
     )
+    p.add_argument(
+        "--restart-coordinator",
+        type=int,
+        metavar="ROUND",
+        help="SIGKILL the coordinator after this many finalized rounds and restart it from its journal",
+    )
     p.add_argument("--rpc", help="use this Solana JSON-RPC endpoint instead of the embedded localnet")
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "sim.toml")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "sim")
@@ -114,6 +120,7 @@ class Sim:
             (self.out / stale).unlink(missing_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}
         self.server = None
+        self.coordinator_cmd: list[str] = []
         self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def start_chain(self) -> str:
@@ -200,25 +207,14 @@ def run_sim(args: argparse.Namespace) -> dict:
         port, http_port = free_port(), free_port()
         identity = Identity.from_seed(bytes(authority)[:32])
         coordinator = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_of(identity.public_key)}"
-        sim.spawn(
-            "coordinator",
-            [
-                sys.executable,
-                "-m",
-                "coordinator.cli",
-                "--config",
-                str(args.out / "run.toml"),
-                "--keypair",
-                str(args.out / "keys" / "coordinator.json"),
-                "--listen",
-                f"/ip4/127.0.0.1/tcp/{port}",
-                "--journal",
-                str(args.out / "journal.jsonl"),
-                "--http",
-                f"127.0.0.1:{http_port}",
-                "--no-live",
-            ],
-        )
+        keys = args.out / "keys" / "coordinator.json"
+        sim.coordinator_cmd = [
+            sys.executable, "-m", "coordinator.cli", "--config", str(args.out / "run.toml"),
+            "--keypair", str(keys), "--listen", f"/ip4/127.0.0.1/tcp/{port}",
+            "--journal", str(args.out / "journal.jsonl"),
+            "--http", f"127.0.0.1:{http_port}", "--no-live", *(["-v"] if args.verbose else []),
+        ]  # fmt: skip
+        sim.spawn("coordinator", sim.coordinator_cmd)
         for i in range(args.nodes):
             if i not in args.joins:
                 sim.spawn(
@@ -236,11 +232,23 @@ def watch(sim: Sim, status_url: str, coordinator: str, rpc: str, run: str) -> di
     """Poll the coordinator's status until the run finishes, killing and starting nodes on cue."""
     args, status = sim.args, {}
     deadline = time.monotonic() + args.timeout
-    killed, joined = set(), set()
+    killed, joined, restarted = set(), set(), False
     with Progress(console=console, transient=not console.is_terminal) as progress:
         task = progress.add_task("rounds", total=args.rounds)
         while time.monotonic() < deadline:
             time.sleep(0.5)
+            if (
+                args.restart_coordinator is not None
+                and not restarted
+                and status.get("finalized_rounds", 0) >= args.restart_coordinator
+            ):
+                restarted = True
+                sim.procs["coordinator"].kill()
+                sim.procs["coordinator"].wait()
+                sim.spawn("coordinator-restarted", sim.coordinator_cmd)
+                sim.procs["coordinator"] = sim.procs.pop("coordinator-restarted")
+                status = {}
+                continue
             if sim.procs["coordinator"].poll() is not None:
                 raise SystemExit(f"agora-sim: the coordinator exited; see {args.out / 'coordinator.log'}")
             try:

@@ -18,6 +18,7 @@ from coordinator.state import (
     Publish,
     RecordRound,
     Removed,
+    Restarted,
     ResumeRequest,
     State,
     VerdictSeen,
@@ -396,3 +397,11 @@ def test_the_first_round_waits_for_start_nodes_later_rounds_only_for_min_nodes()
     assert d.state.phase == Phase.WAITING
     d.send(JoinRequest(C, (), H0))
     assert d.state.phase == Phase.TRAINING and len(d.state.round.batches) == 3
+
+
+def test_a_restarted_coordinator_gives_members_a_fresh_heartbeat_deadline():
+    d = started(replace(CFG, heartbeat_timeout_s=30))
+    d.now = 100.0
+    d.send(Restarted())
+    d.at(120)
+    assert d.removed() == [] and set(d.state.members) == {A, B}

@@ -61,7 +61,10 @@ def test_the_per_peer_spam_limit_is_raised_for_relays_and_our_publishes_stay_und
     assert defaults(GossipSub.__init__)["max_messages_per_topic_per_second"] == 10.0
     assert defaults(GossipSub.__init__)["spam_protection_enabled"] is True
     ours = workarounds.gossipsub()
-    assert ours.spam_protection_enabled and ours.max_messages_per_topic_per_second == workarounds.RELAY_RATE_LIMIT
+    assert (
+        ours.spam_protection_enabled
+        and ours.max_messages_per_topic_per_second == workarounds.RELAY_RATE_LIMIT
+    )
     assert workarounds.PUBLISH_RATE < workarounds.RELAY_RATE_LIMIT
 
 
