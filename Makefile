@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 sim: $(STAMP)
-	$(PY) scripts/bench_optim.py
+	$(PY) scripts/agora_sim.py
 
 test: $(STAMP)
 	$(PY) -m pytest
