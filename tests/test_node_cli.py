@@ -1,0 +1,70 @@
+"""agora-node refuses bad input by name and waits out an unreachable coordinator."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from solders.keypair import Keypair
+
+from chain.keys import save_keypair
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
+def test_running_without_a_coordinator_is_refused_naming_the_flag(tmp_path):
+    save_keypair(Keypair(), tmp_path / "id.json")
+    out = run_cli("--keypair", str(tmp_path / "id.json"))
+    assert out.returncode == 2 and "--coordinator" in out.stderr
+
+
+def test_claim_without_rpc_is_refused(tmp_path):
+    save_keypair(Keypair(), tmp_path / "id.json")
+    out = run_cli("claim", "--keypair", str(tmp_path / "id.json"))
+    assert out.returncode == 2 and "--rpc" in out.stderr
+
+
+def test_a_bad_byzantine_kind_is_refused(tmp_path):
+    save_keypair(Keypair(), tmp_path / "id.json")
+    out = run_cli(
+        "--keypair", str(tmp_path / "id.json"), "--coordinator", "/ip4/127.0.0.1/tcp/9", "--byzantine", "x"
+    )
+    assert out.returncode == 2 and "--byzantine" in out.stderr
+
+
+def test_a_missing_keypair_file_is_refused_naming_it(tmp_path):
+    out = run_cli("--keypair", str(tmp_path / "nope.json"), "--coordinator", "/ip4/127.0.0.1/tcp/9")
+    assert out.returncode != 0 and "nope.json" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_unreachable_coordinator_is_reported_and_retried(tmp_path):
+    save_keypair(Keypair(), tmp_path / "id.json")
+    addr = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWEffxhcmT9QcHPF3bG9HsnUYML1fcmeSMGZDy38d8NBp1"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "--keypair",
+            str(tmp_path / "id.json"),
+            "--coordinator",
+            addr,
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    time.sleep(10)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert "cannot reach the coordinator" in err and "retrying" in err and "Traceback" not in err

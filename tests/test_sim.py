@@ -1,0 +1,80 @@
+"""#6's acceptance: whole runs through agora-sim on 127.0.0.1 (slow: minutes each)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from protocol.run_config import dumps, load
+from scripts.agora_sim import parse_args, run_sim
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def sim(tmp_path, *flags, validation_rate=None):
+    config = ROOT / "configs" / "sim.toml"
+    if validation_rate is not None:  # every contribution checked, from the first round
+        base = load(config)
+        from dataclasses import replace
+
+        cfg = replace(
+            base,
+            rounds=replace(base.rounds, validation_rate=validation_rate),
+            validation=replace(base.validation, warmup_rounds=0),
+        )
+        config = tmp_path / "run.toml"
+        config.write_text(dumps(cfg))
+    return run_sim(parse_args(["--out", str(tmp_path / "out"), "--config", str(config), *flags]))
+
+
+def test_four_nodes_twenty_rounds(tmp_path):
+    s = sim(tmp_path, "--nodes", "4", "--rounds", "20")
+    losses = list(s["loss_per_round"].values())
+    assert losses[-1] < losses[0]
+    assert all(s["model_hash_agreement"].values()) and len(s["model_hash_agreement"]) == 20
+    assert s["chain_points_match_coordinator"]
+    assert all(m["tokens"] == m["points"] for m in s["members"])
+    assert (tmp_path / "out" / "loss.png").stat().st_size > 0
+
+
+def test_a_killed_node_is_dropped_and_its_batches_reassigned(tmp_path):
+    s = sim(tmp_path, "--nodes", "4", "--rounds", "8", "--kill", "2@3")
+    assert s["lost_batches"] == 0 and s["chain_points_match_coordinator"]
+    assert all(s["model_hash_agreement"].values())
+
+
+def test_a_node_joining_at_round_ten_enters_with_the_same_model(tmp_path):
+    s = sim(tmp_path, "--nodes", "4", "--rounds", "16", "--join", "3@10")
+    assert all(s["model_hash_agreement"].values())
+    assert s["members"][3]["points"] > 0 and s["chain_points_match_coordinator"]
+
+
+@pytest.mark.parametrize("kind", ["noise", "copy", "flip", "other-data", "stale", "malformed"])
+def test_a_byzantine_node_is_penalized_within_two_rounds_and_no_honest_one_is(tmp_path, kind):
+    s = sim(tmp_path, "--nodes", "4", "--rounds", "6", "--byzantine", f"{kind}@1", validation_rate=1.0)
+    first_dishonest_round = 3 if kind == "stale" else 0  # stale needs 3 rounds of history
+    assert s["penalized_rounds"].get("1") and s["penalized_rounds"]["1"][0] <= first_dishonest_round + 1
+    assert set(s["penalized_rounds"]) == {"1"}
+    losses = list(s["loss_per_round"].values())
+    assert losses[-1] < losses[0]
+
+
+def test_a_restarted_coordinator_records_no_round_twice(tmp_path):
+    s = sim(tmp_path, "--nodes", "3", "--rounds", "8", "--restart-coordinator", "3")
+    recorded = s["rounds_recorded_on_chain"]
+    assert recorded == sorted(set(recorded)) and recorded[-1] == 7
+    assert s["chain_points_match_coordinator"]
+
+
+def test_make_sim_is_the_readme_command():
+    assert shutil.which("make") and "agora_sim.py" in (ROOT / "Makefile").read_text()
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/agora_sim.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--byzantine" in out.stdout and "--kill" in out.stdout
