@@ -153,11 +153,17 @@ def main(argv: list[str] | None = None) -> None:
     worker.start()
     try:
         if args.no_live or not sys.stdout.isatty():
-            while not stop.wait(1.0) and service.state.phase.value != "finished":
-                pass
+            announced = False
+            while not stop.wait(1.0):
+                if service.state.phase.value == "finished" and not announced:
+                    announced = True  # the status page stays up until the operator stops it
+                    print(
+                        f"run finished after {service.state.finalized_rounds} rounds; Ctrl-C to stop",
+                        flush=True,
+                    )
         else:
             with Live(status_table(snapshot(service)), console=Console(), refresh_per_second=2) as live:
-                while not stop.wait(0.5) and service.state.phase.value != "finished":
+                while not stop.wait(0.5):
                     live.update(status_table(snapshot(service)))
     finally:
         stop.set()
