@@ -183,6 +183,8 @@ def _pause(s: State, e: PauseRequest, now: float) -> Result:
         return Result(s, outcome=Outcome.IGNORED)
     if s.round is not None and s.phase in (Phase.TRAINING, Phase.FINALIZE):
         s = _abandon_round(s)
+    elif s.phase == Phase.COOLDOWN:
+        s = replace(s, round=None)  # finalized already: nothing to carry over
     return Result(replace(_change_phase(s, now, Phase.PAUSED), paused_from=s.phase))
 
 

@@ -2,6 +2,8 @@
 aggregate, who is credited for validating, who is penalized.
 
 For each committed target T, in this order:
+- T committed a payload hash another member committed earlier in the round: an exact copy,
+  penalized on public data alone (the original's author had to publish first to be copied).
 - T's payload failed the coordinator's own fetch-and-decode check: penalized, no re-computation.
 - T's payload was never checked (the coordinator could not fetch it in time): left out of the
   aggregate, since members could not apply it consistently either; not penalized.
@@ -41,10 +43,22 @@ def contested(r: Round) -> list[bytes]:
     )
 
 
+def copies(r: Round) -> set[bytes]:
+    """Members whose payload hash an earlier commit of the round already carried."""
+    seen, out = set(), set()
+    for key, commit in sorted(r.commits.items(), key=lambda kv: (kv[1].at, kv[0])):
+        if commit.payload_hash in seen:
+            out.add(key)
+        seen.add(commit.payload_hash)
+    return out
+
+
 def decide(r: Round) -> Decision:
     first = {target: validator for validator, target in r.validators.items()}
-    accepted, rejected, penalized, validated = set(), set(), set(), set()
+    accepted, rejected, penalized, validated = set(), set(), copies(r), set()
     for target in r.commits:
+        if target in penalized:
+            continue
         if r.checks.get(target) is False:
             penalized.add(target)
             continue

@@ -405,3 +405,23 @@ def test_a_restarted_coordinator_gives_members_a_fresh_heartbeat_deadline():
     d.send(Restarted())
     d.at(120)
     assert d.removed() == [] and set(d.state.members) == {A, B}
+
+
+def test_a_payload_hash_committed_earlier_by_another_member_is_penalized_as_a_copy():
+    d = started(members=(A, B, C))
+    r = d.state.round.number
+    d.send(CommitSeen(A, r, H2, 100, H0, 2.0))
+    d.at(1)
+    d.send(CommitSeen(B, r, H2, 100, H0, 2.0))  # B republishes A's payload
+    d.commit(C)
+    d.check(A), d.check(B), d.check(C)
+    (end,) = d.published(RoundEnd)
+    assert (end.accepted, end.penalized) == ([A, C], [B])
+
+
+def test_pausing_in_cooldown_keeps_the_finalized_round_out_of_the_carry_over():
+    d = started()
+    d.at(60)  # nobody committed: the round is finalized empty and its batches carried over
+    assert d.state.phase == Phase.COOLDOWN and sorted(d.state.carry_over) == list(range(8))
+    d.send(PauseRequest())
+    assert d.state.round is None and sorted(d.state.carry_over) == list(range(8))
