@@ -44,9 +44,12 @@ def contested(r: Round) -> list[bytes]:
 
 
 def copies(r: Round) -> set[bytes]:
-    """Members whose payload hash an earlier commit of the round already carried."""
+    """Members whose payload hash an earlier commit of the round already carried. Members given
+    no batches are left out: with no gradient, two fresh members honestly send the same bytes."""
     seen, out = set(), set()
     for key, commit in sorted(r.commits.items(), key=lambda kv: (kv[1].at, kv[0])):
+        if not r.batches.get(key):
+            continue
         if commit.payload_hash in seen:
             out.add(key)
         seen.add(commit.payload_hash)

@@ -119,9 +119,15 @@ class Envelope:
     body: Message
 
 
+def _ordered_keys(d: dict) -> list:
+    """Sorted keys; hostile maps may mix key types, which Python cannot compare, so the type
+    name orders first (for the maps honest senders build, all keys share one type)."""
+    return sorted(d, key=lambda k: (type(k).__name__, k))
+
+
 def _canonical(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _canonical(value[k]) for k in sorted(value)}
+        return {k: _canonical(value[k]) for k in _ordered_keys(value)}
     if isinstance(value, list):
         return [_canonical(v) for v in value]
     return value
@@ -189,7 +195,7 @@ def open_message(data: bytes, run: str) -> Envelope:
 def _check_body(cls: type, body: dict) -> None:
     expected = {f.name: f.type for f in fields(cls)}
     if set(body) != set(expected):
-        raise InvalidBody(f"{cls.__name__} needs fields {sorted(expected)}, got {sorted(body)}")
+        raise InvalidBody(f"{cls.__name__} needs fields {sorted(expected)}, got {_ordered_keys(body)}")
     for name, annotation in expected.items():
         if not _conforms(body[name], annotation):
             raise InvalidBody(f"{cls.__name__}.{name} is not a valid {annotation}")

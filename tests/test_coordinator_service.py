@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+import torch
 from solders.keypair import Keypair
 
 from chain.client import AgoraClient
@@ -33,6 +34,15 @@ CONFIG = RunConfig(
         validation_rate=0.0,
     ),
 )
+
+
+def distinct_payload(seed: int) -> bytes:
+    """A valid payload of its own: the optimizer's compress of a random gradient."""
+    model = Llama(preset("tiny"))
+    gen = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=gen)
+    return DemoOptimizer(model.named_parameters(), CONFIG.optim.demo_config(2)).compress()
 
 
 def wait_for(host, kind, timeout=20.0, where=lambda m: True):
@@ -77,7 +87,6 @@ def network(tmp_path):
 
 def test_two_nodes_complete_a_round_and_it_is_recorded_on_chain(network):
     world, service, nodes = network
-    payload = DemoOptimizer(Llama(preset("tiny")).named_parameters(), CONFIG.optim.demo_config(2)).compress()
     for host in nodes:
         host.publish(Join(addrs=host.addrs))
         host.publish(Heartbeat(round=-1, model_hash=H0))
@@ -85,7 +94,8 @@ def test_two_nodes_complete_a_round_and_it_is_recorded_on_chain(network):
     assert start.round == 0 and sorted(start.members) == sorted(h.identity.public_key for h in nodes)
     info = wait_for(nodes[0], RunInfo)
     assert "svc-test" in info.config
-    for host in nodes:
+    for i, host in enumerate(nodes):
+        payload = distinct_payload(seed=i)
         digest = host.provide(payload)
         host.publish(Commit(round=0, payload_hash=digest, size=len(payload), model_hash=H0, loss=2.5))
     end = wait_for(nodes[0], RoundEnd)

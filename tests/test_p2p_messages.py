@@ -192,3 +192,17 @@ def test_mutated_messages_only_ever_raise_message_errors(data):
 def test_arbitrary_bytes_only_ever_raise_message_errors(blob):
     with pytest.raises(MessageError):
         open_message(blob, "r")
+
+
+def test_a_body_with_mixed_key_types_is_a_message_error_not_a_crash():
+    wire = {
+        "v": 1,
+        "run": "r",
+        "type": "Heartbeat",
+        "from": ALICE.public_key,
+        "seq": 1,
+        "body": {1: 2, "round": 3},
+        "sig": bytes(64),
+    }
+    with pytest.raises(MessageError):
+        open_message(msgpack.packb(wire, use_bin_type=True), "r")
