@@ -323,6 +323,8 @@ def summarize(args, config, chain: AgoraClient, nodes: list[Keypair], status: di
         "rounds": args.rounds,
         "kills": args.kills,
         "joins": args.joins,
+        "coordinator_restarted_after": args.restart_coordinator,
+        "rounds_recorded_on_chain": [r.round for r in chain.run(run_id).recent],
         "byzantine": {str(k): v for k, v in args.byz.items()},
         "loss_per_round": {int(k): v for k, v in status.get("losses", {}).items()},
         "bytes_per_node_per_step": bytes_per_step,
