@@ -108,6 +108,10 @@ def _join(s: State, e: JoinRequest, now: float) -> Result:
         return Result(s, outcome=Outcome.INVALID)
     if s.phase == Phase.FINISHED:
         return Result(s, outcome=Outcome.IGNORED)
+    known = s.members.get(e.key)
+    if known is not None:  # a repeated announcement: fresher addresses, same membership
+        member = replace(known, addrs=tuple(e.addrs), last_seen=now)
+        return Result(replace(s, members={**s.members, e.key: member}), outcome=Outcome.IGNORED)
     member = Member(e.key, tuple(e.addrs), now, e.model_hash)
     return Result(replace(s, members={**s.members, e.key: member}))
 

@@ -425,3 +425,9 @@ def test_pausing_in_cooldown_keeps_the_finalized_round_out_of_the_carry_over():
     assert d.state.phase == Phase.COOLDOWN and sorted(d.state.carry_over) == list(range(8))
     d.send(PauseRequest())
     assert d.state.round is None and sorted(d.state.carry_over) == list(range(8))
+
+
+def test_a_repeated_join_keeps_the_members_readiness():
+    d = started()
+    assert d.send(JoinRequest(A, ("/ip4/127.0.0.1/tcp/9",), H0)) == Outcome.IGNORED
+    assert d.state.members[A].ready and d.state.members[A].addrs == ("/ip4/127.0.0.1/tcp/9",)
