@@ -31,7 +31,6 @@ from chain.errors import (
     ConfirmationTimeout,
     RpcError,
     RpcUnavailable,
-    TransactionFailed,
     error_json,
     from_transaction_error,
 )
@@ -112,20 +111,25 @@ class RpcTransport:
     def latest_blockhash(self) -> Hash:
         return self._call("getLatestBlockhash", self.client.get_latest_blockhash).value.blockhash
 
-    def send(self, tx: Transaction) -> str:
-        opts = TxOpts(skip_confirmation=True, preflight_commitment=Confirmed)
-        signature = self._call("sendTransaction", self.client.send_transaction, tx, opts).value
+    def _await_status(self, signature):
+        """Poll the signature until the cluster reports it confirmed; its status."""
         deadline = time.monotonic() + self.confirm_timeout_s
         while time.monotonic() < deadline:
             status = self._call(
                 "getSignatureStatuses", self.client.get_signature_statuses, [signature]
             ).value[0]
             if status is not None and status.confirmation_status is not None:
-                if status.err is not None:
-                    raise from_transaction_error(error_json(status.err), [])
-                return str(signature)
+                return status
             time.sleep(0.05)
         raise ConfirmationTimeout(str(signature), self.confirm_timeout_s)
+
+    def send(self, tx: Transaction) -> str:
+        opts = TxOpts(skip_confirmation=True, preflight_commitment=Confirmed)
+        signature = self._call("sendTransaction", self.client.send_transaction, tx, opts).value
+        status = self._await_status(signature)
+        if status.err is not None:
+            raise from_transaction_error(error_json(status.err), [])
+        return str(signature)
 
     def simulate_units(self, tx: Transaction) -> int:
         value = self._call("simulateTransaction", self.client.simulate_transaction, tx).value
@@ -156,15 +160,7 @@ class RpcTransport:
 
     def airdrop(self, pubkey: Pubkey, lamports: int) -> None:
         signature = self._call("requestAirdrop", self.client.request_airdrop, pubkey, lamports).value
-        deadline = time.monotonic() + self.confirm_timeout_s
-        while time.monotonic() < deadline:
-            status = self._call(
-                "getSignatureStatuses", self.client.get_signature_statuses, [signature]
-            ).value[0]
-            if status is not None and status.confirmation_status is not None:
-                return
-            time.sleep(0.05)
-        raise ConfirmationTimeout(str(signature), self.confirm_timeout_s)
+        self._await_status(signature)
 
 
 def _rpc_failure(method: str, exc: RPCException) -> Exception:
@@ -325,6 +321,3 @@ class AgoraClient:
 
     def airdrop(self, lamports: int, key: Pubkey | None = None) -> None:
         self.transport.airdrop(key or self.key, lamports)
-
-
-__all__ = ["AgoraClient", "RpcTransport", "SvmTransport", "TransactionFailed"]

@@ -11,7 +11,6 @@ the run without recording any round twice.
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import logging
 import signal
 import sys
@@ -31,6 +30,7 @@ from coordinator.status import StatusServer
 from p2p.errors import LocalError
 from p2p.host import Host
 from p2p.identity import Identity
+from protocol.console import setup_logging
 from protocol.run_config import ConfigError, load
 
 log = logging.getLogger("agora.coordinator")
@@ -101,14 +101,7 @@ def status_table(snap: dict) -> Table:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        force=True,  # libraries configure the root logger on import
-    )
-    if args.verbose:
-        logging.getLogger("agora").setLevel(logging.DEBUG)
-    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid> prints every thread's stack
+    setup_logging(args.verbose)
     try:
         config = load(args.config)
         if args.rpc:

@@ -44,7 +44,7 @@ from coordinator.submitter import ChainSubmitter
 from optim.codec import decode, max_payload_bytes
 from optim.errors import PayloadError
 from optim.spec import ParamSpec
-from p2p.errors import BlobError, LocalError, RemoteError
+from p2p.errors import BlobError, LocalError
 from p2p.host import Host, peer_id_of
 from p2p.messages import Commit, Envelope, Heartbeat, Join, RoundEnd, RoundStart, RunInfo, Verdict
 from protocol.model_config import parameter_shapes, preset
@@ -161,17 +161,10 @@ class CoordinatorService:
         if isinstance(event, JoinRequest):
             if not self._is_eligible(event.key):
                 return
-            for addr in event.addrs[:4]:
-                self._connect(addr)
+            self.host.dial_soon(event.addrs[:4])
         result = self._step(event)
         if isinstance(event, CommitSeen) and result.outcome == Outcome.APPLIED:
             self._checks.submit(self._check_payload, event, peer_id_of(event.key))
-
-    def _connect(self, addr: str) -> None:
-        try:
-            self.host.connect(addr, timeout=5)
-        except (LocalError, RemoteError) as exc:  # an unreachable joiner is its own problem
-            log.debug("cannot dial %s: %s", addr, exc)
 
     def _is_eligible(self, key: bytes) -> bool:
         if self.client is None:

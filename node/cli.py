@@ -12,8 +12,8 @@ Unreachable endpoints are reported and retried; bad flags and files are refused 
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import logging
+import queue
 import signal
 import sys
 import threading
@@ -35,6 +35,7 @@ from p2p.errors import LocalError, PeerUnreachable
 from p2p.host import Host
 from p2p.identity import Identity
 from p2p.messages import RunInfo
+from protocol.console import setup_logging
 from protocol.run_config import ConfigError, RunConfig, loads
 
 log = logging.getLogger("agora.node")
@@ -82,7 +83,7 @@ def wait_for_config(host: Host, coordinator: bytes | None, stop: threading.Event
     while not stop.is_set():
         try:
             envelope = host.received.get(timeout=1.0)
-        except Exception:
+        except queue.Empty:
             continue
         if isinstance(envelope.body, RunInfo) and coordinator in (None, envelope.sender):
             try:
@@ -138,14 +139,7 @@ def rewards(args: argparse.Namespace, keypair: Keypair) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        force=True,  # libraries configure the root logger on import
-    )
-    if args.verbose:
-        logging.getLogger("agora").setLevel(logging.DEBUG)
-    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid> prints every thread's stack
+    setup_logging(args.verbose)
     try:
         keypair = load_keypair(args.keypair)
     except ValueError as exc:

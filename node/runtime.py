@@ -35,7 +35,7 @@ from node.validation import sign_agreement
 from optim import DemoOptimizer
 from optim.codec import decode, max_payload_bytes
 from optim.errors import PayloadError
-from p2p.errors import BlobError, LocalError, RemoteError
+from p2p.errors import BlobError, LocalError
 from p2p.host import Host, peer_id_of
 from p2p.messages import Commit, Heartbeat, Join, Recheck, RoundEnd, RoundStart, RunInfo, Verdict
 from protocol.model_config import preset
@@ -173,21 +173,10 @@ class NodeRuntime:
                 self._submit(self._apply, work, m)
 
     def _dial(self, key: bytes, addrs: list[str]) -> None:
-        """Connect to a member that announced itself, so payloads can be fetched from it directly
-        (dialling blocks, so on a short-lived thread)."""
-        if key in self._dialled or not addrs:
-            return
-        self._dialled.add(key)
-
-        def dial() -> None:
-            for addr in addrs[:4]:
-                try:
-                    self.host.connect(addr, timeout=5)
-                    return
-                except (LocalError, RemoteError) as exc:
-                    log.debug("cannot dial %s: %s", addr, exc)
-
-        threading.Thread(target=dial, name="dial", daemon=True).start()
+        """Connect to a member that announced itself, so payloads can be fetched from it directly."""
+        if key not in self._dialled and addrs:
+            self._dialled.add(key)
+            self.host.dial_soon(addrs[:4])
 
     def _on_run_info(self, info: RunInfo) -> None:
         self.progress.phase = info.phase
@@ -354,16 +343,16 @@ class NodeRuntime:
             except PayloadError as exc:
                 log.error("round %d not applied: %s", end.round, exc)
                 return
-        self.hash = bytes.fromhex(model_hash(self.model))
+        self.hash = self._serve_weights()  # the file's sha256 is the model hash
         self.applied_round = end.round
         self.progress.applied = end.round
-        self._serve_weights()
         for c in work.commits.values():
             self.host.blobs.forget(c.payload_hash)
         self._publish(Heartbeat(round=self.applied_round, model_hash=self.hash))
 
-    def _serve_weights(self) -> None:
-        """Serve the current model by its hash, for joiners; the previous one is forgotten."""
+    def _serve_weights(self) -> bytes:
+        """Serve the current model by its hash, for joiners (the previous one is forgotten);
+        return that hash."""
         path = self.workdir / "weights.bin"
         tmp = self.workdir / "weights.bin.tmp"
         write_weights(self.model, tmp)
@@ -371,3 +360,4 @@ class NodeRuntime:
         if self._provided_weights is not None:
             self.host.blobs.forget(self._provided_weights)
         self._provided_weights = self.host.provide_file(path)
+        return self._provided_weights

@@ -48,6 +48,7 @@ from p2p.errors import (
     BlobUnavailable,
     LocalError,
     PeerUnreachable,
+    RemoteError,
 )
 from p2p.identity import Identity
 from p2p.messages import Envelope, Inbox, Message, seal
@@ -177,6 +178,20 @@ class Host:
         self.known[info.peer_id.to_string()] = addr
         self._call(self._connect_async, info, timeout)
         return info.peer_id.to_string()
+
+    def dial_soon(self, addrs: Sequence[str], timeout: float = 5.0) -> None:
+        """Connect to the first of `addrs` that answers, on a short-lived thread: for callers
+        whose loop must not block on a peer that announced itself (failures are only logged)."""
+
+        def dial() -> None:
+            for addr in addrs:
+                try:
+                    self.connect(addr, timeout)
+                    return
+                except (LocalError, RemoteError, ValueError) as err:
+                    log.debug("cannot dial %s: %s", addr, err)
+
+        threading.Thread(target=dial, name="dial", daemon=True).start()
 
     async def _connect_async(self, info, timeout: float) -> None:
         try:

@@ -116,8 +116,7 @@ class Sim:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args, self.out = args, args.out
         self.out.mkdir(parents=True, exist_ok=True)
-        for stale in ("journal.jsonl",):
-            (self.out / stale).unlink(missing_ok=True)
+        (self.out / "journal.jsonl").unlink(missing_ok=True)  # a new run, not a restart
         self.procs: dict[str, subprocess.Popen] = {}
         self.server = None
         self.coordinator_cmd: list[str] = []

@@ -1,5 +1,6 @@
 """The coordinator service on 127.0.0.1: real p2p hosts, the chain in LiteSVM, scripted nodes."""
 
+import queue
 import threading
 import time
 
@@ -50,7 +51,7 @@ def wait_for(host, kind, timeout=20.0, where=lambda m: True):
     while time.monotonic() < deadline:
         try:
             env = host.received.get(timeout=0.2)
-        except Exception:
+        except queue.Empty:
             continue
         if isinstance(env.body, kind) and where(env.body):
             return env.body
