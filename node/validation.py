@@ -1,6 +1,14 @@
-"""Re-examining another member's contribution: the sign-agreement score.
+"""Re-examining another member's contribution: replay, and the sign-agreement score.
 
-A validator holds the same model as the target at the start of the round, recomputes the
+Replay is the verdict: the validator loads the optimizer state the target committed to at the
+start of the round, recomputes the gradient on the target's own batches at the shared model,
+runs the same compress, and compares. An honest payload and next state come out identical
+(deterministic kernels) or within numeric noise; noise, copies, flips, stale payloads and
+payloads trained on other data do not, from the first round on. The sign-agreement score below
+needs no state but cannot separate other-data payloads early in training; it stays as the
+baseline that scripts/bench_validation.py measures replay against.
+
+Sign agreement: a validator holds the same model as the target at the start of the round, recomputes the
 gradient on the target's own assigned batches, and asks how often the payload's 1-bit signs
 agree with the signs of that gradient's DCT coefficients at the payload's own positions
 (../shared/notes/validation.md). Honest payloads agree despite momentum (~0.93-0.98 once it has
@@ -17,11 +25,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from optim.codec import Payload
+from optim.codec import Payload, decode
 from optim.dct import block_positions, dct_blocks
+from optim.demo import DemoOptimizer
 from optim.spec import ParamSpec
+from optim.state import FRESH, load_state, reset_state, state_bytes
 
 
 @dataclass(frozen=True)
@@ -47,3 +58,36 @@ def sign_agreement(payload: Payload, grads: Sequence[torch.Tensor | None], spec:
         agree += int((reference == sent).sum())
         total += reference.numel()
     return Score(agree / total if total else 0.0, total)
+
+
+@dataclass(frozen=True)
+class Replay:
+    payload: Payload  # what the target should have sent
+    state_after: bytes  # the state it should hold after sending it
+
+
+def replay(scratch: DemoOptimizer, state_before: bytes, step: int) -> Replay:
+    """Run the target's compress on the gradients left in `scratch`'s parameters' .grad, from the
+    state the target committed to (FRESH: all zeros). Raises StateError for a bad state."""
+    if state_before == FRESH:
+        reset_state(scratch)
+    else:
+        load_state(scratch, state_before)
+    scratch.step = step
+    payload = decode(scratch.spec, scratch.compress())
+    return Replay(payload, state_bytes(scratch))
+
+
+def payload_match(sent: Payload, replayed: Payload, spec: ParamSpec) -> float:
+    """The share of (coefficient, sign) pairs the two payloads have in common, over the larger."""
+    common = larger = 0
+    for a, b, ts in zip(sent.tensors, replayed.tensors, spec.tensors, strict=True):
+        ka, kb = _pairs(a, ts.layout.chunk_numel), _pairs(b, ts.layout.chunk_numel)
+        common += len(np.intersect1d(ka, kb, assume_unique=True))
+        larger += max(len(ka), len(kb))
+    return common / larger if larger else 1.0
+
+
+def _pairs(t, chunk_numel: int) -> np.ndarray:
+    positions = t.chunks[:, None].astype(np.int64) * chunk_numel + t.indices
+    return (positions * 2 + (t.values > 0)).ravel()
