@@ -45,7 +45,7 @@ from coordinator.state import (
     State,
     VerdictSeen,
 )
-from p2p.messages import Recheck, RoundEnd, RoundStart
+from p2p.messages import FRESH_STATE, Recheck, RoundEnd, RoundStart
 from protocol.assignment import assign_batches, choose_tiebreaker, choose_validators
 from protocol.commitments import commitment_root
 
@@ -139,7 +139,8 @@ def _commit(s: State, e: CommitSeen, now: float) -> Result:
         return Result(s, outcome=Outcome.IGNORED)
     if e.model_hash != s.model_hash:
         return Result(s, outcome=Outcome.INVALID)
-    info = CommitInfo(e.payload_hash, e.size, e.model_hash, e.loss, now)
+    chained = e.state_before in (FRESH_STATE, s.states.get(e.key))
+    info = CommitInfo(e.payload_hash, e.size, e.model_hash, e.loss, now, e.state_after, chained)
     r = replace(s.round, commits={**s.round.commits, e.key: info})
     members = dict(s.members)
     if e.key in members:
@@ -381,6 +382,7 @@ def _finalize(s: State, now: float, effects: list[Effect]) -> State:
         s,
         members=members,
         banned=s.banned | set(d.penalized),
+        states={**s.states, **{k: r.commits[k].state_after for k in d.accepted}},
         carry_over=s.carry_over + carried,
         accepted_batches=s.accepted_batches + accepted_batches,
         finalized_rounds=s.finalized_rounds + 1,

@@ -70,7 +70,9 @@ def to_event(envelope: Envelope) -> Event | None:
     if isinstance(m, Heartbeat):
         return HeartbeatSeen(key, m.round, m.model_hash)
     if isinstance(m, Commit):
-        return CommitSeen(key, m.round, m.payload_hash, m.size, m.model_hash, m.loss)
+        return CommitSeen(
+            key, m.round, m.payload_hash, m.size, m.model_hash, m.loss, m.state_before, m.state_after
+        )
     if isinstance(m, Verdict):
         return VerdictSeen(key, m.round, m.target, m.accept, m.score)
     return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from p2p.messages import Recheck, RoundEnd, RoundStart
+from p2p.messages import FRESH_STATE, Recheck, RoundEnd, RoundStart
 from protocol.run_config import RoundsSection
 
 
@@ -50,6 +50,8 @@ class CommitInfo:
     model_hash: bytes
     loss: float
     at: float
+    state_after: bytes = b""  # the optimizer state the member holds if this payload is accepted
+    chained: bool = True  # it started from the member's last accepted state, or a fresh one
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class State:
     carry_over: tuple[int, ...] = ()  # batches of rounds that did not count, handed out first
     accepted_batches: int = 0
     banned: frozenset[bytes] = frozenset()
+    states: dict[bytes, bytes] = field(default_factory=dict)  # key -> last accepted state_after
     paused_from: Phase | None = None
 
     @property
@@ -118,6 +121,8 @@ class CommitSeen:
     size: int
     model_hash: bytes
     loss: float
+    state_before: bytes = FRESH_STATE
+    state_after: bytes = FRESH_STATE
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ aggregate, who is credited for validating, who is penalized.
 For each committed target T, in this order:
 - T committed a payload hash another member committed earlier in the round: an exact copy,
   penalized on public data alone (the original's author had to publish first to be copied).
-- T's payload failed the coordinator's own fetch-and-decode check: penalized, no re-computation.
+- T's payload failed the coordinator's own fetch-and-decode check, or T computed it from an
+  optimizer state that is neither fresh nor the one its last accepted payload left it with (so
+  it could carry momentum no validator replayed): penalized, no re-computation.
 - T's payload was never checked (the coordinator could not fetch it in time): left out of the
   aggregate, since members could not apply it consistently either; not penalized.
 - T was not sampled, or its first validator V sent nothing: accepted.
@@ -39,7 +41,10 @@ def contested(r: Round) -> list[bytes]:
     return sorted(
         t
         for t, v in first.items()
-        if t in r.commits and r.checks.get(t, True) and r.verdicts.get((v, t)) is False
+        if t in r.commits
+        and r.checks.get(t, True)
+        and r.commits[t].chained
+        and r.verdicts.get((v, t)) is False
     )
 
 
@@ -62,7 +67,7 @@ def decide(r: Round) -> Decision:
     for target in r.commits:
         if target in penalized:
             continue
-        if r.checks.get(target) is False:
+        if r.checks.get(target) is False or not r.commits[target].chained:
             penalized.add(target)
             continue
         if target not in r.checks:

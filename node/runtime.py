@@ -5,15 +5,19 @@ joining, and hands the compute (training, validating, applying, syncing) to one 
 in order, so a round's validation always sees the model as it was when the round started and
 the apply comes last.
 
-Per round: train the assigned batches, publish a Commit and serve the payload by hash; validate
-the assigned target (and any Recheck) by recomputing its gradient; at RoundEnd fetch every
-accepted payload and apply them in node-id order; report the new model hash. A node whose model
+Per round: train the assigned batches, publish a Commit and serve the payload and the optimizer
+state before and after it by hash; validate the assigned target (and any Recheck) by replaying
+its round from its state; at RoundEnd fetch every accepted payload and apply them in node-id
+order, keep the new optimizer state only if this node's payload was accepted (otherwise the
+state goes back to where it was, which is what the coordinator expects the next commit to
+start from); report the new model hash. A node whose model
 is not the round's (a joiner, or one that fell behind) fetches the model by its hash from peers:
 the weights file's sha256 is the model hash, so the blob protocol verifies it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -31,13 +35,14 @@ from node.data import TokenDataset, default_corpus, text_path_corpus, token_file
 from node.model import Llama
 from node.tokenizer import ByteTokenizer
 from node.train import Trainer
-from node.validation import sign_agreement
+from node.validation import payload_match, replay
 from optim import DemoOptimizer
-from optim.codec import decode, max_payload_bytes
+from optim.codec import Payload, decode, max_payload_bytes
 from optim.errors import PayloadError
+from optim.state import is_fresh, load_state, reset_state, state_bytes, state_drift, state_size
 from p2p.errors import BlobError, LocalError
 from p2p.host import Host, peer_id_of
-from p2p.messages import Commit, Heartbeat, Join, Recheck, RoundEnd, RoundStart, RunInfo, Verdict
+from p2p.messages import FRESH_STATE, Commit, Heartbeat, Join, Recheck, RoundEnd, RoundStart, RunInfo, Verdict
 from protocol.model_config import preset
 from protocol.run_config import RunConfig
 
@@ -51,6 +56,8 @@ class RoundWork:
     start: RoundStart
     commits: dict[bytes, Commit] = field(default_factory=dict)
     own_payload: bytes | None = None
+    state_before: bytes | None = None  # this node's optimizer state before its compress (None: fresh)
+    served: list[bytes] = field(default_factory=list)  # blobs this node provides for the round
     to_validate: list[bytes] = field(default_factory=list)
     validated: set[bytes] = field(default_factory=set)
 
@@ -97,8 +104,12 @@ class NodeRuntime:
         self.optimizer = DemoOptimizer(
             self.model.named_parameters(), config.optim.demo_config(config.rounds.rounds)
         )
+        # replays other members' rounds; its state is theirs, loaded for each check
+        self.scratch = DemoOptimizer(self.model.named_parameters(), self.optimizer.config)
         self.trainer = Trainer(self.model, build_data(config), micro_batch, device)
         self.max_payload = max_payload_bytes(self.optimizer.spec)
+        self.state_size = state_size(self.optimizer)
+        self._unresolved: RoundWork | None = None  # a round whose compress awaits its RoundEnd
         self.hash = bytes.fromhex(model_hash(self.model))
         self.applied_round = -1
         self.rounds: dict[int, RoundWork] = {}
@@ -255,24 +266,33 @@ class NodeRuntime:
             self._sync(rs.model_hash, rs.round - 1, rs.step)
             if self.hash != rs.model_hash:
                 return
+        if self._unresolved is not None:
+            reset_state(self.optimizer)  # never learnt whether that payload counted: start afresh
+            self._unresolved = None
         self.optimizer.step = rs.step
         batches = list(rs.batches[self.me])
         if self.byzantine == "other-data":
             batches = [b + byzantine.OTHER_DATA_OFFSET for b in batches]
         result = self.trainer.accumulate_gradients(batches)
+        work.state_before = None if is_fresh(self.optimizer) else state_bytes(self.optimizer)
+        self._unresolved = work
         payload = self._dishonest(work, self.optimizer.compress())
         if payload is None:
             return
         work.own_payload = payload
         self.own_history.append(payload)
-        digest = self.host.provide(payload)
+        work.served = [self.host.provide(payload), self.host.provide(state_bytes(self.optimizer))]
+        if work.state_before is not None:
+            work.served.append(self.host.provide(work.state_before))
         self._publish(
             Commit(
                 round=rs.round,
-                payload_hash=digest,
+                payload_hash=work.served[0],
                 size=len(payload),
                 model_hash=rs.model_hash,
                 loss=result.loss,
+                state_before=FRESH_STATE if work.state_before is None else work.served[2],
+                state_after=work.served[1],
             )
         )
         self.progress.loss, self.progress.payload_bytes = result.loss, len(payload)
@@ -308,18 +328,43 @@ class NodeRuntime:
         if self.hash != rs.model_hash:
             return
         try:
-            payload = decode(self.optimizer.spec, self._fetch(commit, target), self.max_payload)
+            sent = decode(self.optimizer.spec, self._fetch(commit, target), self.max_payload)
         except (PayloadError, BlobError, LocalError) as exc:  # structural: the coordinator's to judge
             log.info("cannot examine %s: %s", target.hex()[:8], exc)
             return
-        self.trainer.accumulate_gradients(list(rs.batches[target]))
-        score = sign_agreement(payload, [p.grad for p in self.model.parameters()], self.optimizer.spec)
+        match, drift = self._replay(work, target, commit, sent)
         v = self.config.validation
-        accept = rs.round < v.warmup_rounds or score.accept(v.min_agreement, v.max_agreement)
-        self._publish(Verdict(round=rs.round, target=target, accept=accept, score=score.agreement))
+        accept = match >= v.min_match and drift <= v.max_state_drift
+        if not accept:
+            log.info("%s failed replay: match %.3f, state drift %.2g", target.hex()[:8], match, drift)
+        self._publish(Verdict(round=rs.round, target=target, accept=accept, score=match))
         self.progress.verdicts += 1
 
+    def _replay(self, work: RoundWork, target: bytes, commit: Commit, sent: Payload) -> tuple[float, float]:
+        """(payload match, state drift) of the target's round replayed from its committed state;
+        a state it does not serve, or cannot be loaded, is its fault: (0.0, inf)."""
+        try:
+            before = None
+            if commit.state_before != FRESH_STATE:
+                before = self._fetch_state(commit.state_before, target)
+            self.trainer.accumulate_gradients(list(work.start.batches[target]))
+            r = replay(self.scratch, before, work.start.step)
+            match = payload_match(sent, r.payload, self.optimizer.spec)
+            if hashlib.sha256(r.state_after).digest() == commit.state_after:
+                return match, 0.0
+            return match, state_drift(
+                self.scratch, r.state_after, self._fetch_state(commit.state_after, target)
+            )
+        except (ValueError, BlobError, LocalError) as exc:  # ValueError: PayloadError, StateError
+            log.info("cannot replay %s: %s", target.hex()[:8], exc)
+            return 0.0, float("inf")
+
+    def _fetch_state(self, digest: bytes, origin: bytes) -> bytes:
+        peers = [peer_id_of(origin), *self.host.peers()]
+        return self.host.fetch(digest, size_limit=self.state_size, peers=peers)
+
     def _apply(self, work: RoundWork, end: RoundEnd) -> None:
+        self._settle_state(work, end)
         if self.hash != work.start.model_hash:
             return  # not holding this round's starting model: the next sync catches up
         payloads = {}
@@ -346,9 +391,22 @@ class NodeRuntime:
         self.hash = self._serve_weights()  # the file's sha256 is the model hash
         self.applied_round = end.round
         self.progress.applied = end.round
-        for c in work.commits.values():
-            self.host.blobs.forget(c.payload_hash)
+        for digest in [*(c.payload_hash for c in work.commits.values()), *work.served]:
+            self.host.blobs.forget(digest)
         self._publish(Heartbeat(round=self.applied_round, model_hash=self.hash))
+
+    def _settle_state(self, work: RoundWork, end: RoundEnd) -> None:
+        """Keep this round's optimizer state if its payload was accepted, else restore the one
+        before it: the state the coordinator expects the next commit to start from."""
+        if self._unresolved is not work:
+            return
+        self._unresolved = None
+        if self.me in end.accepted:
+            return
+        if work.state_before is None:
+            reset_state(self.optimizer)
+        else:
+            load_state(self.optimizer, work.state_before)
 
     def _serve_weights(self) -> bytes:
         """Serve the current model by its hash, for joiners (the previous one is forgotten);

@@ -32,7 +32,7 @@ from optim.codec import Payload, decode
 from optim.dct import block_positions, dct_blocks
 from optim.demo import DemoOptimizer
 from optim.spec import ParamSpec
-from optim.state import FRESH, load_state, reset_state, state_bytes
+from optim.state import load_state, reset_state, state_bytes
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,10 @@ class Replay:
     state_after: bytes  # the state it should hold after sending it
 
 
-def replay(scratch: DemoOptimizer, state_before: bytes, step: int) -> Replay:
+def replay(scratch: DemoOptimizer, state_before: bytes | None, step: int) -> Replay:
     """Run the target's compress on the gradients left in `scratch`'s parameters' .grad, from the
-    state the target committed to (FRESH: all zeros). Raises StateError for a bad state."""
-    if state_before == FRESH:
+    state the target committed to (None: fresh, all zeros). Raises StateError for a bad state."""
+    if state_before is None:
         reset_state(scratch)
     else:
         load_state(scratch, state_before)

@@ -8,11 +8,8 @@ momentum and, with Adam preconditioning, the second moment. Layout (little-endia
 
 Every length follows from the spec, so `load_state` checks the exact size before reading and
 refuses non-finite values: a state comes from another node and is hostile until checked. The
-step is not part of the state; it comes from the round. A node that has never had a payload
-accepted holds the fresh (all-zero) state, named by the hash FRESH instead of its bytes.
+step is not part of the state; it comes from the round.
 """
-
-import hashlib
 
 import numpy as np
 import torch
@@ -23,7 +20,6 @@ from optim.errors import PayloadError
 MAGIC = b"AGOS"
 VERSION = 1
 HEADER = len(MAGIC) + 1 + 32
-FRESH = bytes(32)
 
 
 class StateError(PayloadError):
@@ -47,11 +43,8 @@ def state_bytes(opt: DemoOptimizer) -> bytes:
     return b"".join(parts)
 
 
-def state_hash(opt: DemoOptimizer) -> bytes:
-    """FRESH for an all-zero state, else the sha256 of its bytes."""
-    if all(not t.any() for t in _tensors(opt)):
-        return FRESH
-    return hashlib.sha256(state_bytes(opt)).digest()
+def is_fresh(opt: DemoOptimizer) -> bool:
+    return not any(t.any() for t in _tensors(opt))
 
 
 def reset_state(opt: DemoOptimizer) -> None:

@@ -39,6 +39,7 @@ from p2p.identity import Identity, verify
 VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024  # a RoundStart for 1024 members fits; libp2p drops gossip over 1 MiB
 KEY = 32
+FRESH_STATE = bytes(KEY)  # Commit.state_before of a node whose optimizer state is all zeros
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class Commit:
     size: int
     model_hash: bytes  # this node's model after the previous round
     loss: float
+    state_before: bytes  # sha256 of the optimizer state the payload was computed from (zeros: fresh)
+    state_after: bytes  # sha256 of the state after computing it; both served by hash for replay
 
 
 @dataclass(frozen=True)

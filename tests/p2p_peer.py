@@ -34,7 +34,17 @@ def main() -> None:
     threading.Thread(target=lambda: (sys.stdin.read(), host.close(), sys.exit(0)), daemon=True).start()
     fetched, deadline = {}, time.time() + args.lifetime
     while time.time() < deadline:
-        host.publish(Commit(round=0, payload_hash=digest, size=args.size, model_hash=bytes(32), loss=0.0))
+        host.publish(
+            Commit(
+                round=0,
+                payload_hash=digest,
+                size=args.size,
+                model_hash=bytes(32),
+                loss=0.0,
+                state_before=bytes(32),
+                state_after=bytes(32),
+            )
+        )
         while not host.received.empty():
             env = host.received.get()
             key = env.body.payload_hash.hex()

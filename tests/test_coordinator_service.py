@@ -16,7 +16,7 @@ from node.model import Llama, preset
 from optim import DemoOptimizer
 from p2p.host import Host
 from p2p.identity import Identity
-from p2p.messages import Commit, Heartbeat, Join, RoundEnd, RoundStart, RunInfo
+from p2p.messages import FRESH_STATE, Commit, Heartbeat, Join, RoundEnd, RoundStart, RunInfo
 from protocol.run_config import RoundsSection, RunConfig, RunSection
 from tests.chain_world import RUN_ID, SOL, World
 
@@ -98,7 +98,17 @@ def test_two_nodes_complete_a_round_and_it_is_recorded_on_chain(network):
     for i, host in enumerate(nodes):
         payload = distinct_payload(seed=i)
         digest = host.provide(payload)
-        host.publish(Commit(round=0, payload_hash=digest, size=len(payload), model_hash=H0, loss=2.5))
+        host.publish(
+            Commit(
+                round=0,
+                payload_hash=digest,
+                size=len(payload),
+                model_hash=H0,
+                loss=2.5,
+                state_before=FRESH_STATE,
+                state_after=H0,
+            )
+        )
     end = wait_for(nodes[0], RoundEnd)
     assert sorted(end.accepted) == sorted(h.identity.public_key for h in nodes)
     for host in nodes:

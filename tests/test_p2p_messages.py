@@ -23,7 +23,9 @@ H = bytes(32)
 
 
 def commit(round_=3):
-    return Commit(round=round_, payload_hash=H, size=1234, model_hash=H, loss=2.5)
+    return Commit(
+        round=round_, payload_hash=H, size=1234, model_hash=H, loss=2.5, state_before=H, state_after=H
+    )
 
 
 def test_keypair_file_round_trips_in_solana_keygen_format(tmp_path):

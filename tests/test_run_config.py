@@ -44,7 +44,7 @@ def test_dumps_round_trips():
         ("[optim]\nvalues = 'int4'", "optim.values"),
         ("[optim]\ntop_k = 4", "optim.top_k"),
         ("[optimizer]\ntopk = 4", "[optimizer]"),
-        ("[validation]\nmin_agreement = 0.9\nmax_agreement = 0.8", "validation.min_agreement"),
+        ("[validation]\nmin_match = 1.5", "validation.min_match"),
         ("[data]\nseq_len = 1", "data.seq_len"),
         ("rounds = 3", "[rounds] must be a table"),
         ("[rounds\n", "not valid TOML"),
