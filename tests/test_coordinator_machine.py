@@ -23,7 +23,7 @@ from coordinator.state import (
     State,
     VerdictSeen,
 )
-from p2p.messages import Recheck, RoundEnd, RoundStart
+from p2p.messages import FRESH_STATE, Recheck, RoundEnd, RoundStart
 from protocol.commitments import commitment_root
 from protocol.run_config import RoundsSection
 
@@ -431,3 +431,46 @@ def test_a_repeated_join_keeps_the_members_readiness():
     d = started()
     assert d.send(JoinRequest(A, ("/ip4/127.0.0.1/tcp/9",), H0)) == Outcome.IGNORED
     assert d.state.members[A].ready and d.state.members[A].addrs == ("/ip4/127.0.0.1/tcp/9",)
+
+
+S1, S2 = (bytes([0x60 + i]) * 32 for i in range(2))
+
+
+def commit_from(d, key, before, after):
+    r = d.state.round
+    return d.send(
+        CommitSeen(key, r.number, bytes([key[0] + 0x40]) * 32, 100, d.state.model_hash, 2.0, before, after)
+    )
+
+
+def test_an_accepted_payload_sets_the_state_its_member_must_start_the_next_round_from():
+    d = started()
+    commit_from(d, A, FRESH_STATE, S1), commit_from(d, B, FRESH_STATE, S2)
+    d.check(A), d.check(B)
+    assert d.state.states == {A: S1, B: S2}
+
+
+def test_a_commit_from_the_last_accepted_state_or_a_fresh_one_is_chained():
+    d = started(replace(CFG, rounds=3))
+    commit_from(d, A, FRESH_STATE, S1), commit_from(d, B, FRESH_STATE, S2)
+    d.check(A), d.check(B), d.report(A, H1), d.report(B, H1)
+    commit_from(d, A, S1, S2), commit_from(d, B, FRESH_STATE, S1)
+    d.check(A), d.check(B)
+    assert d.published(RoundEnd)[-1].accepted == [A, B]
+
+
+def test_a_commit_from_a_state_no_accepted_payload_left_is_penalized():
+    d = started()
+    commit_from(d, A, S1, S2), commit_from(d, B, FRESH_STATE, S2)
+    d.check(A), d.check(B)
+    (end,) = d.published(RoundEnd)
+    assert (end.accepted, end.penalized) == ([B], [A])
+
+
+def test_a_rejected_payload_leaves_its_members_state_where_it_was():
+    d = started(members=(A, B, C))
+    commit_from(d, A, FRESH_STATE, S1), commit_from(d, B, FRESH_STATE, S2)
+    d.at(60)  # C never commits; B's payload is never checked, so it is left out
+    d.check(A)
+    d.at(61 + CFG.verdict_timeout_s)
+    assert d.published(RoundEnd)[-1].rejected == [B] and d.state.states == {A: S1}

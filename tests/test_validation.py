@@ -1,4 +1,5 @@
-"""The sign-agreement score separates an honest payload from each dishonest kind."""
+"""Replay reproduces an honest contribution exactly and no dishonest one; the sign-agreement
+baseline separates them only once momentum has settled."""
 
 import copy
 
@@ -6,13 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from node import byzantine
 from node.data import TokenDataset, default_corpus
 from node.model import Llama, preset
 from node.tokenizer import ByteTokenizer
 from node.train import Trainer
-from node.validation import sign_agreement
+from node.validation import payload_match, replay, sign_agreement
 from optim import DemoConfig, DemoOptimizer
 from optim.codec import Payload, TensorPayload, decode, encode
+from optim.state import state_bytes
 
 ROUNDS = 30
 
@@ -96,3 +99,88 @@ def test_an_empty_payload_scores_zero_coefficients():
     )
     s = sign_agreement(empty, [None] * len(spec.tensors), spec)
     assert (s.coefficients, s.accept(0.5, 1.0)) == (0, False)
+
+
+REPLAY_ROUNDS = 6
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    """Two honest nodes and one training on other data (its payloads never applied), with every
+    round's payload and optimizer state before and after, and a validator's model and scratch
+    optimizer that follow the shared model."""
+    torch.manual_seed(0)
+    data = TokenDataset(default_corpus(ByteTokenizer()), seq_len=64, batch_seqs=2)
+    cfg = DemoConfig(topk=4, beta=0.99, precondition="adam")
+    models = [Llama(preset("tiny")) for _ in range(4)]
+    for m in models[1:]:
+        m.load_state_dict(models[0].state_dict())
+    opts = [DemoOptimizer(m.named_parameters(), cfg) for m in models]
+    trainers = [Trainer(m, data, 2, torch.device("cpu")) for m in models]
+    history = []
+    for r in range(REPLAY_ROUNDS):
+        record = {}
+        for i, name in enumerate(["n0", "n1", "other"]):
+            trainers[i].accumulate_gradients([10_000 + r] if name == "other" else [4 * r + i])
+            opts[i].step = r
+            before = state_bytes(opts[i])
+            payload = opts[i].compress()
+            record[name] = (payload, before, state_bytes(opts[i]))
+        history.append(record)
+        if r < REPLAY_ROUNDS - 1:
+            for o in opts:
+                o.apply({"n0": record["n0"][0], "n1": record["n1"][0]})
+    # the validator's model is models[3]: it applied the same payloads
+    return DemoOptimizer(models[3].named_parameters(), cfg), trainers[3], history
+
+
+def replayed(recorded, round_, target_batch, state_before):
+    scratch, validator, history = recorded
+    assert round_ == REPLAY_ROUNDS - 1  # the validator holds the last round's model
+    validator.accumulate_gradients([target_batch])
+    return replay(scratch, state_before, round_)
+
+
+def test_an_honest_round_replays_to_the_same_payload_and_state(recorded):
+    scratch, _, history = recorded
+    r = REPLAY_ROUNDS - 1
+    payload, before, after = history[r]["n0"]
+    out = replayed(recorded, r, 4 * r, before)
+    assert payload_match(decode(scratch.spec, payload), out.payload, scratch.spec) == 1.0
+    assert out.state_after == after
+
+
+@pytest.mark.parametrize("kind", ["other-data", "copy", "flip", "stale", "noise"])
+def test_a_dishonest_round_does_not_replay(recorded, kind):
+    scratch, _, history = recorded
+    r = REPLAY_ROUNDS - 1
+    payload, before, after = history[r]["n0"]
+    if kind == "other-data":
+        payload, before, after = history[r]["other"]
+    elif kind == "copy":
+        payload = history[r]["n1"][0]
+    elif kind == "flip":
+        payload = byzantine.flip(scratch.spec, payload)
+    elif kind == "stale":
+        payload = byzantine.restamp(scratch.spec, history[r - 3]["n0"][0], r)
+    else:
+        payload = byzantine.noise(scratch.spec, payload, seed=0)
+    out = replayed(recorded, r, 4 * r, before)
+    assert payload_match(decode(scratch.spec, payload), out.payload, scratch.spec) < 0.8
+    assert kind != "other-data" or out.state_after != after
+
+
+def test_payload_match_counts_coefficient_and_sign_pairs_over_the_larger_payload():
+    spec = DemoOptimizer(
+        torch.nn.Linear(4, 4, bias=False).named_parameters(), DemoConfig(chunk=4, topk=2)
+    ).spec
+
+    def payload(indices, signs):
+        chunks = np.arange(len(indices), dtype=np.int64)
+        return Payload(0, [TensorPayload(chunks, np.array(indices, np.int64), np.array(signs, float))])
+
+    sent = payload([[1, 2]], [[1.0, -1.0]])
+    assert payload_match(sent, sent, spec) == 1.0
+    assert payload_match(sent, payload([[1, 3]], [[1.0, -1.0]]), spec) == 0.5  # index 2 differs
+    assert payload_match(sent, payload([[1, 2]], [[1.0, 1.0]]), spec) == 0.5  # a sign differs
+    assert payload_match(sent, payload([], []), spec) == 0.0  # nothing sent where the replay sends
