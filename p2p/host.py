@@ -219,6 +219,11 @@ class Host:
         """Sign and publish on the run's topic; raises LocalError if libp2p refuses it."""
         self._call(self._publish_async, seal(self.identity, self.run, next(self._seq), message))
 
+    def publish_raw(self, data: bytes) -> None:
+        """Publish bytes as given, not sealed: what a hostile peer can send (the simulator's
+        hostile peer and tests use it to check that receivers refuse such gossip)."""
+        self._call(self._publish_async, data)
+
     async def _publish_async(self, data: bytes) -> None:
         wait = self._last_publish + self._publish_interval - trio.current_time()
         if wait > 0:

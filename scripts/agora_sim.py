@@ -6,6 +6,7 @@ and N `agora-node` processes with the tiny model on the stdlib corpus, and runs 
 
     agora-sim                                   # 4 nodes, 20 rounds
     agora-sim --nodes 4 --rounds 20 --kill 2@5 --join 3@10 --byzantine flip@1 --json
+    agora-sim --hostile                         # plus a peer sending hostile gossip all run long
 
 At the end it prints and writes (out/sim/summary.json, loss.png, bytes.png): loss per round,
 bytes per node per step against a dense bf16 gradient, model-hash agreement per round, lost
@@ -90,6 +91,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="ROUND",
         help="SIGKILL the coordinator after this many finalized rounds and restart it from its journal",
     )
+    p.add_argument(
+        "--hostile",
+        action="store_true",
+        help="add a peer that sends malformed, forged, replayed and non-member gossip all run long",
+    )
     p.add_argument("--rpc", help="use this Solana JSON-RPC endpoint instead of the embedded localnet")
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "sim.toml")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "sim")
@@ -118,6 +124,7 @@ class Sim:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "journal.jsonl").unlink(missing_ok=True)  # a new run, not a restart
         self.procs: dict[str, subprocess.Popen] = {}
+        self.killed: set[str] = set()  # processes the simulator killed on purpose
         self.server = None
         self.coordinator_cmd: list[str] = []
         self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -214,6 +221,9 @@ def run_sim(args: argparse.Namespace) -> dict:
             "--http", f"127.0.0.1:{http_port}", "--no-live", *(["-v"] if args.verbose else []),
         ]  # fmt: skip
         sim.spawn("coordinator", sim.coordinator_cmd)
+        if args.hostile:
+            hostile = [sys.executable, str(ROOT / "scripts" / "hostile_peer.py"), "--connect", coordinator]
+            sim.spawn("hostile", [*hostile, "--run", config.run.name, "--duration", str(args.timeout)])
         for i in range(args.nodes):
             if i not in args.joins:
                 sim.spawn(
@@ -221,6 +231,9 @@ def run_sim(args: argparse.Namespace) -> dict:
                     node_cmd(i, args.out, coordinator, rpc, config.run.name, args.byz.get(i), args.verbose),
                 )
         status = watch(sim, f"http://127.0.0.1:{http_port}/status.json", coordinator, rpc, config.run.name)
+        status["exited_early"] = sorted(
+            n for n, p in sim.procs.items() if p.poll() is not None and n not in sim.killed
+        )
         sim.stop_processes()
         return summarize(args, config, chain, nodes, status, run_id)
     finally:
@@ -231,7 +244,7 @@ def watch(sim: Sim, status_url: str, coordinator: str, rpc: str, run: str) -> di
     """Poll the coordinator's status until the run finishes, killing and starting nodes on cue."""
     args, status = sim.args, {}
     deadline = time.monotonic() + args.timeout
-    killed, joined, restarted = set(), set(), False
+    joined, restarted = set(), False
     with Progress(console=console, transient=not console.is_terminal) as progress:
         task = progress.add_task("rounds", total=args.rounds)
         while time.monotonic() < deadline:
@@ -260,9 +273,10 @@ def watch(sim: Sim, status_url: str, coordinator: str, rpc: str, run: str) -> di
                 description=f"round {status['round']} [{status['phase']}] loss {status['loss']}",
             )
             for node, at in args.kills.items():
-                if node not in killed and status["round"] >= at and status["phase"] == "training":
-                    sim.procs[f"node-{node}"].kill()
-                    killed.add(node)
+                name = f"node-{node}"
+                if name not in sim.killed and status["round"] >= at and status["phase"] == "training":
+                    sim.procs[name].kill()
+                    sim.killed.add(name)
             for node, at in args.joins.items():
                 if node not in joined and status["finalized_rounds"] >= at:
                     sim.spawn(
@@ -335,8 +349,15 @@ def summarize(args, config, chain: AgoraClient, nodes: list[Keypair], status: di
         "batches_carried_over_at_end": len(state.carry_over),
         "penalized_rounds": {k: v for k, v in penalized.items() if v},
         "chain_points_match_coordinator": all(m["points"] == m["expected_points"] for m in members),
+        "processes_exited_early": status["exited_early"],  # crashed: none expected
         "members": members,
     }
+    if args.hostile:
+        summary["hostile_peer"] = {
+            "rejected_messages": status.get("rejected_messages", {}),
+            "refused_joins": status.get("refused_joins", {}),
+            "event_outcomes": status.get("event_outcomes", {}),
+        }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot(summary, args.out)
     return summary

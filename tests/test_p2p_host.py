@@ -61,11 +61,6 @@ def publish_until_received(sender, receiver, message, timeout=15.0):
     raise AssertionError("message never arrived")
 
 
-def raw_publish(host, data: bytes):
-    """Publish bytes that did not go through seal(): what a hostile peer can do."""
-    host._call(host._pubsub.publish, host.topic, data)
-
-
 def test_peer_id_is_derived_from_the_keypair(hosts):
     a, _ = hosts(2)
     assert a.peer_id == a._host.get_id().to_string()  # libp2p's own id for the same ed25519 key
@@ -96,7 +91,7 @@ def test_unsigned_wrongly_signed_and_replayed_gossip_is_rejected_and_counted(hos
     forged = msgpack.unpackb(good)
     forged["from"] = Identity.generate().public_key
     for data in (b"not a message", msgpack.packb(forged), good, good, b"\x00" * (300 * 1024)):
-        raw_publish(b, data)
+        b.publish_raw(data)
     assert wait_for(lambda: sum(a.inbox.rejected.values()) >= 3)
     assert a.inbox.rejected["malformed"] == 1 and a.inbox.rejected["bad_signature"] == 1
     assert a.inbox.rejected["replayed"] == 1

@@ -60,6 +60,17 @@ def test_a_byzantine_node_is_penalized_within_two_rounds_and_no_honest_one_is(tm
     assert losses[-1] < losses[0]
 
 
+def test_a_hostile_peer_is_ignored_and_nothing_crashes(tmp_path):
+    s = sim(tmp_path, "--nodes", "3", "--rounds", "5", "--hostile")
+    rejected = s["hostile_peer"]["rejected_messages"]
+    assert all(
+        rejected.get(reason, 0) > 0 for reason in ("malformed", "bad_signature", "replayed", "wrong_run")
+    )
+    assert s["hostile_peer"]["refused_joins"].get("not a member on chain", 0) > 0
+    assert s["processes_exited_early"] == [] and s["penalized_rounds"] == {} and s["lost_batches"] == 0
+    assert all(s["model_hash_agreement"].values()) and s["chain_points_match_coordinator"]
+
+
 def test_a_restarted_coordinator_records_no_round_twice(tmp_path):
     s = sim(tmp_path, "--nodes", "3", "--rounds", "8", "--restart-coordinator", "3")
     recorded = s["rounds_recorded_on_chain"]

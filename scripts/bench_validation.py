@@ -1,0 +1,197 @@
+"""Detection and false-positive rates of the validators' check, per dishonest kind: replay (the
+verdict nodes give) side by side with the sign-agreement baseline it replaced.
+
+Runs the sim's training (configs/sim.toml: tiny model, stdlib corpus, Adam-preconditioned DeMo)
+in one process with 4 honest replicas for --rounds rounds per --seeds seed. Every round, every
+honest contribution is checked (false positives), and so is each dishonest one made for
+replica 0's slot: trained on other data (a shadow replica with its own momentum that applies
+the honest aggregate but whose payloads are never applied), replica 1's payload copied exactly
+and with 10% of its signs flipped, its own payload sign-flipped, random noise, and its payload
+from 3 rounds earlier. A check flags when replay's payload match is below validation.min_match
+or its state drift above validation.max_state_drift, or when sign agreement is outside
+[0.75, 0.999] (the band nodes used before replay).
+
+    python scripts/bench_validation.py --seeds 3 --rounds 20 --plot docs/img/bench_validation.png
+"""
+
+import argparse
+import copy
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from node import byzantine  # noqa: E402
+from node.model import Llama  # noqa: E402
+from node.runtime import build_data  # noqa: E402
+from node.train import Trainer  # noqa: E402
+from node.validation import payload_match, replay, sign_agreement  # noqa: E402
+from optim import DemoOptimizer, TensorPayload, decode, encode  # noqa: E402
+from optim.state import state_bytes, state_drift  # noqa: E402
+from protocol.assignment import assign_batches, round_batch_ids  # noqa: E402
+from protocol.model_config import preset  # noqa: E402
+from protocol.run_config import RunConfig, load  # noqa: E402
+from scripts.plotting import save_png, subplots  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SIGN_BAND = (0.75, 0.999)
+KINDS = ("honest", "other-data", "copy", "copy+noise", "flip", "noise", "stale")
+NODES = 4
+
+
+def noisy_copy(spec, payload: bytes, seed: int) -> bytes:
+    p, rng = decode(spec, payload), np.random.default_rng(seed)
+    tensors = [
+        TensorPayload(t.chunks, t.indices, np.where(rng.random(t.values.shape) < 0.1, -t.values, t.values))
+        for t in p.tensors
+    ]
+    return encode(spec, p.step, tensors)
+
+
+class Run:
+    """NODES honest replicas plus an other-data shadow, and a validator following the model."""
+
+    def __init__(self, cfg: RunConfig, rounds: int, seed: int):
+        self.cfg, self.seed = cfg, seed
+        base = Llama(preset(cfg.model.preset), seed=seed)
+        data = build_data(cfg)
+        self.models = [copy.deepcopy(base) for _ in range(NODES + 2)]  # + shadow + validator
+        self.opts = [DemoOptimizer(m.named_parameters(), cfg.optim.demo_config(rounds)) for m in self.models]
+        self.trainers = [Trainer(m, data, 4, torch.device("cpu")) for m in self.models]
+        self.spec = self.opts[0].spec
+        self.history: list[dict] = []
+
+    def round(self, r: int) -> list[tuple[str, float, float, float]]:
+        """(kind, replay match, state drift, sign agreement) of every contribution checked."""
+        ids = [f"n{i}" for i in range(NODES)]
+        batches = assign_batches(self.seed * 1000 + r, ids, round_batch_ids(r, self.cfg.rounds.global_batch))
+        batches["shadow"] = [b + byzantine.OTHER_DATA_OFFSET for b in batches["n0"]]
+        sent = {}
+        for name, trainer, opt in zip([*ids, "shadow"], self.trainers, self.opts):
+            trainer.accumulate_gradients(batches[name])
+            opt.step = r
+            before = state_bytes(opt)
+            sent[name] = (opt.compress(), before, state_bytes(opt))
+        self.history.append(sent)
+        checks = [("honest", sent[n], batches[n]) for n in ids]
+        own, before, after = sent["n0"]
+        dishonest = {
+            "other-data": sent["shadow"][0],
+            "copy": sent["n1"][0],
+            "copy+noise": noisy_copy(self.spec, sent["n1"][0], r),
+            "flip": byzantine.flip(self.spec, own),
+            "noise": byzantine.noise(self.spec, own, r),
+        }
+        if r >= byzantine.STALE_ROUNDS:
+            dishonest["stale"] = byzantine.restamp(self.spec, self.history[-4]["n0"][0], r)
+        for kind, payload in dishonest.items():
+            states = sent["shadow"][1:] if kind == "other-data" else (before, after)
+            checks.append((kind, (payload, *states), batches["n0"]))
+        rows = [(kind, *self._check(r, *sent_, target)) for kind, sent_, target in checks]
+        for opt in self.opts:
+            opt.apply({n: sent[n][0] for n in ids})
+        return rows
+
+    def _check(self, r: int, payload: bytes, before: bytes, after: bytes, target_batches) -> tuple:
+        validator, scratch = self.trainers[-1], self.opts[-1]
+        validator.accumulate_gradients(target_batches)
+        p = decode(self.spec, payload)
+        agreement = sign_agreement(p, [q.grad for q in validator.model.parameters()], self.spec).agreement
+        out = replay(scratch, before, r)
+        match = payload_match(p, out.payload, self.spec)
+        drift = 0.0 if out.state_after == after else state_drift(scratch, out.state_after, after)
+        return match, drift, agreement
+
+
+def measure(cfg: RunConfig, seeds: int, rounds: int) -> dict[str, list[tuple[int, float, float, float]]]:
+    scores = defaultdict(list)
+    for seed in range(seeds):
+        run = Run(cfg, rounds, seed)
+        for r in track(
+            range(rounds), description=f"seed {seed}", transient=True, console=Console(stderr=True)
+        ):
+            for kind, match, drift, agreement in run.round(r):
+                scores[kind].append((r, match, drift, agreement))
+    return scores
+
+
+def summarize(cfg: RunConfig, scores) -> list[dict]:
+    v = cfg.validation
+    rows = []
+    for kind in KINDS:
+        s = np.array(scores[kind])
+        replay_flag = (s[:, 1] < v.min_match) | (s[:, 2] > v.max_state_drift)
+        sign_flag = (s[:, 3] < SIGN_BAND[0]) | (s[:, 3] > SIGN_BAND[1])
+        early = s[:, 0] < 5
+        rows.append(
+            {
+                "kind": kind,
+                "checks": len(s),
+                "replay_flagged": float(replay_flag.mean()),
+                "sign_flagged": float(sign_flag.mean()),
+                "sign_flagged_rounds_0_4": float(sign_flag[early].mean()),
+                "match_min": float(s[:, 1].min()),
+                "match_max": float(s[:, 1].max()),
+                "drift_min": float(s[:, 2].min()),
+                "agreement_mean": float(s[:, 3].mean()),
+            }
+        )
+    return rows
+
+
+def plot(scores, path: Path) -> None:
+    fig, (a, b) = subplots(1, 2, figsize=(11, 4))
+    for kind in KINDS:
+        s = np.array(scores[kind])
+        a.scatter(s[:, 0], s[:, 1], s=8, label=kind)
+        b.scatter(s[:, 0], s[:, 3], s=8, label=kind)
+    a.set(title="replay: payload match", xlabel="round", ylabel="match")
+    b.set(title="baseline: sign agreement", xlabel="round", ylabel="agreement")
+    b.axhspan(*SIGN_BAND, color="green", alpha=0.1)
+    a.legend(fontsize=7)
+    save_png(fig, path)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "sim.toml")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--plot", type=Path)
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
+    args = ap.parse_args(argv)
+    torch.use_deterministic_algorithms(True)
+    cfg = load(args.config)
+    scores = measure(cfg, args.seeds, args.rounds)
+    rows = summarize(cfg, scores)
+    if args.plot:
+        plot(scores, args.plot)
+    if args.json:
+        print(json.dumps({"rows": rows}))
+        return
+    table = Table(title=f"flagged share per kind ({args.seeds} seeds x {args.rounds} rounds)")
+    for col in ("kind", "checks", "replay", "sign band", "sign, rounds 0-4", "match range", "min drift"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["kind"],
+            str(r["checks"]),
+            f"{r['replay_flagged']:.1%}",
+            f"{r['sign_flagged']:.1%}",
+            f"{r['sign_flagged_rounds_0_4']:.1%}",
+            f"{r['match_min']:.3f}-{r['match_max']:.3f}",
+            f"{r['drift_min']:.2g}",
+        )
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
