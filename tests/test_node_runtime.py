@@ -1,0 +1,75 @@
+"""The node keeps a round's optimizer state only when its payload counted, and commits to it."""
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from node.runtime import NodeRuntime, RoundWork
+from optim.state import is_fresh, state_bytes
+from p2p.host import Host
+from p2p.identity import Identity
+from p2p.messages import FRESH_STATE, Commit, RoundEnd, RoundStart
+from protocol.run_config import load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def node(tmp_path):
+    config = load(ROOT / "configs" / "sim.toml")
+    host = Host(Identity.from_seed(b"\x05" * 32), config.run.name).start()
+    runtime = NodeRuntime(config, host, tmp_path, torch.device("cpu"))
+    published = []
+    runtime._publish = published.append
+    yield runtime, published
+    runtime.close()
+    host.close()
+
+
+def round_work(runtime, number):
+    me = runtime.me
+    start = RoundStart(number, number, number, [me], {me: [number]}, {}, time.time() + 60, runtime.hash)
+    return RoundWork(start)
+
+
+def train(runtime, published, number):
+    work = round_work(runtime, number)
+    runtime._train(work)
+    return work, published[-1]
+
+
+def test_a_first_commit_starts_from_the_fresh_state_and_names_the_state_after(node):
+    runtime, published = node
+    work, commit = train(runtime, published, 0)
+    assert isinstance(commit, Commit) and commit.state_before == FRESH_STATE
+    assert runtime.host.blobs.has(commit.state_after) and commit.state_after != FRESH_STATE
+
+
+def test_an_accepted_round_keeps_its_state_and_the_next_commit_starts_from_it(node):
+    runtime, published = node
+    work, commit = train(runtime, published, 1)
+    runtime._settle_state(work, RoundEnd(1, [runtime.me], [], []))
+    _, nxt = train(runtime, published, 2)
+    assert nxt.state_before == commit.state_after
+
+
+def test_a_rejected_round_restores_the_state_before_it(node):
+    runtime, published = node
+    first, _ = train(runtime, published, 2)
+    runtime._settle_state(first, RoundEnd(2, [runtime.me], [], []))
+    before = state_bytes(runtime.optimizer)
+    work, _ = train(runtime, published, 3)
+    assert state_bytes(runtime.optimizer) != before
+    runtime._settle_state(work, RoundEnd(3, [], [runtime.me], []))
+    assert state_bytes(runtime.optimizer) == before
+
+
+def test_a_round_whose_end_never_came_is_followed_by_a_fresh_state(node):
+    runtime, published = node
+    first, _ = train(runtime, published, 3)
+    runtime._settle_state(first, RoundEnd(3, [runtime.me], [], []))
+    train(runtime, published, 4)  # RoundEnd 4 never arrives
+    _, commit = train(runtime, published, 5)
+    assert commit.state_before == FRESH_STATE and not is_fresh(runtime.optimizer)
