@@ -16,6 +16,7 @@ Receivers must refuse or ignore every one; the run must finish as if it were not
 import argparse
 import hashlib
 import itertools
+import socket
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,21 @@ class Hostile:
         ]
 
 
+def wait_listening(addr: str, attempts: int) -> None:
+    """Wait (once a second) until the run's TCP port accepts connections: libp2p remembers a
+    failed dial for a while, so dialling a peer that is still starting fails for longer."""
+    parts = addr.split("/")
+    host, port = parts[2], int(parts[4])
+    for attempt in range(attempts):
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--connect", required=True, help="a multiaddr in the run's gossip (the coordinator's)")
@@ -98,6 +114,7 @@ def main(argv=None) -> None:
     host = Host(Identity.generate(), args.run).start()
     sent = 0
     try:
+        wait_listening(args.connect, attempts=60)
         host.connect(args.connect)
         hostile = Hostile(host, args.run)
         end = time.monotonic() + args.duration
