@@ -8,14 +8,11 @@ payloads trained on other data do not, from the first round on. The sign-agreeme
 needs no state but cannot separate other-data payloads early in training; it stays as the
 baseline that scripts/bench_validation.py measures replay against.
 
-Sign agreement: a validator holds the same model as the target at the start of the round, recomputes the
-gradient on the target's own assigned batches, and asks how often the payload's 1-bit signs
-agree with the signs of that gradient's DCT coefficients at the payload's own positions
-(../shared/notes/validation.md). Honest payloads agree despite momentum (~0.93-0.98 once it has
-settled); noise, copies, other data and stale payloads sit near 0.5, sign-flipped ones near 0,
-and a "lazy" payload (top-k of the current gradient, no momentum) at exactly 1.0, so the band
-is two-sided. Preconditioning scales each element before the momentum; signs of the scaled
-gradient's DCT need not match the raw gradient's everywhere, which the band absorbs.
+Sign agreement asks how often the payload's 1-bit signs agree with the signs of the
+recomputed gradient's DCT coefficients at the payload's own positions
+(../shared/notes/validation.md): honest ~0.93-0.98 once momentum has settled; noise, copies,
+other data and stale payloads near 0.5, sign-flipped ones near 0, a "lazy" payload (top-k of
+the current gradient, no momentum) exactly 1.0.
 
 Structural problems (hash, decode) never reach here: the payload was decoded strictly first.
 """

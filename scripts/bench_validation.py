@@ -190,7 +190,7 @@ def main(argv=None) -> None:
             f"{r['match_min']:.3f}-{r['match_max']:.3f}",
             f"{r['drift_min']:.2g}",
         )
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":

@@ -84,3 +84,31 @@ def test_record_round_for_1024_members_fits_one_transaction_and_the_compute_budg
     assert big["compute_units"] <= 200_000 and big["tx_bytes"] <= 1232
     for name in ("update_run", "authorize_node", "join (permissioned)", "leave", "withdraw_stake"):
         assert by_name[name]["compute_units"] <= 5_000, name
+
+
+def test_validation_benchmark_flags_every_dishonest_contribution_and_no_honest_one():
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts/bench_validation.py"),
+            "--seeds",
+            "1",
+            "--rounds",
+            "4",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    flagged = {r["kind"]: r["replay_flagged"] for r in json.loads(out.stdout)["rows"]}
+    assert flagged == {
+        "honest": 0.0,
+        "other-data": 1.0,
+        "copy": 1.0,
+        "copy+noise": 1.0,
+        "flip": 1.0,
+        "noise": 1.0,
+        "stale": 1.0,
+    }
