@@ -281,18 +281,19 @@ class NodeRuntime:
             return
         work.own_payload = payload
         self.own_history.append(payload)
-        work.served = [self.host.provide(payload), self.host.provide(state_bytes(self.optimizer))]
-        if work.state_before is not None:
-            work.served.append(self.host.provide(work.state_before))
+        payload_hash = self.host.provide(payload)
+        after = self.host.provide(state_bytes(self.optimizer))
+        before = FRESH_STATE if work.state_before is None else self.host.provide(work.state_before)
+        work.served = [payload_hash, after, before]
         self._publish(
             Commit(
                 round=rs.round,
-                payload_hash=work.served[0],
+                payload_hash=payload_hash,
                 size=len(payload),
                 model_hash=rs.model_hash,
                 loss=result.loss,
-                state_before=FRESH_STATE if work.state_before is None else work.served[2],
-                state_after=work.served[1],
+                state_before=before,
+                state_after=after,
             )
         )
         self.progress.loss, self.progress.payload_bytes = result.loss, len(payload)

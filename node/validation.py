@@ -37,9 +37,6 @@ class Score:
     agreement: float  # fraction of the payload's coefficients whose sign matches
     coefficients: int  # how many were compared
 
-    def accept(self, low: float, high: float) -> bool:
-        return self.coefficients > 0 and low <= self.agreement <= high
-
 
 @torch.no_grad()
 def sign_agreement(payload: Payload, grads: Sequence[torch.Tensor | None], spec: ParamSpec) -> Score:

@@ -98,7 +98,7 @@ def test_an_empty_payload_scores_zero_coefficients():
         ],
     )
     s = sign_agreement(empty, [None] * len(spec.tensors), spec)
-    assert (s.coefficients, s.accept(0.5, 1.0)) == (0, False)
+    assert (s.coefficients, s.agreement) == (0, 0.0)
 
 
 REPLAY_ROUNDS = 6
