@@ -194,6 +194,7 @@ class Host:
         threading.Thread(target=dial, name="dial", daemon=True).start()
 
     async def _connect_async(self, info, timeout: float) -> None:
+        workarounds.allow_redial(self._host, info.peer_id)
         try:
             with trio.fail_after(timeout):
                 await self._host.connect(info)

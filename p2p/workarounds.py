@@ -16,6 +16,10 @@ it relies on, so the workaround can then be re-examined rather than silently kep
    messages (p2p.messages.MAX_MESSAGE_BYTES); payloads go through the blob protocol.
 6. `read_exactly` gives up after 100 reads of one yamux frame each: the blob protocol reads
    with its own loop (host.py `_read_exactly`).
+7. A peer whose every address failed once is refused without dialling for 60 s (the swarm's
+   negative cache), so a node started before its coordinator listens, or retrying after an
+   outage, keeps failing for a minute after the peer is back: an explicit `Host.connect` first
+   takes the peer out of that cache (`allow_redial`).
 """
 
 import logging
@@ -30,6 +34,12 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 log = logging.getLogger(__name__)
+
+
+def allow_redial(host, peer_id) -> None:
+    """Take `peer_id` out of the swarm's negative dial cache (workaround 7)."""
+    host.get_network().unblock_peer(peer_id)
+
 
 GOSSIP_PROTOCOL = TProtocol("/meshsub/1.1.0")
 PUBLISH_RATE = 8.0  # our own messages per second per topic

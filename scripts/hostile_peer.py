@@ -16,7 +16,6 @@ Receivers must refuse or ignore every one; the run must finish as if it were not
 import argparse
 import hashlib
 import itertools
-import socket
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from p2p.errors import LocalError  # noqa: E402
+from p2p.errors import LocalError, PeerUnreachable  # noqa: E402
 from p2p.host import Host  # noqa: E402
 from p2p.identity import Identity  # noqa: E402
 from p2p.messages import (  # noqa: E402
@@ -89,16 +88,13 @@ class Hostile:
         ]
 
 
-def wait_listening(addr: str, attempts: int) -> None:
-    """Wait (once a second) until the run's TCP port accepts connections: libp2p remembers a
-    failed dial for a while, so dialling a peer that is still starting fails for longer."""
-    parts = addr.split("/")
-    host, port = parts[2], int(parts[4])
+def connect(host: Host, addr: str, attempts: int) -> None:
+    """Dial the run, which may not be listening yet, once a second."""
     for attempt in range(attempts):
         try:
-            socket.create_connection((host, port), timeout=1.0).close()
+            host.connect(addr)
             return
-        except OSError:
+        except PeerUnreachable:
             if attempt == attempts - 1:
                 raise
             time.sleep(1.0)
@@ -114,8 +110,7 @@ def main(argv=None) -> None:
     host = Host(Identity.generate(), args.run).start()
     sent = 0
     try:
-        wait_listening(args.connect, attempts=60)
-        host.connect(args.connect)
+        connect(host, args.connect, attempts=60)
         hostile = Hostile(host, args.run)
         end = time.monotonic() + args.duration
         while time.monotonic() < end:

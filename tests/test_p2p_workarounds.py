@@ -2,6 +2,7 @@
 on. If one fails after an upgrade, re-examine the workaround rather than the test."""
 
 import inspect
+import socket
 
 import multiaddr
 import pytest
@@ -15,13 +16,20 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 
 from p2p import workarounds
-from p2p.host import Host
+from p2p.errors import PeerUnreachable
+from p2p.host import Host, peer_id_of
 from p2p.identity import Identity
 from p2p.messages import MAX_MESSAGE_BYTES
 
 
 def defaults(fn) -> dict:
     return {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_default_host_still_offers_plaintext_so_we_offer_noise_only():
@@ -75,3 +83,20 @@ def test_gossip_messages_stay_well_under_the_rpc_size_limit():
 def test_read_exactly_still_gives_up_after_a_fixed_number_of_reads():
     assert DEFAULT_RETRY_READ_COUNT == 100
     assert "retry_count" in inspect.signature(read_exactly).parameters
+
+
+def test_a_peer_that_was_not_listening_yet_can_be_dialled_as_soon_as_it_is():
+    port = free_port()
+    identity = Identity.generate()
+    addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_of(identity.public_key)}"
+    dialler = Host(Identity.generate(), "r").start()
+    try:
+        with pytest.raises(PeerUnreachable):
+            dialler.connect(addr, timeout=5)  # marks the peer failed in libp2p's negative cache
+        late = Host(identity, "r", listen=f"/ip4/127.0.0.1/tcp/{port}").start()
+        try:
+            assert dialler.connect(addr, timeout=5) == late.peer_id
+        finally:
+            late.close()
+    finally:
+        dialler.close()

@@ -31,7 +31,7 @@ def test_four_nodes_twenty_rounds(tmp_path):
     assert losses[-1] < losses[0]
     assert all(s["model_hash_agreement"].values()) and len(s["model_hash_agreement"]) == 20
     assert s["chain_points_match_coordinator"]
-    assert all(m["tokens"] == m["points"] for m in s["members"])
+    assert all(m["tokens"] == m["points"] > 0 for m in s["members"])  # every node took part
     assert (tmp_path / "out" / "loss.png").stat().st_size > 0
 
 
