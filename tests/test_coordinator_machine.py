@@ -345,6 +345,7 @@ def test_random_event_sequences_keep_the_invariants(seq):
     d = Driver(
         replace(CFG, validation_rate=0.5, rounds=50, heartbeat_timeout_s=200, weight_by_throughput=True)
     )
+    chained = {}  # (round, key) -> (started from an allowed state, state after)
     for kind, i, dt in seq:
         k, s = KEYS[i], d.state
         r = s.round
@@ -355,7 +356,11 @@ def test_random_event_sequences_keep_the_invariants(seq):
         elif kind == "beat_bad":
             d.report(k, H2)
         elif kind == "commit" and r is not None:
-            d.send(CommitSeen(k, r.number, bytes([i + 1]) * 32, 10, s.model_hash, 1.0))
+            before = (FRESH_STATE, s.states.get(k, FRESH_STATE), H2)[dt % 3]  # H2: from no accepted state
+            after = bytes([r.number % 256, i]) * 16
+            e = CommitSeen(k, r.number, bytes([i + 1]) * 32, 10, s.model_hash, 1.0, before, after)
+            if d.send(e) == Outcome.APPLIED:
+                chained[(r.number, k)] = before in (FRESH_STATE, s.states.get(k)), after
         elif kind in ("check", "bad_check") and r is not None:
             d.send(PayloadChecked(k, r.number, kind == "check"))
         elif kind == "verdict" and r is not None and r.validators:
@@ -369,11 +374,17 @@ def test_random_event_sequences_keep_the_invariants(seq):
             d.send(ResumeRequest())
         elif kind == "time":
             d.at(d.now + dt)
-        _check_invariants(d)
+        _check_invariants(d, chained)
 
 
-def _check_invariants(d):
+def _check_invariants(d, chained):
     s = d.state
+    last_accepted = {}
+    for rec in d.records():
+        for k in rec.contributed:
+            assert chained[(rec.round, k)][0], "a commit from a state no accepted payload left was accepted"
+            last_accepted[k] = chained[(rec.round, k)][1]
+    assert s.states == last_accepted, "a member's state moved without an accepted payload"
     rounds = [rec.round for rec in d.records()]
     assert rounds == sorted(set(rounds)), "a round was finalized twice"
     assert s.finalized_rounds == len(rounds)
