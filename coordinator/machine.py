@@ -15,8 +15,8 @@ Every batch handed out is, when its round ends, either counted as accepted or ca
 be handed out first in the next round: none is skipped. A round is finalized once: the only way
 out of FINALIZE is `_finalize`, which also moves the phase. Each member's optimizer state hash
 advances only with its accepted payloads (`State.states`), so a commit must start from that
-state or a fresh one: validators replay from the state a commit names, and this keeps momentum
-that no validator could replay out of the run.
+state or a fresh one: validators replay from the state a commit names, and this keeps a node
+from swapping in a different state between rounds.
 """
 
 from __future__ import annotations
