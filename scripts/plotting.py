@@ -14,6 +14,10 @@ def subplots(*args, **kwargs):
 
 
 def save_png(fig, path: Path) -> None:
+    """Write the figure and close it (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
+    plt.close(fig)
