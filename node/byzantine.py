@@ -1,12 +1,14 @@
-"""Dishonest payloads, for the simulator's `--byzantine KIND@NODE` and the validation tests.
+"""Dishonest nodes, for the simulator's `--byzantine KIND@NODE` and the validation tests.
 
-Each kind turns what an honest node would send into what a cheating one sends instead:
+Each payload kind turns what an honest node would send into what a cheating one sends instead:
 - noise: random indices and signs, the honest payload's size (costs nothing to make);
 - copy: another member's payload of the same round, claimed as its own;
 - flip: the honest payload with every sign flipped;
 - other-data: trained on batches it was not assigned (the runtime swaps the batch ids);
 - stale: its own payload from 3 rounds earlier, re-stamped for this step;
 - malformed: bytes that do not decode.
+And one lying validator:
+- liar: sends honest payloads but rejects every contribution it is asked to check.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from optim.codec import TensorPayload, decode, encode
 from optim.spec import ParamSpec
 
-KINDS = ("noise", "copy", "flip", "other-data", "stale", "malformed")
+KINDS = ("noise", "copy", "flip", "other-data", "stale", "malformed", "liar")
 STALE_ROUNDS = 3
 OTHER_DATA_OFFSET = 1_000_000  # batch ids this far past the assigned ones
 

@@ -300,7 +300,7 @@ class NodeRuntime:
 
     def _dishonest(self, work: RoundWork, payload: bytes) -> bytes | None:
         spec, kind = self.optimizer.spec, self.byzantine
-        if kind in (None, "other-data"):
+        if kind in (None, "other-data", "liar"):
             return payload
         if kind == "flip":
             return byzantine.flip(spec, payload)
@@ -335,7 +335,7 @@ class NodeRuntime:
             return
         match, drift = self._replay(work, target, commit, sent)
         v = self.config.validation
-        accept = match >= v.min_match and drift <= v.max_state_drift
+        accept = match >= v.min_match and drift <= v.max_state_drift and self.byzantine != "liar"
         if not accept:
             log.info("%s failed replay: match %.3f, state drift %.2g", target.hex()[:8], match, drift)
         self._publish(Verdict(round=rs.round, target=target, accept=accept, score=match))

@@ -49,7 +49,7 @@ def test_a_node_joining_at_round_ten_enters_with_the_same_model(tmp_path):
 
 @pytest.mark.parametrize(
     "kind",
-    ["noise", "copy", "flip", "other-data", "stale", "malformed"],
+    ["noise", "copy", "flip", "other-data", "stale", "malformed", "liar"],
 )
 def test_a_byzantine_node_is_penalized_within_two_rounds_and_no_honest_one_is(tmp_path, kind):
     s = sim(tmp_path, "--nodes", "4", "--rounds", "6", "--byzantine", f"{kind}@1", validation_rate=1.0)
