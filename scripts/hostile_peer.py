@@ -61,30 +61,23 @@ class Hostile:
     def commit(self) -> Commit:
         return Commit(self.round, FAKE, 1000, FAKE, 0.1, FRESH_STATE, FAKE)
 
+    def sealed(self, message, run: str | None = None) -> bytes:
+        return seal(self.host.identity, run or self.run, next(self.seq), message)
+
     def attacks(self) -> list[tuple[str, bytes]]:
-        forged = msgpack.unpackb(
-            seal(self.host.identity, self.run, next(self.seq), RoundEnd(self.round, [], self.members, []))
-        )
+        forged = msgpack.unpackb(self.sealed(RoundEnd(self.round, [], self.members, [])))
         forged["from"] = self.coordinator or FAKE
-        replayed = seal(self.host.identity, self.run, next(self.seq), self.commit())
+        replayed = self.sealed(self.commit())
         return [
             ("malformed", b"\x93not a message"),
             ("oversized", b"\x00" * (MAX_MESSAGE_BYTES + 1)),
             ("forged RoundEnd", msgpack.packb(forged)),
             ("replayed Commit", replayed),
             ("replayed Commit", replayed),
-            ("other run", seal(self.host.identity, self.run + "-other", next(self.seq), self.commit())),
-            ("non-member Join", seal(self.host.identity, self.run, next(self.seq), Join(self.host.addrs))),
-            ("non-member Commit", seal(self.host.identity, self.run, next(self.seq), self.commit())),
-            (
-                "non-member Verdict",
-                seal(
-                    self.host.identity,
-                    self.run,
-                    next(self.seq),
-                    Verdict(self.round, self.members[0], False, 0.0),
-                ),
-            ),
+            ("other run", self.sealed(self.commit(), run=self.run + "-other")),
+            ("non-member Join", self.sealed(Join(self.host.addrs))),
+            ("non-member Commit", self.sealed(self.commit())),
+            ("non-member Verdict", self.sealed(Verdict(self.round, self.members[0], False, 0.0))),
         ]
 
 
