@@ -83,6 +83,7 @@ class Metrics:
     outcomes: Counter = field(default_factory=Counter)
     removed: Counter = field(default_factory=Counter)
     refused_joins: Counter = field(default_factory=Counter)
+    checks: Counter = field(default_factory=Counter)  # what validation found, by result
     payload_bytes: list[int] = field(default_factory=list)
     losses: dict[int, float] = field(default_factory=dict)  # round -> mean accepted loss
     penalties: int = 0
@@ -212,6 +213,8 @@ class CoordinatorService:
         result = self.journal.step(event, self.clock())
         if event is not None:
             self.metrics.outcomes[result.outcome.value] += 1
+            if result.outcome == Outcome.APPLIED:
+                self._count_check(event)
         for effect in result.effects:
             if isinstance(effect, Publish):
                 self._publish(effect.message)
@@ -221,6 +224,17 @@ class CoordinatorService:
                 self.metrics.removed[effect.reason] += 1
                 log.info("removed %s: %s", effect.key.hex()[:8], effect.reason)
         return result
+
+    def _count_check(self, event: Event) -> None:
+        checks, r = self.metrics.checks, self.state.round
+        if isinstance(event, VerdictSeen):
+            checks["replay accepted" if event.accept else "replay rejected"] += 1
+        elif isinstance(event, PayloadChecked) and not event.ok:
+            checks["payload invalid"] += 1
+        elif isinstance(event, CommitSeen) and r is not None:
+            commit = r.commits.get(event.key)
+            if commit is not None and not commit.chained:
+                checks["state chain broken"] += 1
 
     def _record(self, record: RecordRound) -> None:
         self.metrics.penalties += len(record.penalized)
@@ -297,5 +311,6 @@ def snapshot(service: CoordinatorService) -> dict:
         "event_outcomes": dict(m.outcomes),
         "removed": dict(m.removed),
         "refused_joins": dict(m.refused_joins),
+        "checks": dict(m.checks),
         "rejected_messages": {str(k): v for k, v in service.host.inbox.rejected.items()},
     }

@@ -25,6 +25,7 @@ COUNTERS = (
     ("event_outcomes", "agora_events_total", "outcome"),
     ("removed", "agora_removed_total", "reason"),
     ("refused_joins", "agora_refused_joins_total", "reason"),
+    ("checks", "agora_checks_total", "result"),
     ("rejected_messages", "agora_rejected_messages_total", "reason"),
 )
 

@@ -121,6 +121,22 @@ def test_two_nodes_complete_a_round_and_it_is_recorded_on_chain(network):
     assert service.state.phase in (Phase.TRAINING, Phase.COOLDOWN)
 
 
+def test_a_commit_from_a_state_no_accepted_payload_left_is_penalized_and_counted(network):
+    _, service, nodes = network
+    for host in nodes:
+        host.publish(Join(addrs=host.addrs))
+        host.publish(Heartbeat(round=-1, model_hash=H0))
+    wait_for(nodes[0], RoundStart)
+    for i, host in enumerate(nodes):
+        payload = distinct_payload(seed=i)
+        before = FRESH_STATE if i == 0 else H1  # node 1 claims momentum no accepted round left it
+        commit = Commit(0, host.provide(payload), len(payload), H0, 2.5, before, H0)
+        host.publish(commit)
+    end = wait_for(nodes[0], RoundEnd)
+    assert (end.accepted, end.penalized) == ([nodes[0].identity.public_key], [nodes[1].identity.public_key])
+    assert service.metrics.checks == {"state chain broken": 1}
+
+
 def test_a_key_that_is_not_a_member_on_chain_is_refused(network):
     world, service, nodes = network
     stranger = Host(Identity.generate(), CONFIG.run.name).start()
