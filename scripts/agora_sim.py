@@ -348,6 +348,7 @@ def summarize(args, config, chain: AgoraClient, nodes: list[Keypair], status: di
         "lost_batches": state.next_batch - state.accepted_batches - len(state.carry_over),
         "batches_carried_over_at_end": len(state.carry_over),
         "penalized_rounds": {k: v for k, v in penalized.items() if v},
+        "validation_checks": status.get("checks", {}),  # the coordinator's count, by result
         "chain_points_match_coordinator": all(m["points"] == m["expected_points"] for m in members),
         "processes_exited_early": status["exited_early"],  # crashed: none expected
         "members": members,
