@@ -30,7 +30,7 @@ from chain.keys import load_keypair
 from chain.state import MemberStatus
 from node.byzantine import KINDS
 from node.runtime import NodeRuntime
-from node.train import pick_device
+from node.train import pick_device, use_deterministic_kernels
 from p2p.errors import LocalError, PeerUnreachable
 from p2p.host import Host
 from p2p.identity import Identity
@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         if not args.no_chain:
             register(AgoraClient.connect(args.rpc or config.run.rpc, keypair), config.run.chain_run_id, stop)
+        use_deterministic_kernels()
         runtime = NodeRuntime(config, host, args.workdir, pick_device(args.device), args.byzantine)
         worker = threading.Thread(target=runtime.run, args=(stop,), name="node", daemon=True)
         worker.start()

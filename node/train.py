@@ -5,6 +5,7 @@ On CUDA the forward runs under bf16 autocast (SDPA picks its fused kernels); on 
 """
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -13,6 +14,14 @@ import torch
 
 from node.data import TokenDataset
 from node.model import Llama
+
+
+def use_deterministic_kernels() -> None:
+    """Validators replay a member's round and compare it bit for bit (node/validation.py), so
+    ask for deterministic kernels. cuBLAS needs its workspace fixed before its first call; an op
+    without a deterministic kernel warns rather than stopping the node."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def pick_device(name: str = "auto") -> torch.device:
