@@ -50,8 +50,8 @@ class CommitInfo:
     model_hash: bytes
     loss: float
     at: float
-    state_after: bytes = b""  # the optimizer state the member holds if this payload is accepted
-    chained: bool = True  # it started from the member's last accepted state, or a fresh one
+    state_after: bytes  # the optimizer state the member holds if this payload is accepted
+    chained: bool  # it started from the member's last accepted state, or a fresh one
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from node.validation import payload_match, replay
 from optim import DemoOptimizer
 from optim.codec import Payload, decode, max_payload_bytes
 from optim.errors import PayloadError
-from optim.state import is_fresh, load_state, reset_state, state_bytes, state_drift, state_size
+from optim.state import load_state, reset_state, state_bytes, state_drift, state_size
 from p2p.errors import BlobError, LocalError
 from p2p.host import Host, peer_id_of
 from p2p.messages import FRESH_STATE, Commit, Heartbeat, Join, Recheck, RoundEnd, RoundStart, RunInfo, Verdict
@@ -56,7 +56,7 @@ class RoundWork:
     start: RoundStart
     commits: dict[bytes, Commit] = field(default_factory=dict)
     own_payload: bytes | None = None
-    state_before: bytes | None = None  # this node's optimizer state before its compress (None: fresh)
+    state_before: tuple[bytes, bytes] | None = None  # (state, hash) before this node's compress; None: fresh
     served: list[bytes] = field(default_factory=list)  # blobs this node provides for the round
     to_validate: list[bytes] = field(default_factory=list)
     validated: set[bytes] = field(default_factory=set)
@@ -110,6 +110,9 @@ class NodeRuntime:
         self.max_payload = max_payload_bytes(self.optimizer.spec)
         self.state_size = state_size(self.optimizer)
         self._unresolved: RoundWork | None = None  # a round whose compress awaits its RoundEnd
+        self._held: tuple[bytes, bytes] | None = (
+            None  # the optimizer's state and its served hash; None: fresh
+        )
         self.hash = bytes.fromhex(model_hash(self.model))
         self.applied_round = -1
         self.rounds: dict[int, RoundWork] = {}
@@ -266,39 +269,36 @@ class NodeRuntime:
             self._sync(rs.model_hash, rs.round - 1, rs.step)
             if self.hash != rs.model_hash:
                 return
-        if self._unresolved is not None:
-            reset_state(self.optimizer)  # never learnt whether that payload counted: start afresh
+        if self._unresolved is not None:  # never learnt whether that payload counted: start afresh
             self._unresolved = None
+            self._hold(None)
         self.optimizer.step = rs.step
         batches = list(rs.batches[self.me])
         if self.byzantine == "other-data":
             batches = [b + byzantine.OTHER_DATA_OFFSET for b in batches]
         result = self.trainer.accumulate_gradients(batches)
-        work.state_before = None if is_fresh(self.optimizer) else state_bytes(self.optimizer)
+        work.state_before = self._held
         self._unresolved = work
         payload = self._dishonest(work, self.optimizer.compress())
-        if payload is None:
-            return
+        after = state_bytes(self.optimizer)
+        self._held = (after, self.host.provide(after))
         work.own_payload = payload
         self.own_history.append(payload)
-        payload_hash = self.host.provide(payload)
-        after = self.host.provide(state_bytes(self.optimizer))
-        before = FRESH_STATE if work.state_before is None else self.host.provide(work.state_before)
-        work.served = [payload_hash, after, before]
+        work.served = [self.host.provide(payload)]
         self._publish(
             Commit(
                 round=rs.round,
-                payload_hash=payload_hash,
+                payload_hash=work.served[0],
                 size=len(payload),
                 model_hash=rs.model_hash,
                 loss=result.loss,
-                state_before=before,
-                state_after=after,
+                state_before=FRESH_STATE if work.state_before is None else work.state_before[1],
+                state_after=self._held[1],
             )
         )
         self.progress.loss, self.progress.payload_bytes = result.loss, len(payload)
 
-    def _dishonest(self, work: RoundWork, payload: bytes) -> bytes | None:
+    def _dishonest(self, work: RoundWork, payload: bytes) -> bytes:
         spec, kind = self.optimizer.spec, self.byzantine
         if kind in (None, "other-data", "liar"):
             return payload
@@ -402,12 +402,21 @@ class NodeRuntime:
         if self._unresolved is not work:
             return
         self._unresolved = None
-        if self.me in end.accepted:
-            return
-        if work.state_before is None:
+        if self.me not in end.accepted:
+            self._hold(work.state_before)
+        elif work.state_before is not None and work.state_before[1] != self._held[1]:
+            self.host.blobs.forget(work.state_before[1])
+
+    def _hold(self, state: tuple[bytes, bytes] | None) -> None:
+        """Make `state` (bytes and hash; None: fresh) the optimizer's, serving it instead of the
+        state held so far."""
+        if self._held is not None and (state is None or state[1] != self._held[1]):
+            self.host.blobs.forget(self._held[1])
+        if state is None:
             reset_state(self.optimizer)
         else:
-            load_state(self.optimizer, work.state_before)
+            load_state(self.optimizer, state[0])
+        self._held = state
 
     def _serve_weights(self) -> bytes:
         """Serve the current model by its hash, for joiners (the previous one is forgotten);

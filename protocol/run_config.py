@@ -130,8 +130,8 @@ class RoundsSection:
 class ValidationSection:
     # A validator replays the target's round from its committed optimizer state (node/validation.py).
     # Honest replays match exactly on one kind of hardware; the margins leave room for kernels
-    # that differ in the last bits across GPUs. Dishonest payloads matched at most 0.71, with a
-    # state drift of at least 0.13 (BENCHMARKS.md).
+    # that differ in the last bits across GPUs. Dishonest payloads matched at most 0.746, and
+    # other-data ones left a state drift of at least 0.116 (BENCHMARKS.md).
     min_match: float = 0.95  # share of the payload's (coefficient, sign) pairs the replay reproduces
     max_state_drift: float = 1e-3  # relative L2 distance of the claimed next state from the replay
 

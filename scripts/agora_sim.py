@@ -231,11 +231,9 @@ def run_sim(args: argparse.Namespace) -> dict:
                     node_cmd(i, args.out, coordinator, rpc, config.run.name, args.byz.get(i), args.verbose),
                 )
         status = watch(sim, f"http://127.0.0.1:{http_port}/status.json", coordinator, rpc, config.run.name)
-        status["exited_early"] = sorted(
-            n for n, p in sim.procs.items() if p.poll() is not None and n not in sim.killed
-        )
+        exited = sorted(n for n, p in sim.procs.items() if p.poll() is not None and n not in sim.killed)
         sim.stop_processes()
-        return summarize(args, config, chain, nodes, status, run_id)
+        return summarize(args, config, chain, nodes, status, run_id, exited)
     finally:
         sim.close()
 
@@ -290,7 +288,9 @@ def watch(sim: Sim, status_url: str, coordinator: str, rpc: str, run: str) -> di
     raise SystemExit(f"agora-sim: the run did not finish within {args.timeout:.0f} s (last status {status})")
 
 
-def summarize(args, config, chain: AgoraClient, nodes: list[Keypair], status: dict, run_id: int) -> dict:
+def summarize(
+    args, config, chain: AgoraClient, nodes: list[Keypair], status: dict, run_id: int, exited: list[str]
+) -> dict:
     journal, effects = Journal.open(args.out / "journal.jsonl", config.rounds)
     state = journal.state
     journal.close()
@@ -350,7 +350,7 @@ def summarize(args, config, chain: AgoraClient, nodes: list[Keypair], status: di
         "penalized_rounds": {k: v for k, v in penalized.items() if v},
         "validation_checks": status.get("checks", {}),  # the coordinator's count, by result
         "chain_points_match_coordinator": all(m["points"] == m["expected_points"] for m in members),
-        "processes_exited_early": status["exited_early"],  # crashed: none expected
+        "processes_exited_early": exited,  # crashed: none expected
         "members": members,
     }
     if args.hostile:
