@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 sim: $(STAMP)
-	$(PY) scripts/agora_sim.py
+	$(VENV)/bin/eranos sim
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -32,26 +32,26 @@ bench: $(STAMP)
 	$(PY) scripts/bench_chain.py --json
 
 localnet: $(STAMP)
-	$(VENV)/bin/agora-localnet
+	$(VENV)/bin/eranos localnet
 
 # The on-chain program: Debian clang (apt) compiles C to BPF, chain/linker.py (stdlib Python)
-# links the sBPF v0 shared object. agora.so is committed, so only program authors need clang.
+# links the sBPF v0 shared object. eranos.so is committed, so only program authors need clang.
 BPF_CFLAGS := -target bpf -mcpu=v2 -O2 -fno-builtin -ffreestanding -fPIC -Wall -Werror
 PROGRAM_SRC := $(sort $(wildcard chain/program/*.c))
 PROGRAM_DEPS := $(PROGRAM_SRC) $(wildcard chain/program/*.h) chain/linker.py
 
-build/program/agora.so: $(PROGRAM_DEPS)
+build/program/eranos.so: $(PROGRAM_DEPS)
 	command -v clang >/dev/null || { apt-get update -q && apt-get install -y -q clang; }
 	mkdir -p build/program
 	for src in $(PROGRAM_SRC); do clang $(BPF_CFLAGS) -c $$src -o build/program/$$(basename $$src .c).o || exit 1; done
 	$(PYTHON) -m chain.linker $(patsubst chain/program/%.c,build/program/%.o,$(PROGRAM_SRC)) -o $@
 
-program: build/program/agora.so
-	cp build/program/agora.so chain/program/agora.so
+program: build/program/eranos.so
+	cp build/program/eranos.so chain/program/eranos.so
 
 # CI: the committed program must be exactly what the committed sources build.
-program-check: build/program/agora.so
-	cmp build/program/agora.so chain/program/agora.so || { echo "chain/program/agora.so is stale: run make program"; exit 1; }
+program-check: build/program/eranos.so
+	cmp build/program/eranos.so chain/program/eranos.so || { echo "chain/program/eranos.so is stale: run make program"; exit 1; }
 
 clean:
 	rm -rf $(VENV) build

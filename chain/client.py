@@ -1,6 +1,6 @@
-"""The typed client of the agora program: runs, membership, rounds, claims and stake.
+"""The typed client of the eranos program: runs, membership, rounds, claims and stake.
 
-`AgoraClient` builds instructions with `chain.instructions` (anchorpy's Program over the IDL) and
+`EranosClient` builds instructions with `chain.instructions` (anchorpy's Program over the IDL) and
 sends them through a transport: `RpcTransport` speaks Solana JSON-RPC, so the same client works
 against the embedded localnet, `solana-test-validator` or a cluster; `SvmTransport` drives an
 in-process `ProgramSvm` for fast tests. Failures arrive as the typed errors of `chain.errors`.
@@ -172,7 +172,7 @@ def _rpc_failure(method: str, exc: RPCException) -> Exception:
     return RpcError(method, code, message)
 
 
-class AgoraClient:
+class EranosClient:
     """One participant's view of the program: `keypair` signs and pays for what it sends."""
 
     def __init__(self, transport: Transport, keypair: Keypair, program_id: Pubkey = ixs.PROGRAM_ID) -> None:
@@ -181,7 +181,7 @@ class AgoraClient:
         self.program_id = program_id
 
     @classmethod
-    def connect(cls, url: str, keypair: Keypair, program_id: Pubkey = ixs.PROGRAM_ID) -> AgoraClient:
+    def connect(cls, url: str, keypair: Keypair, program_id: Pubkey = ixs.PROGRAM_ID) -> EranosClient:
         return cls(RpcTransport(url), keypair, program_id)
 
     @property

@@ -1,5 +1,5 @@
 """Render `chain/spec.py` into the program's C header and the Anchor IDL: the legacy format the
-client's anchorpy 0.21 reads (`idl/agora.json`) and the >= 0.30 format (`idl/agora.spec.json`).
+client's anchorpy 0.21 reads (`idl/eranos.json`) and the >= 0.30 format (`idl/eranos.spec.json`).
 
 `python -m chain.codegen` rewrites both; `python -m chain.codegen --check` exits non-zero when a
 committed file differs from what the spec renders (a test runs the same comparison).
@@ -19,9 +19,9 @@ from chain import spec
 from chain.spec import Array, Field, Struct
 
 ROOT = Path(__file__).resolve().parent
-HEADER = ROOT / "program" / "agora_gen.h"
-IDL = ROOT / "idl" / "agora.json"
-SPEC_IDL = ROOT / "idl" / "agora.spec.json"
+HEADER = ROOT / "program" / "eranos_gen.h"
+IDL = ROOT / "idl" / "eranos.json"
+SPEC_IDL = ROOT / "idl" / "eranos.spec.json"
 
 C_TYPES = {
     "u8": "u8",
@@ -118,6 +118,8 @@ def render_header() -> str:
         f"#define MINT_SIZE {spec.MINT_SIZE}",
         f"#define TOKEN_ACCOUNT_SIZE {spec.TOKEN_ACCOUNT_SIZE}",
         f"#define MAX_UNBONDING_SECONDS {spec.MAX_UNBONDING_SECONDS}",
+        f'#define RUN_SEED "{spec.RUN_SEED.decode()}"',
+        f"#define RUN_SEED_LEN {len(spec.RUN_SEED)}",
         f"#define MODE_PERMISSIONED {spec.MODE_PERMISSIONED}",
         f"#define MODE_PERMISSIONLESS {spec.MODE_PERMISSIONLESS}",
         *(f"#define STATUS_{k} {v}" for k, v in spec.STATUS.items()),
@@ -141,7 +143,7 @@ def render_header() -> str:
         out += ["}", ""]
     for ix in spec.INSTRUCTIONS:
         out += _c_args(ix)
-    out.append("enum agora_error {")
+    out.append("enum eranos_error {")
     out += [f"    ERR_{_snake_upper(e.name)} = {e.code}," for e in spec.ERRORS]
     out += ["};", "", "static inline const char *error_message(u64 code) {", "    switch (code) {"]
     out += [f'    case {e.code}: return "{e.name}: {e.msg}";' for e in spec.ERRORS]
@@ -165,7 +167,7 @@ def _idl_struct(s: Struct) -> dict:
 def render_idl() -> str:
     idl = {
         "version": "0.1.0",
-        "name": "agora",
+        "name": "eranos",
         "instructions": [
             {
                 "name": _camel(ix.name),
@@ -199,7 +201,7 @@ def render_spec_idl() -> str:
     """The Anchor >= 0.30 IDL format (snake_case names, explicit discriminators), for newer tools."""
     idl = {
         "address": spec.PROGRAM_ID,
-        "metadata": {"name": "agora", "version": "0.1.0", "spec": "0.1.0"},
+        "metadata": {"name": "eranos", "version": "0.1.0", "spec": "0.1.0"},
         "instructions": [
             {
                 "name": ix.name,

@@ -4,7 +4,7 @@ ChainError
 ├── RpcUnavailable       the endpoint cannot be reached (retry later, or fix the URL)
 ├── RpcError             the endpoint answered with a JSON-RPC error that is not a failed transaction
 ├── TransactionFailed    the runtime refused the transaction (fees, blockhash, a system error)
-│   └── ProgramError     the agora program refused it: `code`, `name`, `msg` from chain/spec.py
+│   └── ProgramError     the eranos program refused it: `code`, `name`, `msg` from chain/spec.py
 └── ConfirmationTimeout  sent, but not confirmed within the deadline (it may still land)
 """
 
@@ -50,9 +50,9 @@ class ProgramError(TransactionFailed):
         known = _BY_CODE.get(code)
         self.code = code
         self.name = known.name if known else f"Custom{code}"
-        self.msg = known.msg if known else "not an agora error"
+        self.msg = known.msg if known else "not an eranos error"
         super().__init__(err, logs)
-        self.args = (f"agora program error {code} {self.name}: {self.msg}",)
+        self.args = (f"eranos program error {code} {self.name}: {self.msg}",)
 
 
 class ConfirmationTimeout(ChainError):

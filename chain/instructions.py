@@ -25,7 +25,7 @@ from spl.token.instructions import (
 from chain import spec
 from chain.state import Member, Mode, RunParams, RunState, members_from_decoded, run_from_decoded
 
-IDL_PATH = Path(__file__).resolve().parent / "idl" / "agora.json"
+IDL_PATH = Path(__file__).resolve().parent / "idl" / "eranos.json"
 PROGRAM_ID = Pubkey.from_string(spec.PROGRAM_ID)
 SYSTEM_PROGRAM_ID = Pubkey.from_string(spec.SYSTEM_PROGRAM)
 MEMBER_TABLE_SIZE = spec.account_size(spec.MEMBER_TABLE)

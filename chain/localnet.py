@@ -1,4 +1,4 @@
-"""`agora-localnet`: Solana JSON-RPC on 127.0.0.1 over an in-process LiteSVM with the agora
+"""`eranos localnet`: Solana JSON-RPC on 127.0.0.1 over an in-process LiteSVM with the eranos
 program deployed at its fixed id.
 
 It serves the methods solana-py, anchorpy and `chain.client` use, with the cluster's semantics:
@@ -32,7 +32,7 @@ from solders.transaction import VersionedTransaction
 from chain import spec
 from chain.svm import ProgramSvm
 
-log = logging.getLogger("agora.localnet")
+log = logging.getLogger("eranos.localnet")
 
 MAX_BODY_BYTES = 1 << 20
 VERSION = {"solana-core": "2.1.0", "feature-set": 0}
@@ -87,7 +87,7 @@ class Localnet:
             "getTokenAccountBalance": self.get_token_account_balance,
             "getVersion": lambda params: VERSION,
             "getHealth": lambda params: "ok",
-            "getGenesisHash": lambda params: "agora-localnet",
+            "getGenesisHash": lambda params: "eranos localnet",
         }
 
     def call(self, method: str, params: object) -> object:
@@ -348,12 +348,12 @@ class Server:
         self.httpd.server_close()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str = "eranos localnet") -> None:
     parser = argparse.ArgumentParser(
-        prog="agora-localnet", description="Solana JSON-RPC over an in-process LiteSVM with the agora program"
+        prog=prog, description="Solana JSON-RPC over an in-process LiteSVM with the eranos program"
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8899)
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8899, help="listen port (default: %(default)s)")
     parser.add_argument(
         "--state", type=Path, help="restore accounts from this file at start, save them on exit"
     )
@@ -367,11 +367,11 @@ def main(argv: list[str] | None = None) -> None:
         try:
             log.info("restored %d accounts from %s", localnet.restore(args.state), args.state)
         except (OSError, ValueError, KeyError) as exc:
-            parser.exit(2, f"agora-localnet: --state {args.state}: {exc}\n")
+            parser.exit(2, f"{prog}: --state {args.state}: {exc}\n")
     try:
         server = localnet.serve(args.host, args.port)
     except OSError as exc:
-        parser.exit(2, f"agora-localnet: cannot listen on {args.host}:{args.port}: {exc}\n")
+        parser.exit(2, f"{prog}: cannot listen on {args.host}:{args.port}: {exc}\n")
     log.info("serving %s (program %s)", server.url, spec.PROGRAM_ID)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,7 +1,7 @@
 """The single source of truth for the on-chain program's interface.
 
 `chain/codegen.py` renders this into the C header the program compiles against
-(`chain/program/agora_gen.h`) and the Anchor IDL the client reads (`chain/idl/agora.json`), so the
+(`chain/program/eranos_gen.h`) and the Anchor IDL the client reads (`chain/idl/eranos.json`), so the
 two can never disagree. Conventions are Anchor's: instruction discriminator
 sha256("global:<snake_name>")[:8], account discriminator sha256("account:<TypeName>")[:8], borsh
 arguments, custom errors numbered from 6000 and never renumbered (append only).
@@ -20,7 +20,7 @@ MAX_MEMBERS = 1024
 ROUND_RING = 32
 MINT_SIZE = 82
 TOKEN_ACCOUNT_SIZE = 165
-RUN_SEED = b"run"
+RUN_SEED = b"eranos-run"
 # Bounds unbond_at = now + unbonding_seconds well inside i64.
 MAX_UNBONDING_SECONDS = 10 * 365 * 86400
 

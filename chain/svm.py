@@ -1,4 +1,4 @@
-"""An in-process Solana runtime (LiteSVM) with the agora program deployed at its fixed id.
+"""An in-process Solana runtime (LiteSVM) with the eranos program deployed at its fixed id.
 
 The embedded localnet serves JSON-RPC over one of these, and tests that do not need JSON-RPC use
 one directly. Blockhashes behave as on a cluster: each processed transaction moves to a new slot
@@ -24,7 +24,7 @@ from solders.transaction_metadata import FailedTransactionMetadata, SimulatedTra
 from chain.errors import error_json
 from chain.instructions import PROGRAM_ID
 
-PROGRAM_PATH = Path(__file__).resolve().parent / "program" / "agora.so"
+PROGRAM_PATH = Path(__file__).resolve().parent / "program" / "eranos.so"
 BLOCKHASH_WINDOW = 150
 
 

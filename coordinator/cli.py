@@ -1,6 +1,6 @@
-"""`agora-coordinator`: run the rounds of one run.
+"""`eranos coordinator`: run the rounds of one run.
 
-    agora-coordinator --config run.toml --keypair coordinator.json [--listen MULTIADDR]
+    eranos coordinator --config run.toml --keypair coordinator.json [--listen MULTIADDR]
                       [--journal FILE] [--http HOST:PORT] [--rpc URL | --no-chain] [-v]
 
 A bad config value or flag is refused at start, naming it. An unreachable RPC endpoint is
@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from chain.client import AgoraClient
+from chain.client import EranosClient
 from chain.errors import ChainError, RpcUnavailable
 from chain.keys import load_keypair
 from coordinator.service import CoordinatorService, snapshot
@@ -30,26 +30,28 @@ from coordinator.status import StatusServer
 from p2p.errors import LocalError
 from p2p.host import Host
 from p2p.identity import Identity
-from protocol.console import setup_logging
+from protocol.console import HelpFormatter, setup_logging
 from protocol.run_config import ConfigError, load
 
-log = logging.getLogger("agora.coordinator")
+log = logging.getLogger("eranos.coordinator")
 RPC_RETRY_S = 5.0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="agora-coordinator", description=__doc__.split("\n\n")[0])
+def parse_args(argv: list[str] | None, prog: str = "eranos coordinator") -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
+    )
     p.add_argument("--config", required=True, type=Path, help="the run config (TOML)")
     p.add_argument(
         "--keypair", required=True, type=Path, help="solana-keygen JSON keypair: the run's authority"
     )
     p.add_argument("--listen", default="/ip4/0.0.0.0/tcp/4001", help="p2p listen multiaddr")
-    p.add_argument("--journal", type=Path, default=Path("coordinator-journal.jsonl"), help="journal file")
+    p.add_argument("--journal", type=Path, default=Path("eranos-journal.jsonl"), help="journal file")
     p.add_argument("--http", default="127.0.0.1:8080", help="status page HOST:PORT ('off' to disable)")
     p.add_argument("--rpc", help="Solana JSON-RPC URL (overrides the config's run.rpc)")
     p.add_argument("--no-chain", action="store_true", help="run without recording rounds on chain")
     p.add_argument("--no-live", action="store_true", help="no live status view (logs only)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     return p.parse_args(argv)
 
 
@@ -62,7 +64,7 @@ def http_address(value: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def wait_for_chain(client: AgoraClient, run_id: int, stop: threading.Event) -> bool:
+def wait_for_chain(client: EranosClient, run_id: int, stop: threading.Event) -> bool:
     """Block until the run is readable on chain; False if stopped first."""
     while not stop.is_set():
         try:
@@ -73,14 +75,14 @@ def wait_for_chain(client: AgoraClient, run_id: int, stop: threading.Event) -> b
             continue
         if run.authority != client.key:
             raise SystemExit(
-                f"agora-coordinator: {client.key} is not the authority of run {run_id} ({run.authority})"
+                f"eranos coordinator: {client.key} is not the authority of run {run_id} ({run.authority})"
             )
         return True
     return False
 
 
 def status_table(snap: dict) -> Table:
-    table = Table(title=f"agora coordinator: {snap['run']}", show_header=False)
+    table = Table(title=f"eranos coordinator: {snap['run']}", show_header=False)
     for key in (
         "phase",
         "round",
@@ -99,8 +101,8 @@ def status_table(snap: dict) -> Table:
     return table
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "eranos coordinator") -> None:
+    args = parse_args(argv, prog)
     setup_logging(args.verbose)
     try:
         config = load(args.config)
@@ -110,23 +112,23 @@ def main(argv: list[str] | None = None) -> None:
         keypair = load_keypair(args.keypair)
         http = http_address(args.http)
     except (ConfigError, ValueError) as exc:
-        raise SystemExit(f"agora-coordinator: {exc}") from None
+        raise SystemExit(f"eranos coordinator: {exc}") from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    client = None if args.no_chain else AgoraClient.connect(config.run.rpc, keypair)
+    client = None if args.no_chain else EranosClient.connect(config.run.rpc, keypair)
     try:
         if client is not None and not wait_for_chain(client, config.run.chain_run_id, stop):
             return
     except (ChainError, LookupError) as exc:
         raise SystemExit(
-            f"agora-coordinator: run {config.run.chain_run_id} on {config.run.rpc}: {exc}"
+            f"eranos coordinator: run {config.run.chain_run_id} on {config.run.rpc}: {exc}"
         ) from None
     identity = Identity.from_seed(bytes(keypair)[:32])
     try:
         host = Host(identity, config.run.name, listen=args.listen).start()
     except LocalError as exc:
-        raise SystemExit(f"agora-coordinator: {exc}") from None
+        raise SystemExit(f"eranos coordinator: {exc}") from None
     service = CoordinatorService(config, host, args.journal, client).start()
     server = StatusServer(lambda: snapshot(service), *http) if http else None
     print(f"coordinator {identity.address} listening on {', '.join(host.addrs)}", flush=True)

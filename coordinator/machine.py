@@ -77,7 +77,7 @@ class Result:
 
 
 def round_seed(run_seed: int, number: int) -> int:
-    digest = hashlib.sha256(f"agora/{run_seed}/{number}".encode()).digest()
+    digest = hashlib.sha256(f"eranos/{run_seed}/{number}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 

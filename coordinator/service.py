@@ -22,7 +22,7 @@ from pathlib import Path
 
 from solders.pubkey import Pubkey
 
-from chain.client import AgoraClient
+from chain.client import EranosClient
 from chain.errors import ChainError
 from chain.state import MemberStatus
 from coordinator.journal import Journal
@@ -50,7 +50,7 @@ from p2p.messages import Commit, Envelope, Heartbeat, Join, RoundEnd, RoundStart
 from protocol.model_config import parameter_shapes, preset
 from protocol.run_config import RunConfig, dumps
 
-log = logging.getLogger("agora.coordinator")
+log = logging.getLogger("eranos.coordinator")
 TICK_S = 0.2
 RUN_INFO_EVERY_S = 2.0
 ELIGIBILITY_CACHE_S = 2.0
@@ -95,7 +95,7 @@ class CoordinatorService:
         config: RunConfig,
         host: Host,
         journal_path: Path,
-        client: AgoraClient | None,
+        client: EranosClient | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config, self.host, self.client, self.clock = config, host, client, clock

@@ -9,24 +9,24 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-log = logging.getLogger("agora.coordinator.http")
+log = logging.getLogger("eranos.coordinator.http")
 GAUGES = (
-    ("round", "agora_round", "the round under way or next"),
-    ("finalized_rounds", "agora_finalized_rounds", "rounds finalized"),
-    ("members", "agora_members", "members known to the coordinator"),
-    ("ready_members", "agora_ready_members", "members holding the current model"),
-    ("loss", "agora_loss", "mean training loss reported by accepted members, last round"),
-    ("bytes_per_step", "agora_payload_bytes", "mean payload bytes per node per step"),
-    ("penalties", "agora_penalties_total", "members penalized"),
-    ("accepted_batches", "agora_accepted_batches_total", "batches in accepted contributions"),
-    ("chain_pending", "agora_chain_pending_rounds", "finalized rounds not yet recorded on chain"),
+    ("round", "eranos_round", "the round under way or next"),
+    ("finalized_rounds", "eranos_finalized_rounds", "rounds finalized"),
+    ("members", "eranos_members", "members known to the coordinator"),
+    ("ready_members", "eranos_ready_members", "members holding the current model"),
+    ("loss", "eranos_loss", "mean training loss reported by accepted members, last round"),
+    ("bytes_per_step", "eranos_payload_bytes", "mean payload bytes per node per step"),
+    ("penalties", "eranos_penalties_total", "members penalized"),
+    ("accepted_batches", "eranos_accepted_batches_total", "batches in accepted contributions"),
+    ("chain_pending", "eranos_chain_pending_rounds", "finalized rounds not yet recorded on chain"),
 )
 COUNTERS = (
-    ("event_outcomes", "agora_events_total", "outcome"),
-    ("removed", "agora_removed_total", "reason"),
-    ("refused_joins", "agora_refused_joins_total", "reason"),
-    ("checks", "agora_checks_total", "result"),
-    ("rejected_messages", "agora_rejected_messages_total", "reason"),
+    ("event_outcomes", "eranos_events_total", "outcome"),
+    ("removed", "eranos_removed_total", "reason"),
+    ("refused_joins", "eranos_refused_joins_total", "reason"),
+    ("checks", "eranos_checks_total", "result"),
+    ("rejected_messages", "eranos_rejected_messages_total", "reason"),
 )
 
 
@@ -41,7 +41,7 @@ def prometheus(snap: dict) -> str:
             escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
             lines.append(f'{name}{{{label}="{escaped}"}} {count}')
     phase = snap.get("phase", "")
-    lines += ["# TYPE agora_phase gauge", f'agora_phase{{phase="{phase}"}} 1']
+    lines += ["# TYPE eranos_phase gauge", f'eranos_phase{{phase="{phase}"}} 1']
     return "\n".join(lines) + "\n"
 
 
@@ -49,7 +49,7 @@ def page(snap: dict) -> str:
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(json.dumps(v))}</td></tr>" for k, v in snap.items()
     )
-    return f"<!doctype html><title>agora {html.escape(str(snap.get('run')))}</title><table>{rows}</table>"
+    return f"<!doctype html><title>eranos {html.escape(str(snap.get('run')))}</title><table>{rows}</table>"
 
 
 class StatusServer:

@@ -15,12 +15,12 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-from chain.client import AgoraClient
+from chain.client import EranosClient
 from chain.errors import ChainError, ProgramError
 from chain.state import MemberStatus
 from coordinator.state import RecordRound
 
-log = logging.getLogger("agora.coordinator.chain")
+log = logging.getLogger("eranos.coordinator.chain")
 CREDITABLE = (MemberStatus.ACTIVE, MemberStatus.LEFT)
 
 
@@ -61,7 +61,7 @@ def slots_for(
 
 
 class ChainSubmitter:
-    def __init__(self, client: AgoraClient, run_id: int, retry_s: float = 2.0) -> None:
+    def __init__(self, client: EranosClient, run_id: int, retry_s: float = 2.0) -> None:
         self.client, self.run_id, self.retry_s = client, run_id, retry_s
         self.status = SubmitterStatus()
         self._queue: queue.Queue[RecordRound | None] = queue.Queue()

@@ -113,10 +113,10 @@ def save(
     directory.mkdir(parents=True, exist_ok=True)
     digest = model_hash(model)
     weights = {n: p.detach().contiguous() for n, p in model.named_parameters()}
-    save_file(weights, directory / WEIGHTS, metadata={"format": "pt", "agora_model_hash": digest})
+    save_file(weights, directory / WEIGHTS, metadata={"format": "pt", "eranos_model_hash": digest})
     dtype = next(model.parameters()).dtype
     config = hf_config(model.config, dtype) | {
-        "agora": {"model": asdict(model.config), "model_hash": digest} | (meta or {})
+        "eranos": {"model": asdict(model.config), "model_hash": digest} | (meta or {})
     }
     (directory / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
     if optimizer is not None:

@@ -1,8 +1,8 @@
-"""`agora-node`: run a compute node, or claim and inspect its rewards.
+"""`eranos node`: run a compute node, or claim and inspect its rewards.
 
-    agora-node --keypair id.json --coordinator MULTIADDR [--rpc URL] [--device cuda] [--run NAME]
-    agora-node claim  --keypair id.json --rpc URL --run-id N
-    agora-node status --keypair id.json --rpc URL --run-id N
+    eranos node run --keypair id.json --coordinator MULTIADDR [--rpc URL] [--device cuda] [--run NAME]
+    eranos node claim  --keypair id.json --rpc URL --run-id N
+    eranos node status --keypair id.json --rpc URL --run-id N
 
 The node learns the run config from the coordinator, registers on chain if it is not an active
 member yet (authorized runs: join; permissionless: join deposits the stake), then trains.
@@ -24,7 +24,7 @@ import base58
 from rich.console import Console
 from solders.keypair import Keypair
 
-from chain.client import AgoraClient
+from chain.client import EranosClient
 from chain.errors import ChainError, ProgramError, RpcUnavailable
 from chain.keys import load_keypair
 from chain.state import MemberStatus
@@ -35,33 +35,41 @@ from p2p.errors import LocalError, PeerUnreachable
 from p2p.host import Host
 from p2p.identity import Identity
 from p2p.messages import RunInfo
-from protocol.console import setup_logging
+from protocol.console import HelpFormatter, setup_logging
 from protocol.run_config import ConfigError, RunConfig, loads
 
-log = logging.getLogger("agora.node")
+log = logging.getLogger("eranos.node")
 RETRY_S = 5.0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="agora-node", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", nargs="?", default="run", choices=["run", "claim", "status"])
-    p.add_argument("--keypair", required=True, type=Path, help="solana-keygen JSON keypair")
-    p.add_argument("--coordinator", help="the coordinator's multiaddr (with /p2p/<peer id>)")
-    p.add_argument("--rpc", help="Solana JSON-RPC URL (default: the run config's)")
-    p.add_argument("--run", default="agora", help="the run's name (its gossip topic)")
-    p.add_argument("--run-id", type=int, help="on-chain run id (claim, status)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--listen", default="/ip4/0.0.0.0/tcp/0", help="p2p listen multiaddr")
-    p.add_argument("--workdir", type=Path, default=Path("agora-node"), help="where weights are kept")
-    p.add_argument("--byzantine", choices=KINDS, help="misbehave this way (simulations only)")
-    p.add_argument("--no-chain", action="store_true", help="do not register on chain")
-    p.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args(argv)
-    if args.command == "run" and not args.coordinator:
-        p.error("--coordinator is required to run a node")
-    if args.command in ("claim", "status") and (args.rpc is None or args.run_id is None):
-        p.error(f"{args.command} needs --rpc and --run-id")
-    return args
+def parse_args(argv: list[str] | None, prog: str = "eranos node") -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = commands.add_parser(
+        "run",
+        help="train as a member of a run",
+        description="Train as a member of a run.",
+        formatter_class=HelpFormatter,
+    )
+    run.add_argument("--keypair", required=True, type=Path, help="solana-keygen JSON keypair")
+    run.add_argument("--coordinator", required=True, help="the coordinator's multiaddr (with /p2p/<peer id>)")
+    run.add_argument("--rpc", help="Solana JSON-RPC URL (default: the run config's)")
+    run.add_argument("--run", default="eranos", help="the run's name (its gossip topic)")
+    run.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    run.add_argument("--listen", default="/ip4/0.0.0.0/tcp/0", help="p2p listen multiaddr")
+    run.add_argument("--workdir", type=Path, default=Path("eranos-node"), help="where weights are kept")
+    run.add_argument("--byzantine", choices=KINDS, help="misbehave this way (simulations only)")
+    run.add_argument("--no-chain", action="store_true", help="do not register on chain")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+    for name, summary in (("status", "show this key's membership and points"), ("claim", "claim rewards")):
+        sub = commands.add_parser(
+            name, help=summary, description=summary.capitalize() + ".", formatter_class=HelpFormatter
+        )
+        sub.add_argument("--keypair", required=True, type=Path, help="solana-keygen JSON keypair")
+        sub.add_argument("--rpc", required=True, help="Solana JSON-RPC URL")
+        sub.add_argument("--run-id", required=True, type=int, help="on-chain run id")
+        sub.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+    return p.parse_args(argv)
 
 
 def connect_coordinator(host: Host, addr: str, stop: threading.Event) -> None:
@@ -71,7 +79,7 @@ def connect_coordinator(host: Host, addr: str, stop: threading.Event) -> None:
             return
         except (PeerUnreachable, LocalError) as exc:
             print(
-                f"agora-node: cannot reach the coordinator {addr}: {exc}; retrying in {RETRY_S:.0f} s",
+                f"eranos node: cannot reach the coordinator {addr}: {exc}; retrying in {RETRY_S:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )
@@ -89,24 +97,24 @@ def wait_for_config(host: Host, coordinator: bytes | None, stop: threading.Event
             try:
                 return loads(envelope.body.config)
             except ConfigError as exc:
-                raise SystemExit(f"agora-node: the coordinator sent an invalid run config: {exc}") from None
+                raise SystemExit(f"eranos node: the coordinator sent an invalid run config: {exc}") from None
     return None
 
 
-def register(client: AgoraClient, run_id: int, stop: threading.Event) -> None:
+def register(client: EranosClient, run_id: int, stop: threading.Event) -> None:
     """Make sure this key is an active member of the run on chain."""
     while not stop.is_set():
         try:
             member = client.member(run_id, client.key)
             if member is None or member.status != MemberStatus.ACTIVE:
                 client.join(run_id)
-                print(f"agora-node: joined run {run_id} on chain", flush=True)
+                print(f"eranos node: joined run {run_id} on chain", flush=True)
             return
         except RpcUnavailable as exc:
-            print(f"agora-node: {exc}; retrying in {RETRY_S:.0f} s", file=sys.stderr, flush=True)
+            print(f"eranos node: {exc}; retrying in {RETRY_S:.0f} s", file=sys.stderr, flush=True)
             stop.wait(RETRY_S)
         except (ProgramError, LookupError) as exc:
-            raise SystemExit(f"agora-node: cannot join run {run_id}: {exc}") from None
+            raise SystemExit(f"eranos node: cannot join run {run_id}: {exc}") from None
 
 
 def coordinator_key(addr: str) -> bytes | None:
@@ -118,11 +126,11 @@ def coordinator_key(addr: str) -> bytes | None:
 
 
 def rewards(args: argparse.Namespace, keypair: Keypair) -> None:
-    client = AgoraClient.connect(args.rpc, keypair)
+    client = EranosClient.connect(args.rpc, keypair)
     try:
         member = client.member(args.run_id, client.key)
         if member is None:
-            raise SystemExit(f"agora-node: {client.key} is not a member of run {args.run_id}")
+            raise SystemExit(f"eranos node: {client.key} is not a member of run {args.run_id}")
         if args.command == "claim":
             amount = client.claim(args.run_id) if member.unclaimed else 0
             print(f"claimed {amount} tokens; balance {client.token_balance(args.run_id)}")
@@ -134,16 +142,16 @@ def rewards(args: argparse.Namespace, keypair: Keypair) -> None:
                 f"penalties {member.penalties}, tokens {client.token_balance(args.run_id)}"
             )
     except ChainError as exc:
-        raise SystemExit(f"agora-node: {exc}") from None
+        raise SystemExit(f"eranos node: {exc}") from None
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "eranos node") -> None:
+    args = parse_args(argv, prog)
     setup_logging(args.verbose)
     try:
         keypair = load_keypair(args.keypair)
     except ValueError as exc:
-        raise SystemExit(f"agora-node: {exc}") from None
+        raise SystemExit(f"eranos node: {exc}") from None
     if args.command != "run":
         rewards(args, keypair)
         return
@@ -159,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         if config is None:
             return
         if not args.no_chain:
-            register(AgoraClient.connect(args.rpc or config.run.rpc, keypair), config.run.chain_run_id, stop)
+            register(EranosClient.connect(args.rpc or config.run.rpc, keypair), config.run.chain_run_id, stop)
         use_deterministic_kernels()
         runtime = NodeRuntime(config, host, args.workdir, pick_device(args.device), args.byzantine)
         worker = threading.Thread(target=runtime.run, args=(stop,), name="node", daemon=True)

@@ -46,7 +46,7 @@ from p2p.messages import FRESH_STATE, Commit, Heartbeat, Join, Recheck, RoundEnd
 from protocol.model_config import preset
 from protocol.run_config import RunConfig
 
-log = logging.getLogger("agora.node")
+log = logging.getLogger("eranos.node")
 HEARTBEAT_S = 2.0
 JOIN_EVERY_S = 5.0
 

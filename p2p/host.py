@@ -9,7 +9,7 @@ that starts at the current time in microseconds, so a restarted node never reuse
 messages pass through the pure `Inbox` (signature, run, replay); verified ones land in
 `Host.received`, a thread-safe queue, and rejections are counted in `Host.inbox.rejected`.
 
-Blobs: `/agora/blob/1.0.0`. The client writes the 32-byte sha256 it wants; the server answers
+Blobs: `/eranos/blob/1.0.0`. The client writes the 32-byte sha256 it wants; the server answers
 status u8 (0: here it comes, 1: not here) and size u64, then the bytes in 1 MiB writes. The
 client checks the size against its limit before reading, reads with a timeout per chunk,
 hashes as it goes, and keeps nothing that fails the hash. Any peer that fetched a blob serves it.
@@ -55,7 +55,7 @@ from p2p.messages import Envelope, Inbox, Message, seal
 
 log = logging.getLogger(__name__)
 
-BLOB_PROTOCOL = TProtocol("/agora/blob/1.0.0")
+BLOB_PROTOCOL = TProtocol("/eranos/blob/1.0.0")
 _RESPONSE = struct.Struct("<BQ")
 _HAVE, _MISSING = 0, 1
 
@@ -87,7 +87,7 @@ class Host:
         bootstrap: Sequence[str] = (),
         chunk_timeout: float = 10.0,
     ):
-        self.identity, self.run, self.topic = identity, run, f"agora/{run}"
+        self.identity, self.run, self.topic = identity, run, f"eranos/{run}"
         self.listen, self.chunk_timeout = multiaddr.Multiaddr(listen), chunk_timeout
         self.inbox = Inbox(run)
         self.received: queue.Queue[Envelope] = queue.Queue()

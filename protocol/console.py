@@ -1,6 +1,7 @@
 """The command-line entry points' shared process set-up: quiet logs by default, `-v` for
-agora's own debug logs, and a stack dump on SIGUSR1."""
+eranos's own debug logs, and a stack dump on SIGUSR1."""
 
+import argparse
 import faulthandler
 import logging
 import signal
@@ -13,5 +14,14 @@ def setup_logging(verbose: bool) -> None:
         force=True,  # libraries configure the root logger on import
     )
     if verbose:
-        logging.getLogger("agora").setLevel(logging.DEBUG)
+        logging.getLogger("eranos").setLevel(logging.DEBUG)
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid> prints every thread's stack
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows each option's default, leaving out the ones that have none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or isinstance(action.default, list):
+            return action.help or ""
+        return super()._get_help_string(action)

@@ -4,7 +4,7 @@ validation, chain), read by the coordinator and handed to every node it admits.
 Every section is a frozen dataclass; `loads` refuses unknown sections and keys (typos), values of
 the wrong type and out-of-range values, naming the offending `section.key`.
 
-    [run]        name = "agora-sim"; chain_run_id = 1; rpc = "http://127.0.0.1:8899"
+    [run]        name = "eranos-sim"; chain_run_id = 1; rpc = "http://127.0.0.1:8899"
     [model]      preset = "tiny"; seed = 0
     [data]       corpus = "stdlib"; seq_len = 128; batch_size = 4
     [optim]      chunk = 64; topk = 4; beta = 0.99; lr = 1e-3; precondition = "adam"; ...
@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RunSection:
-    name: str = "agora"  # the gossip topic and message run id
+    name: str = "eranos"  # the gossip topic and message run id
     chain_run_id: int = 1
     rpc: str = "http://127.0.0.1:8899"
 

@@ -1,7 +1,7 @@
-"""Compute units and transaction sizes of every agora instruction, in LiteSVM.
+"""Compute units and transaction sizes of every eranos instruction, in LiteSVM.
 
 Each instruction is sent for real (not simulated) through the client's builders against the
-committed chain/program/agora.so; compute units come from the runtime's metering. `record_round`
+committed chain/program/eranos.so; compute units come from the runtime's metering. `record_round`
 is measured at 16, 256 and 1024 members with half the bits set in the contributed and validated
 bitmaps (goal: one transaction of at most 1232 bytes and <= 200k CU at 1024 members), and
 `join` at the table's end, where the member search is longest.
@@ -23,7 +23,7 @@ from solders.keypair import Keypair
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chain import instructions as ixs  # noqa: E402
-from chain.client import AgoraClient, SvmTransport  # noqa: E402
+from chain.client import EranosClient, SvmTransport  # noqa: E402
 from chain.state import Mode, RunParams  # noqa: E402
 from chain.svm import ProgramSvm  # noqa: E402
 from scripts.plotting import save_png, subplots  # noqa: E402
@@ -41,18 +41,18 @@ class Meter:
         self.transport = SvmTransport(self.svm)
         self.rows: list[dict] = []
 
-    def client(self, lamports: int = SOL) -> AgoraClient:
-        c = AgoraClient(self.transport, Keypair())
+    def client(self, lamports: int = SOL) -> EranosClient:
+        c = EranosClient(self.transport, Keypair())
         c.airdrop(lamports)
         return c
 
-    def measure(self, label: str, client: AgoraClient, instructions, signers=(), **extra) -> dict:
+    def measure(self, label: str, client: EranosClient, instructions, signers=(), **extra) -> dict:
         tx = client.transaction(instructions, signers)
         outcome = self.svm.process(tx)
         if outcome.err is not None:
             raise RuntimeError(f"{label}: {outcome.err}\n" + "\n".join(outcome.logs))
-        agora = [line for line in outcome.logs if ixs.PROGRAM_ID.__str__() in line and "consumed" in line]
-        units = int(agora[-1].split(" consumed ")[1].split(" of ")[0]) if agora else outcome.units
+        eranos = [line for line in outcome.logs if ixs.PROGRAM_ID.__str__() in line and "consumed" in line]
+        units = int(eranos[-1].split(" consumed ")[1].split(" of ")[0]) if eranos else outcome.units
         row = {
             "instruction": label,
             "compute_units": units,
@@ -139,7 +139,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.axhline(CU_GOAL, color="red", linestyle="--", label="goal: 200k CU")
     ax.set_xlabel("members in the table")
     ax.set_ylabel("compute units")
-    ax.set_title("agora program cost (LiteSVM)")
+    ax.set_title("eranos program cost (LiteSVM)")
     ax.legend()
     save_png(fig, path)
 
@@ -171,7 +171,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(summary, indent=2))
         return
-    table = Table(title="agora program: compute units and transaction size (LiteSVM)")
+    table = Table(title="eranos program: compute units and transaction size (LiteSVM)")
     for col in ("instruction", "program CU", "transaction CU", "tx bytes"):
         table.add_column(col, justify="left" if col == "instruction" else "right")
     for r in m.rows:

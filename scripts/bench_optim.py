@@ -306,7 +306,7 @@ def plot(rows: list[dict], path: Path) -> None:
         mine = [r for r in rows if r["model"] == model]
         ks = [str(r["k"]) for r in mine]
         dense = 2 * mine[0]["params"]
-        ax.bar(ks, [r["bytes"] for r in mine], label="agora payload")
+        ax.bar(ks, [r["bytes"] for r in mine], label="eranos payload")
         ax.bar(
             ks, [r["bytes"] * r["x_vs_reference_format"] for r in mine], alpha=0.3, label="reference format"
         )

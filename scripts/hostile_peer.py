@@ -1,4 +1,4 @@
-"""A hostile peer for `agora-sim --hostile`: joins a run's gossip and sends what an attacker can.
+"""A hostile peer for `eranos sim --hostile`: joins a run's gossip and sends what an attacker can.
 
 Every --every seconds, until --duration has passed, it publishes the next of:
 - bytes that are not a message; a message over the size limit;

@@ -11,7 +11,7 @@ from solders.keypair import Keypair
 from solders.message import Message
 from solders.transaction import Transaction
 
-from chain.client import AgoraClient, RpcTransport, SvmTransport
+from chain.client import EranosClient, RpcTransport, SvmTransport
 from chain.errors import ProgramError
 from chain.state import Mode, RunParams
 from chain.svm import ProgramSvm
@@ -32,13 +32,13 @@ class World:
         self.transport = RpcTransport(self.rpc_url) if self.rpc_url else SvmTransport(self.svm)
         self.authority = self.client(100 * SOL)
 
-    def client(self, lamports: int = SOL) -> AgoraClient:
-        c = AgoraClient(self.transport, Keypair())
+    def client(self, lamports: int = SOL) -> EranosClient:
+        c = EranosClient(self.transport, Keypair())
         if lamports:
             c.airdrop(lamports)
         return c
 
-    def permissioned(self, n_nodes: int = 0, params: RunParams | None = None) -> list[AgoraClient]:
+    def permissioned(self, n_nodes: int = 0, params: RunParams | None = None) -> list[EranosClient]:
         self.authority.create_run(RUN_ID, Mode.PERMISSIONED, params or RunParams(10, 2))
         nodes = [self.client() for _ in range(n_nodes)]
         for node in nodes:
@@ -46,7 +46,7 @@ class World:
             node.join(RUN_ID)
         return nodes
 
-    def permissionless(self, n_nodes: int = 0, unbonding: int = 100) -> list[AgoraClient]:
+    def permissionless(self, n_nodes: int = 0, unbonding: int = 100) -> list[EranosClient]:
         params = RunParams(10, 2, required_stake=STAKE, slash_amount=STAKE, unbonding_seconds=unbonding)
         self.authority.create_run(RUN_ID, Mode.PERMISSIONLESS, params)
         nodes = [self.client() for _ in range(n_nodes)]
@@ -67,7 +67,7 @@ def with_accounts(ix: Instruction, replace: dict[int, AccountMeta]) -> Instructi
 
 @contextmanager
 def rejects(name: str):
-    """pytest.raises for the agora program error called `name`."""
+    """pytest.raises for the eranos program error called `name`."""
     with pytest.raises(ProgramError) as info:
         yield info
     assert info.value.name == name, f"expected {name}, got {info.value.name}: {info.value.logs}"

@@ -1,4 +1,4 @@
-"""agora-localnet: JSON-RPC semantics, persistence, the CLI, and a real validator when present."""
+"""eranos localnet: JSON-RPC semantics, persistence, the CLI, and a real validator when present."""
 
 import json
 import os
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from solders.keypair import Keypair
 
 from chain import instructions as ixs
-from chain.client import AgoraClient, RpcTransport
+from chain.client import EranosClient, RpcTransport
 from chain.errors import ProgramError, RpcError, RpcUnavailable
 from chain.localnet import Localnet
 from chain.state import Mode, RunParams
@@ -113,7 +113,7 @@ def test_accounts_survive_a_save_and_restore(localnet, tmp_path):
     restored.restore(tmp_path / "state.json")
     server = restored.serve()
     try:
-        reader = AgoraClient(RpcTransport(server.url), Keypair())
+        reader = EranosClient(RpcTransport(server.url), Keypair())
         assert reader.run(RUN_ID).last_recorded_round == 1
         assert reader.member(RUN_ID, node.key).points_earned == 10
         assert reader.balance(node.key) == node.balance()
@@ -125,7 +125,7 @@ def test_an_unreachable_endpoint_is_a_clear_error():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    client = AgoraClient(RpcTransport(f"http://127.0.0.1:{port}", timeout_s=2), Keypair())
+    client = EranosClient(RpcTransport(f"http://127.0.0.1:{port}", timeout_s=2), Keypair())
     with pytest.raises(RpcUnavailable, match=f"127.0.0.1:{port}"):
         client.run(RUN_ID)
 
@@ -133,7 +133,7 @@ def test_an_unreachable_endpoint_is_a_clear_error():
 def test_a_json_rpc_error_is_typed(localnet):
     _, url = localnet
     with pytest.raises(RpcError, match="requestAirdrop"):
-        AgoraClient(RpcTransport(url), Keypair()).airdrop(0)
+        EranosClient(RpcTransport(url), Keypair()).airdrop(0)
 
 
 def _free_port():
@@ -156,14 +156,14 @@ def _wait_healthy(url, proc, seconds=30):
 
 def test_the_cli_serves_and_saves_its_state_on_sigterm(tmp_path):
     port, state = _free_port(), tmp_path / "ledger.json"
-    cmd = [sys.executable, "-m", "chain.localnet", "--port", str(port), "--state", str(state)]
+    cmd = [sys.executable, "-m", "eranos", "localnet", "--port", str(port), "--state", str(state)]
     proc = subprocess.Popen(
         cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}
     )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
-        client = AgoraClient(RpcTransport(url), Keypair())
+        client = EranosClient(RpcTransport(url), Keypair())
         client.airdrop(SOL)
         client.create_run(RUN_ID, Mode.PERMISSIONED, RunParams())
     finally:
@@ -198,10 +198,10 @@ def test_the_client_works_against_solana_test_validator(tmp_path):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, seconds=120)
-        authority = AgoraClient(RpcTransport(url), Keypair())
+        authority = EranosClient(RpcTransport(url), Keypair())
         authority.airdrop(10 * SOL)
         authority.create_run(RUN_ID, Mode.PERMISSIONED, RunParams(10, 2))
-        node = AgoraClient(RpcTransport(url), Keypair())
+        node = EranosClient(RpcTransport(url), Keypair())
         node.airdrop(SOL)
         authority.authorize(RUN_ID, node.key)
         node.join(RUN_ID)

@@ -26,7 +26,7 @@ def world():
 
 @pytest.fixture(params=["litesvm", "json-rpc"])
 def any_world(request):
-    """Happy paths run twice: straight into LiteSVM, and through agora-localnet's JSON-RPC."""
+    """Happy paths run twice: straight into LiteSVM, and through eranos localnet's JSON-RPC."""
     if request.param == "litesvm":
         yield World()
         return
@@ -91,7 +91,7 @@ def test_record_round_credits_points_and_logs_the_round(any_world):
         0,
     )
     logs = list(any_world.svm.history.values())[-1].logs
-    assert "Program log: agora: round recorded" in logs
+    assert "Program log: eranos: round recorded" in logs
 
 
 def test_record_round_slashes_penalized_stake_into_the_treasury(any_world):

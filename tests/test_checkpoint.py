@@ -22,7 +22,7 @@ def test_checkpoint_round_trips_with_an_equal_model_hash(tmp_path):
     digest = save(tmp_path, model, opt)
     assert digest == model_hash(model)
     assert model_hash(load_model(tmp_path)) == digest
-    assert json.loads((tmp_path / "config.json").read_text())["agora"]["model_hash"] == digest
+    assert json.loads((tmp_path / "config.json").read_text())["eranos"]["model_hash"] == digest
 
 
 def test_optimizer_state_round_trips(tmp_path):

@@ -1,4 +1,4 @@
-"""agora-coordinator refuses bad input by name and waits out an unreachable RPC endpoint."""
+"""eranos coordinator refuses bad input by name and waits out an unreachable RPC endpoint."""
 
 import os
 import signal
@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*args, timeout=60):
-    cmd = [sys.executable, "-m", "coordinator.cli", *args]
+    cmd = [sys.executable, "-m", "eranos", "coordinator", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -46,7 +46,8 @@ def test_an_unreachable_rpc_is_reported_and_retried_not_a_traceback(keypair):
     cmd = [
         sys.executable,
         "-m",
-        "coordinator.cli",
+        "eranos",
+        "coordinator",
         "--config",
         "configs/sim.toml",
         "--keypair",

@@ -8,7 +8,7 @@ import pytest
 import torch
 from solders.keypair import Keypair
 
-from chain.client import AgoraClient
+from chain.client import EranosClient
 from chain.state import Mode, RunParams
 from coordinator.service import CoordinatorService
 from coordinator.state import Phase
@@ -65,7 +65,7 @@ def network(tmp_path):
     seeds = [bytes([i]) * 32 for i in (1, 2)]
     nodes = []
     for seed in seeds:
-        client = AgoraClient(world.transport, Keypair.from_seed(seed))
+        client = EranosClient(world.transport, Keypair.from_seed(seed))
         client.airdrop(SOL)
         world.authority.authorize(RUN_ID, client.key)
         client.join(RUN_ID)
@@ -165,7 +165,7 @@ def test_the_status_page_serves_json_and_prometheus_metrics(network):
         status = httpx.get(server.url + "/status.json", timeout=5).json()
         assert status["run"] == "svc-test" and status["phase"] == "waiting"
         metrics = httpx.get(server.url + "/metrics", timeout=5).text
-        assert 'agora_phase{phase="waiting"} 1' in metrics and "agora_members 0.0" in metrics
+        assert 'eranos_phase{phase="waiting"} 1' in metrics and "eranos_members 0.0" in metrics
         assert httpx.get(server.url + "/nope", timeout=5).status_code == 404
     finally:
         server.close()

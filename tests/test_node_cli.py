@@ -1,4 +1,4 @@
-"""agora-node refuses bad input by name and waits out an unreachable coordinator."""
+"""eranos node refuses bad input by name and waits out an unreachable coordinator."""
 
 import os
 import signal
@@ -15,13 +15,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "node.cli", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, "-m", "eranos", "node", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
 
 
 def test_running_without_a_coordinator_is_refused_naming_the_flag(tmp_path):
     save_keypair(Keypair(), tmp_path / "id.json")
-    out = run_cli("--keypair", str(tmp_path / "id.json"))
+    out = run_cli("run", "--keypair", str(tmp_path / "id.json"))
     assert out.returncode == 2 and "--coordinator" in out.stderr
 
 
@@ -34,13 +34,19 @@ def test_claim_without_rpc_is_refused(tmp_path):
 def test_a_bad_byzantine_kind_is_refused(tmp_path):
     save_keypair(Keypair(), tmp_path / "id.json")
     out = run_cli(
-        "--keypair", str(tmp_path / "id.json"), "--coordinator", "/ip4/127.0.0.1/tcp/9", "--byzantine", "x"
+        "run",
+        "--keypair",
+        str(tmp_path / "id.json"),
+        "--coordinator",
+        "/ip4/127.0.0.1/tcp/9",
+        "--byzantine",
+        "x",
     )
     assert out.returncode == 2 and "--byzantine" in out.stderr
 
 
 def test_a_missing_keypair_file_is_refused_naming_it(tmp_path):
-    out = run_cli("--keypair", str(tmp_path / "nope.json"), "--coordinator", "/ip4/127.0.0.1/tcp/9")
+    out = run_cli("run", "--keypair", str(tmp_path / "nope.json"), "--coordinator", "/ip4/127.0.0.1/tcp/9")
     assert out.returncode != 0 and "nope.json" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -51,7 +57,9 @@ def test_an_unreachable_coordinator_is_reported_and_retried(tmp_path):
         [
             sys.executable,
             "-m",
-            "node.cli",
+            "eranos",
+            "node",
+            "run",
             "--keypair",
             str(tmp_path / "id.json"),
             "--coordinator",

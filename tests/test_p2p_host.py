@@ -147,7 +147,7 @@ def test_malformed_pubsub_frame_and_garbage_blob_stream_do_not_crash_the_host(ho
     async def attack():
         for protocol, junk in (
             (GOSSIP_PROTOCOL, b"\x05\xff\xff\xff\xff\xff"),
-            ("/agora/blob/1.0.0", b"\x01\x02"),
+            ("/eranos/blob/1.0.0", b"\x01\x02"),
         ):
             stream = await attacker._host.new_stream(ID.from_base58(victim.peer_id), [protocol])
             await stream.write(junk)

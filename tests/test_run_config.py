@@ -14,7 +14,7 @@ SIM = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
 def test_the_sim_config_loads_with_its_values():
     cfg = load(SIM)
     assert (cfg.run.name, cfg.model.preset, cfg.optim.topk, cfg.rounds.min_nodes) == (
-        "agora-sim",
+        "eranos-sim",
         "tiny",
         4,
         2,

@@ -1,4 +1,4 @@
-"""#6's acceptance: whole runs through agora-sim on 127.0.0.1 (slow: minutes each)."""
+"""#6's acceptance: whole runs through eranos sim on 127.0.0.1 (slow: minutes each)."""
 
 import shutil
 import subprocess
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from protocol.run_config import dumps, load
-from scripts.agora_sim import parse_args, run_sim
+from scripts.sim import parse_args, run_sim
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -81,9 +81,9 @@ def test_a_restarted_coordinator_records_no_round_twice(tmp_path):
 
 
 def test_make_sim_is_the_readme_command():
-    assert shutil.which("make") and "agora_sim.py" in (ROOT / "Makefile").read_text()
+    assert shutil.which("make") and "$(VENV)/bin/eranos sim" in (ROOT / "Makefile").read_text()
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/agora_sim.py"), "--help"],
+        [sys.executable, "-m", "eranos", "sim", "--help"],
         capture_output=True,
         text=True,
         check=True,

@@ -1,6 +1,6 @@
 /* Account checks in the order the style guide fixes: count, owner, signer, size, discriminator,
  * program address, state. Plus the clock, rent and system-transfer helpers they share. */
-#include "agora.h"
+#include "eranos.h"
 
 u64 require_accounts(const ctx_t *ctx, u64 n) { return ctx->n_accounts < n ? ERR_NOT_ENOUGH_ACCOUNTS : 0; }
 
@@ -13,7 +13,7 @@ u64 require_program(const account_t *acc, const pubkey_t *expected) {
 }
 
 u64 run_address(const pubkey_t *program_id, u64 run_id, u8 bump, pubkey_t *out) {
-    const seed_t seeds[3] = {{(const u8 *)"run", 3}, {(const u8 *)&run_id, 8}, {&bump, 1}};
+    const seed_t seeds[3] = {{(const u8 *)RUN_SEED, RUN_SEED_LEN}, {(const u8 *)&run_id, 8}, {&bump, 1}};
     return sol_create_program_address(seeds, 3, program_id, out) ? ERR_WRONG_PDA : 0;
 }
 

@@ -1,5 +1,5 @@
 /* Parse the loader's input, reject duplicated accounts, and dispatch on the discriminator. */
-#include "agora.h"
+#include "eranos.h"
 
 /* The aligned loader serialization: u64 account count; per account a dup marker (0xff when not a
  * duplicate), flags, key, owner, lamports, data with 10 KiB of realloc room, rent epoch; then the

@@ -1,6 +1,6 @@
 /* authorize_node (authority, permissioned runs): give a key a slot it may join with. Authorizing a
  * key that already has a slot reuses it, and re-admits a revoked or slashed member. */
-#include "agora.h"
+#include "eranos.h"
 
 u64 ix_authorize_node(ctx_t *ctx) {
     authorize_node_args_t args;

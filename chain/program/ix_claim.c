@@ -1,7 +1,7 @@
 /* claim (member signs): mint `amount` of the member's unclaimed points as reward tokens to the
  * member's own token account of the run's mint, signing the Token program's MintTo as the Run
  * PDA (the mint's authority). */
-#include "agora.h"
+#include "eranos.h"
 
 #define TOKEN_MINT_TO 7
 
@@ -30,7 +30,7 @@ static u64 mint_to(ctx_t *ctx, const run_t *run, u64 amount) {
     infos[2] = *run_acc;
     u64 run_id = run->run_id;
     u8 bump = run->bump;
-    const seed_t seeds[3] = {{(const u8 *)"run", 3}, {(const u8 *)&run_id, 8}, {&bump, 1}};
+    const seed_t seeds[3] = {{(const u8 *)RUN_SEED, RUN_SEED_LEN}, {(const u8 *)&run_id, 8}, {&bump, 1}};
     const signer_seeds_t signer = {seeds, 3};
     return sol_invoke_signed_c(&ix, infos, 3, &signer, 1);
 }
@@ -58,7 +58,7 @@ u64 ix_claim(ctx_t *ctx) {
     if (args.amount > m->points_earned - m->points_claimed) return ERR_CLAIM_EXCEEDS_EARNED;
     m->points_claimed += args.amount;
     TRY(mint_to(ctx, run, args.amount));
-    log_str("agora: claimed");
+    log_str("eranos: claimed");
     sol_log_64_(slot, args.amount, m->points_claimed, 0, 0);
     return 0;
 }

@@ -4,7 +4,7 @@
  * SystemProgram.createAccount owned by this program; here it must still be all zeros. The Run
  * PDA may already hold lamports (anyone can send some to the address to block a plain
  * createAccount), so it is funded up to rent exemption, then allocated and assigned. */
-#include "agora.h"
+#include "eranos.h"
 
 static u64 system_call(account_t *acc, const u8 *data, u64 len, const signer_seeds_t *signer) {
     static const pubkey_t system_id = SYSTEM_PROGRAM_ID;
@@ -16,7 +16,7 @@ static u64 system_call(account_t *acc, const u8 *data, u64 len, const signer_see
 static u64 create_run_account(ctx_t *ctx, u64 run_id, u8 bump) {
     account_t *payer = &ctx->accounts[INITIALIZE_RUN_AUTHORITY];
     account_t *run = &ctx->accounts[INITIALIZE_RUN_RUN];
-    const seed_t seeds[3] = {{(const u8 *)"run", 3}, {(const u8 *)&run_id, 8}, {&bump, 1}};
+    const seed_t seeds[3] = {{(const u8 *)RUN_SEED, RUN_SEED_LEN}, {(const u8 *)&run_id, 8}, {&bump, 1}};
     const signer_seeds_t signer = {seeds, 3};
     u64 needed;
     TRY(rent_exempt_minimum(sizeof(run_t), &needed));
@@ -62,7 +62,7 @@ u64 ix_initialize_run(ctx_t *ctx) {
     if (args.mode != MODE_PERMISSIONED && args.mode != MODE_PERMISSIONLESS) return ERR_INVALID_MODE;
     TRY(check_params(&args.params));
 
-    const seed_t seeds[2] = {{(const u8 *)"run", 3}, {(const u8 *)&args.run_id, 8}};
+    const seed_t seeds[2] = {{(const u8 *)RUN_SEED, RUN_SEED_LEN}, {(const u8 *)&args.run_id, 8}};
     pubkey_t expected;
     u8 bump;
     if (sol_try_find_program_address(seeds, 2, ctx->program_id, &expected, &bump)) return ERR_WRONG_PDA;
@@ -81,7 +81,7 @@ u64 ix_initialize_run(ctx_t *ctx) {
     run->bump = bump;
     table->discriminator = DISC_MEMBER_TABLE;
     key_copy(&table->run, run_acc->key);
-    log_str("agora: run initialized");
+    log_str("eranos: run initialized");
     sol_log_64_(args.run_id, args.mode, 0, 0, 0);
     return 0;
 }

@@ -1,7 +1,7 @@
 /* join (node signs): become active. Permissioned runs need a slot from authorize_node (or a
  * slot left earlier); permissionless runs append a slot and take the required stake, topping up
  * what an earlier slash took. Re-joining reuses the key's slot. */
-#include "agora.h"
+#include "eranos.h"
 
 static u64 deposit_stake(ctx_t *ctx, run_t *run, member_t *m) {
     if (m->stake >= run->params.required_stake) return 0;
@@ -46,7 +46,7 @@ u64 ix_join(ctx_t *ctx) {
     m->joined_round = run->rounds_recorded ? run->last_round + 1 : 0;
     m->unbond_at = 0;
     run->active_count++;
-    log_str("agora: joined");
+    log_str("eranos: joined");
     sol_log_64_(slot, m->joined_round, m->stake, 0, 0);
     return 0;
 }

@@ -1,6 +1,6 @@
 /* leave (node signs): stop being active and start the unbonding clock. Until it runs out the
  * member can still be credited or slashed for rounds it took part in. */
-#include "agora.h"
+#include "eranos.h"
 
 u64 ix_leave(ctx_t *ctx) {
     leave_args_t args;
@@ -21,7 +21,7 @@ u64 ix_leave(ctx_t *ctx) {
     m->status = STATUS_LEFT;
     run->active_count--;
     m->unbond_at = now + (i64)run->params.unbonding_seconds;
-    log_str("agora: left");
+    log_str("eranos: left");
     sol_log_64_(slot, (u64)m->unbond_at, 0, 0, 0);
     return 0;
 }

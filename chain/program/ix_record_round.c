@@ -2,7 +2,7 @@
  * over the member table (bit i = slot i, least significant bit first) say who contributed, who
  * validated and who is penalized. Everything is checked before anything is written, except the
  * per-member arithmetic, whose failure aborts the whole transaction anyway. */
-#include "agora.h"
+#include "eranos.h"
 
 static u64 check_bitmap(const bytes_t *bits, u32 member_count) {
     if (bits->len != (member_count + 7) / 8) return ERR_BITMAP_LENGTH;
@@ -94,7 +94,7 @@ u64 ix_record_round(ctx_t *ctx) {
     rec->penalized = counts.penalized;
     run->last_round = args.round;
     run->rounds_recorded++;
-    log_str("agora: round recorded");
+    log_str("eranos: round recorded");
     sol_log_64_(args.round, counts.contributed, counts.validated, counts.penalized, rec->slot);
     return 0;
 }

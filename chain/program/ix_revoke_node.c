@@ -1,6 +1,6 @@
 /* revoke_node (authority, permissioned runs): the key may no longer join or stay active. Points
  * already earned stay claimable. */
-#include "agora.h"
+#include "eranos.h"
 
 u64 ix_revoke_node(ctx_t *ctx) {
     revoke_node_args_t args;

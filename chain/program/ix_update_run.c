@@ -1,7 +1,7 @@
 /* update_run (authority): replace the rates, stake, slash amount and unbonding period; pause or
  * resume. The mode is fixed at initialization: flipping it would change what existing members'
  * stakes and authorizations mean. */
-#include "agora.h"
+#include "eranos.h"
 
 u64 ix_update_run(ctx_t *ctx) {
     update_run_args_t args;
@@ -12,6 +12,6 @@ u64 ix_update_run(ctx_t *ctx) {
     TRY(check_params(&args.params));
     run->params = args.params;
     run->paused = args.paused;
-    log_str(args.paused ? "agora: run updated, paused" : "agora: run updated");
+    log_str(args.paused ? "eranos: run updated, paused" : "eranos: run updated");
     return 0;
 }

@@ -1,6 +1,6 @@
 /* withdraw_stake (node signs): once unbonded, move what remains of the stake from the Run
  * account back to the node. The program owns the Run account, so it debits it directly. */
-#include "agora.h"
+#include "eranos.h"
 
 u64 ix_withdraw_stake(ctx_t *ctx) {
     withdraw_stake_args_t args;
@@ -28,7 +28,7 @@ u64 ix_withdraw_stake(ctx_t *ctx) {
     *run_acc->lamports -= amount;
     run->total_staked -= amount;
     m->stake = 0;
-    log_str("agora: stake withdrawn");
+    log_str("eranos: stake withdrawn");
     sol_log_64_(slot, amount, 0, 0, 0);
     return 0;
 }

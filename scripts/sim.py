@@ -1,12 +1,12 @@
-"""`agora-sim`: a whole run on 127.0.0.1, with faults on demand.
+"""`eranos sim`: a whole run on 127.0.0.1, with faults on demand.
 
 Starts the embedded localnet (or uses `--rpc URL`), deploys nothing (the program is built in),
-creates a permissionless run and its reward mint, funds N node keys, starts `agora-coordinator`
-and N `agora-node` processes with the tiny model on the stdlib corpus, and runs R rounds.
+creates a permissionless run and its reward mint, funds N node keys, starts `eranos coordinator`
+and N `eranos node` processes with the tiny model on the stdlib corpus, and runs R rounds.
 
-    agora-sim                                   # 4 nodes, 20 rounds
-    agora-sim --nodes 4 --rounds 20 --kill 2@5 --join 3@10 --byzantine flip@1 --json
-    agora-sim --hostile                         # plus a peer sending hostile gossip all run long
+    eranos sim                                   # 4 nodes, 20 rounds
+    eranos sim --nodes 4 --rounds 20 --kill 2@5 --join 3@10 --byzantine flip@1 --json
+    eranos sim --hostile                         # plus a peer sending hostile gossip all run long
 
 At the end it prints and writes (out/sim/summary.json, loss.png, bytes.png): loss per round,
 bytes per node per step against a dense bf16 gradient, model-hash agreement per round, lost
@@ -35,7 +35,7 @@ from solders.keypair import Keypair
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chain.client import AgoraClient, RpcTransport  # noqa: E402
+from chain.client import EranosClient, RpcTransport  # noqa: E402
 from chain.keys import save_keypair  # noqa: E402
 from chain.localnet import Localnet  # noqa: E402
 from chain.state import Mode, RunParams  # noqa: E402
@@ -44,6 +44,7 @@ from coordinator.state import HeartbeatSeen, RecordRound  # noqa: E402
 from node.byzantine import KINDS  # noqa: E402
 from p2p.host import peer_id_of  # noqa: E402
 from p2p.identity import Identity  # noqa: E402
+from protocol.console import HelpFormatter  # noqa: E402
 from protocol.model_config import parameter_shapes, preset  # noqa: E402
 from protocol.run_config import dumps, load  # noqa: E402
 from scripts.plotting import save_png, subplots  # noqa: E402
@@ -67,17 +68,19 @@ def at_pairs(values: list[str], flag: str, kinds: tuple[str, ...] | None = None)
     for v in values:
         left, sep, right = v.partition("@")
         if not sep or not right.isdigit() or (kinds is None and not left.isdigit()):
-            raise SystemExit(f"agora-sim: {flag} {v!r}: expected {'KIND@NODE' if kinds else 'NODE@ROUND'}")
+            raise SystemExit(f"eranos sim: {flag} {v!r}: expected {'KIND@NODE' if kinds else 'NODE@ROUND'}")
         if kinds is not None and left not in kinds:
-            raise SystemExit(f"agora-sim: {flag} {v!r}: kind must be one of {', '.join(kinds)}")
+            raise SystemExit(f"eranos sim: {flag} {v!r}: kind must be one of {', '.join(kinds)}")
         out.append((left, int(right)))
     return out
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="agora-sim", description=__doc__.split("\n\n")[0])
-    p.add_argument("--nodes", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=20)
+def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
+    )
+    p.add_argument("--nodes", type=int, default=4, help="compute nodes to start")
+    p.add_argument("--rounds", type=int, default=20, help="rounds to run")
     p.add_argument(
         "--kill", action="append", default=[], metavar="NODE@ROUND", help="SIGKILL a node mid-round"
     )
@@ -97,8 +100,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="add a peer that sends malformed, forged, replayed and non-member gossip all run long",
     )
     p.add_argument("--rpc", help="use this Solana JSON-RPC endpoint instead of the embedded localnet")
-    p.add_argument("--config", type=Path, default=ROOT / "configs" / "sim.toml")
-    p.add_argument("--out", type=Path, default=ROOT / "out" / "sim")
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / "sim.toml", help="the run config (TOML)")
+    p.add_argument("--out", type=Path, default=ROOT / "out" / "sim", help="logs, summary and plots go here")
     p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument(
@@ -142,8 +145,8 @@ class Sim:
             save_keypair(kp, self.out / "keys" / f"node-{i}.json")
         return authority, nodes
 
-    def create_run(self, rpc: str, authority: Keypair, nodes: list[Keypair], run_id: int) -> AgoraClient:
-        client = AgoraClient(RpcTransport(rpc), authority)
+    def create_run(self, rpc: str, authority: Keypair, nodes: list[Keypair], run_id: int) -> EranosClient:
+        client = EranosClient(RpcTransport(rpc), authority)
         client.airdrop(100 * SOL)
         params = RunParams(POINTS_CONTRIBUTION, POINTS_VALIDATION, STAKE, STAKE, unbonding_seconds=0)
         client.create_run(run_id, Mode.PERMISSIONLESS, params)
@@ -177,7 +180,9 @@ def node_cmd(
     cmd = [
         sys.executable,
         "-m",
-        "node.cli",
+        "eranos",
+        "node",
+        "run",
         "--keypair",
         str(out / "keys" / f"node-{i}.json"),
         "--coordinator",
@@ -215,7 +220,7 @@ def run_sim(args: argparse.Namespace) -> dict:
         coordinator = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_of(identity.public_key)}"
         keys = args.out / "keys" / "coordinator.json"
         sim.coordinator_cmd = [
-            sys.executable, "-m", "coordinator.cli", "--config", str(args.out / "run.toml"),
+            sys.executable, "-m", "eranos", "coordinator", "--config", str(args.out / "run.toml"),
             "--keypair", str(keys), "--listen", f"/ip4/127.0.0.1/tcp/{port}",
             "--journal", str(args.out / "journal.jsonl"),
             "--http", f"127.0.0.1:{http_port}", "--no-live", *(["-v"] if args.verbose else []),
@@ -260,7 +265,7 @@ def watch(sim: Sim, status_url: str, coordinator: str, rpc: str, run: str) -> di
                 status = {}
                 continue
             if sim.procs["coordinator"].poll() is not None:
-                raise SystemExit(f"agora-sim: the coordinator exited; see {args.out / 'coordinator.log'}")
+                raise SystemExit(f"eranos sim: the coordinator exited; see {args.out / 'coordinator.log'}")
             try:
                 status = httpx.get(status_url, timeout=2).json()
             except (httpx.HTTPError, ValueError):
@@ -285,11 +290,11 @@ def watch(sim: Sim, status_url: str, coordinator: str, rpc: str, run: str) -> di
             recorded = status["chain_recorded"] == status["last_finalized"] and status["chain_pending"] == 0
             if status["phase"] == "finished" and recorded:
                 return status
-    raise SystemExit(f"agora-sim: the run did not finish within {args.timeout:.0f} s (last status {status})")
+    raise SystemExit(f"eranos sim: the run did not finish within {args.timeout:.0f} s (last status {status})")
 
 
 def summarize(
-    args, config, chain: AgoraClient, nodes: list[Keypair], status: dict, run_id: int, exited: list[str]
+    args, config, chain: EranosClient, nodes: list[Keypair], status: dict, run_id: int, exited: list[str]
 ) -> dict:
     journal, effects = Journal.open(args.out / "journal.jsonl", config.rounds)
     state = journal.state
@@ -308,7 +313,7 @@ def summarize(
             hashes[entry["body"]["round"]].add(entry["body"]["model_hash"]["hex"])
     members = []
     for i, kp in enumerate(nodes):
-        client = AgoraClient(chain.transport, kp)
+        client = EranosClient(chain.transport, kp)
         m = client.member(run_id, kp.pubkey())
         claimed = client.claim(run_id) if m is not None and m.unclaimed else 0
         m = client.member(run_id, kp.pubkey())
@@ -371,7 +376,7 @@ def plot(summary: dict, out: Path) -> None:
         ax.plot(list(losses), list(losses.values()), marker="o")
         ax.set_xlabel("round")
         ax.set_ylabel("mean training loss of accepted members")
-        ax.set_title(f"agora-sim: {summary['nodes']} nodes")
+        ax.set_title(f"eranos sim: {summary['nodes']} nodes")
         save_png(fig, out / "loss.png")
     if summary["bytes_per_node_per_step"]:
         fig, ax = subplots(figsize=(5, 4))
@@ -382,8 +387,8 @@ def plot(summary: dict, out: Path) -> None:
         save_png(fig, out / "bytes.png")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "eranos sim") -> None:
+    args = parse_args(argv, prog)
     summary = run_sim(args)
     if args.json:
         print(json.dumps(summary, indent=2))

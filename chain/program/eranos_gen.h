@@ -7,6 +7,8 @@
 #define MINT_SIZE 82
 #define TOKEN_ACCOUNT_SIZE 165
 #define MAX_UNBONDING_SECONDS 315360000
+#define RUN_SEED "eranos-run"
+#define RUN_SEED_LEN 10
 #define MODE_PERMISSIONED 0
 #define MODE_PERMISSIONLESS 1
 #define STATUS_EMPTY 0
@@ -293,7 +295,7 @@ static inline int parse_withdraw_stake(reader_t *r, withdraw_stake_args_t *a) {
 #define WITHDRAW_STAKE_MEMBERS 2
 #define WITHDRAW_STAKE_ACCOUNTS 3
 
-enum agora_error {
+enum eranos_error {
     ERR_INVALID_INSTRUCTION = 6000,
     ERR_NOT_ENOUGH_ACCOUNTS = 6001,
     ERR_DUPLICATE_ACCOUNT = 6002,

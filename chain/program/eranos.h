@@ -1,7 +1,7 @@
 /* Shared by the instruction files: the parsed call, the account checks, and the CPI helpers.
- * Every check returns 0 or an error code from agora_gen.h; TRY passes a failure up unchanged. */
+ * Every check returns 0 or an error code from eranos_gen.h; TRY passes a failure up unchanged. */
 #pragma once
-#include "agora_gen.h"
+#include "eranos_gen.h"
 
 #define TRY(expr)                  \
     do {                           \

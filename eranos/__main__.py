@@ -1,0 +1,3 @@
+from eranos.cli import main
+
+main()

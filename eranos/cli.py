@@ -1,0 +1,59 @@
+"""`eranos`: one command, a subcommand per part, the way `solana` and `accelerate` work.
+
+    eranos node run|status|claim ...   a compute node, and its rewards on chain
+    eranos coordinator ...             the rounds of one run
+    eranos localnet ...                Solana JSON-RPC over an in-process LiteSVM with the program
+    eranos sim ...                     a whole multi-node run on 127.0.0.1 with the embedded chain
+
+Each subcommand's module is imported only when it runs, so `eranos --help` and `eranos
+--version` never load torch, libp2p or solana.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import sys
+
+from eranos import __version__
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "node": ("node.cli", "run a compute node, or check and claim its rewards"),
+    "coordinator": ("coordinator.cli", "run the rounds of one run and record them on chain"),
+    "localnet": ("chain.localnet", "serve Solana JSON-RPC on 127.0.0.1 with the eranos program"),
+    "sim": ("scripts.sim", "a whole multi-node run on 127.0.0.1 with the embedded chain"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="eranos",
+        description="Train one model across independently owned GPU boxes.",
+        epilog="'eranos COMMAND --help' lists a command's own options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"eranos {__version__}")
+    commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, summary) in COMMANDS.items():
+        commands.add_parser(name, help=summary, add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    command, rest = (argv[0], argv[1:]) if argv else (None, [])
+    if command not in COMMANDS:
+        if command is not None and not command.startswith("-"):
+            close = difflib.get_close_matches(command, COMMANDS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            print(f"eranos: no command {command!r}{hint} (eranos --help lists them)", file=sys.stderr)
+            raise SystemExit(2)
+        parser().parse_args(argv)
+        return
+    module = importlib.import_module(COMMANDS[command][0])
+    module.main(rest, prog=f"eranos {command}")
+
+
+if __name__ == "__main__":
+    main()
