@@ -290,7 +290,9 @@ def _start_round(s: State, now: float, effects: list[Effect]) -> State:
     batches = assign_batches(seed, members, batch_ids, weights)
     validators = choose_validators(seed, members, cfg.validation_rate)
     deadline = now + cfg.round_timeout_s
-    r = Round(number, seed, now, deadline, {k: tuple(v) for k, v in batches.items()}, validators)
+    r = Round(
+        number, s.finalized_rounds, seed, now, deadline, {k: tuple(v) for k, v in batches.items()}, validators
+    )
     effects.append(
         Publish(
             RoundStart(

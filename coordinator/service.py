@@ -49,6 +49,7 @@ from p2p.host import Host, peer_id_of
 from p2p.messages import Commit, Envelope, Heartbeat, Join, RoundEnd, RoundStart, RunInfo, Verdict
 from protocol.model_config import parameter_shapes, preset
 from protocol.run_config import RunConfig, dumps
+from protocol.stamps import stamp_error
 
 log = logging.getLogger("eranos.coordinator")
 TICK_S = 0.2
@@ -167,7 +168,7 @@ class CoordinatorService:
             self.host.dial_soon(event.addrs[:4])
         result = self._step(event)
         if isinstance(event, CommitSeen) and result.outcome == Outcome.APPLIED:
-            self._checks.submit(self._check_payload, event, peer_id_of(event.key))
+            self._checks.submit(self._check_payload, event, self.state.round.step, peer_id_of(event.key))
 
     def _is_eligible(self, key: bytes) -> bool:
         if self.client is None:
@@ -190,9 +191,10 @@ class CoordinatorService:
         self._eligible[key] = now
         return True
 
-    def _check_payload(self, commit: CommitSeen, origin: str) -> None:
-        """Fetch the committed payload and decode it strictly; a blob nobody serves is not the
-        committer's provable fault, so it gets no event (the round leaves it out at the timeout)."""
+    def _check_payload(self, commit: CommitSeen, step: int, origin: str) -> None:
+        """Fetch the committed payload, decode it strictly and check its stamp names the
+        committer, the round and its step; a blob nobody serves is not the committer's provable
+        fault, so it gets no event (the round leaves it out at the timeout)."""
         ok = True
         try:
             limit = min(commit.size, self.max_payload)
@@ -200,7 +202,10 @@ class CoordinatorService:
             if commit.size > self.max_payload or len(data) != commit.size:
                 ok = False
             else:
-                decode(self.spec, data, self.max_payload)
+                why = stamp_error(decode(self.spec, data, self.max_payload), commit.key, commit.round, step)
+                if why is not None:
+                    log.info("payload of %s refused: %s", commit.key.hex()[:8], why)
+                ok = why is None
                 self.metrics.payload_bytes.append(len(data))
         except PayloadError:
             ok = False

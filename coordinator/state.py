@@ -57,6 +57,7 @@ class CommitInfo:
 @dataclass(frozen=True)
 class Round:
     number: int
+    step: int  # the optimizer step every payload of the round is for
     seed: int
     started_at: float
     deadline: float

@@ -2,7 +2,8 @@
 
 Each payload kind turns what an honest node would send into what a cheating one sends instead:
 - noise: random indices and signs, the honest payload's size (costs nothing to make);
-- copy: another member's payload of the same round, claimed as its own;
+- copy: another member's payload of the same round, claimed as its own (its header still names
+  the author, so the coordinator's check refuses it);
 - flip: the honest payload with every sign flipped;
 - other-data: trained on batches it was not assigned (the runtime swaps the batch ids);
 - stale: its own payload from 3 rounds earlier, re-stamped for this step;
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from optim.codec import TensorPayload, decode, encode
+from optim.codec import Payload, TensorPayload, decode, encode
 from optim.spec import ParamSpec
 
 KINDS = ("noise", "copy", "flip", "other-data", "stale", "malformed", "liar")
@@ -23,9 +24,14 @@ STALE_ROUNDS = 3
 OTHER_DATA_OFFSET = 1_000_000  # batch ids this far past the assigned ones
 
 
+def _reencode(spec: ParamSpec, p: Payload, tensors: list[TensorPayload], step: int | None = None) -> bytes:
+    """Other tensors under the honest payload's stamp (origin and round): only replay can tell."""
+    return encode(spec, p.step if step is None else step, tensors, round=p.round, origin=p.origin)
+
+
 def flip(spec: ParamSpec, payload: bytes) -> bytes:
     p = decode(spec, payload)
-    return encode(spec, p.step, [TensorPayload(t.chunks, t.indices, -t.values) for t in p.tensors])
+    return _reencode(spec, p, [TensorPayload(t.chunks, t.indices, -t.values) for t in p.tensors])
 
 
 def noise(spec: ParamSpec, payload: bytes, seed: int) -> bytes:
@@ -43,12 +49,13 @@ def noise(spec: ParamSpec, payload: bytes, seed: int) -> bytes:
         tensors.append(
             TensorPayload(t.chunks, indices.astype(np.int64), rng.choice([-1.0, 1.0], t.values.shape))
         )
-    return encode(spec, p.step, tensors)
+    return _reencode(spec, p, tensors)
 
 
-def restamp(spec: ParamSpec, payload: bytes, step: int) -> bytes:
-    """An old payload presented as one for `step`."""
-    return encode(spec, step, decode(spec, payload).tensors)
+def restamp(spec: ParamSpec, payload: bytes, step: int, round: int) -> bytes:
+    """An old payload presented as one for `step` in `round`."""
+    p = decode(spec, payload)
+    return encode(spec, step, p.tensors, round=round, origin=p.origin)
 
 
 def malformed(payload: bytes) -> bytes:

@@ -33,7 +33,7 @@ from node.runtime import NodeRuntime
 from node.train import pick_device, use_deterministic_kernels
 from p2p.errors import LocalError, PeerUnreachable
 from p2p.host import Host
-from p2p.identity import Identity
+from p2p.identity import Identity, key_of_peer_id
 from p2p.messages import RunInfo
 from protocol.console import HelpFormatter, setup_logging
 from protocol.run_config import ConfigError, RunConfig, loads
@@ -86,14 +86,14 @@ def connect_coordinator(host: Host, addr: str, stop: threading.Event) -> None:
             stop.wait(RETRY_S)
 
 
-def wait_for_config(host: Host, coordinator: bytes | None, stop: threading.Event) -> RunConfig | None:
+def wait_for_config(host: Host, coordinator: bytes, stop: threading.Event) -> RunConfig | None:
     """The run config from the coordinator's RunInfo (other senders' are ignored)."""
     while not stop.is_set():
         try:
             envelope = host.received.get(timeout=1.0)
         except queue.Empty:
             continue
-        if isinstance(envelope.body, RunInfo) and coordinator in (None, envelope.sender):
+        if isinstance(envelope.body, RunInfo) and envelope.sender == coordinator:
             try:
                 return loads(envelope.body.config)
             except ConfigError as exc:
@@ -101,10 +101,18 @@ def wait_for_config(host: Host, coordinator: bytes | None, stop: threading.Event
     return None
 
 
-def register(client: EranosClient, run_id: int, stop: threading.Event) -> None:
-    """Make sure this key is an active member of the run on chain."""
+def register(client: EranosClient, run_id: int, coordinator: bytes, stop: threading.Event) -> None:
+    """Make sure this key is an active member of the run on chain, whose authority must be the
+    coordinator that sent the run config (before any stake is deposited)."""
     while not stop.is_set():
         try:
+            authority = bytes(client.run(run_id).authority)
+            if authority != coordinator:
+                theirs, ours = (base58.b58encode(k).decode() for k in (authority, coordinator))
+                raise SystemExit(
+                    f"eranos node: run {run_id}'s authority on chain is {theirs}, not the coordinator "
+                    f"{ours}: refusing to join"
+                )
             member = client.member(run_id, client.key)
             if member is None or member.status != MemberStatus.ACTIVE:
                 client.join(run_id)
@@ -117,12 +125,15 @@ def register(client: EranosClient, run_id: int, stop: threading.Event) -> None:
             raise SystemExit(f"eranos node: cannot join run {run_id}: {exc}") from None
 
 
-def coordinator_key(addr: str) -> bytes | None:
-    """The ed25519 key inside a /p2p/<peer id> multiaddr, to trust RunInfo from it alone."""
-    if "/p2p/" not in addr:
-        return None
-    raw = base58.b58decode(addr.rsplit("/p2p/", 1)[1])
-    return raw[-32:] if len(raw) >= 36 else None
+def coordinator_key(addr: str) -> bytes:
+    """The ed25519 key inside a /p2p/<peer id> multiaddr: the only signer the node obeys."""
+    _, sep, peer = addr.rpartition("/p2p/")
+    try:
+        return key_of_peer_id(peer)
+    except ValueError:
+        raise SystemExit(
+            f"eranos node: --coordinator {addr!r} must end in /p2p/<the coordinator's peer id>"
+        ) from None
 
 
 def rewards(args: argparse.Namespace, keypair: Keypair) -> None:
@@ -158,18 +169,22 @@ def main(argv: list[str] | None = None, prog: str = "eranos node") -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    coordinator = coordinator_key(args.coordinator)
     identity = Identity.from_seed(bytes(keypair)[:32])
-    host = Host(identity, args.run, listen=args.listen).start()
+    host = Host(identity, args.run, listen=args.listen, pinned=[coordinator]).start()
     runtime = None
     try:
         connect_coordinator(host, args.coordinator, stop)
-        config = wait_for_config(host, coordinator_key(args.coordinator), stop)
+        config = wait_for_config(host, coordinator, stop)
         if config is None:
             return
         if not args.no_chain:
-            register(EranosClient.connect(args.rpc or config.run.rpc, keypair), config.run.chain_run_id, stop)
+            client = EranosClient.connect(args.rpc or config.run.rpc, keypair)
+            register(client, config.run.chain_run_id, coordinator, stop)
         use_deterministic_kernels()
-        runtime = NodeRuntime(config, host, args.workdir, pick_device(args.device), args.byzantine)
+        runtime = NodeRuntime(
+            config, host, coordinator, args.workdir, pick_device(args.device), args.byzantine
+        )
         worker = threading.Thread(target=runtime.run, args=(stop,), name="node", daemon=True)
         worker.start()
         show_progress(runtime, stop)

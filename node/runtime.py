@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,8 +46,10 @@ from p2p.host import Host, peer_id_of
 from p2p.messages import FRESH_STATE, Commit, Heartbeat, Join, Recheck, RoundEnd, RoundStart, RunInfo, Verdict
 from protocol.model_config import preset
 from protocol.run_config import RunConfig
+from protocol.stamps import stamp_error
 
 log = logging.getLogger("eranos.node")
+CONTROL = (RunInfo, RoundStart, RoundEnd, Recheck)  # steer the run: obeyed from the coordinator only
 HEARTBEAT_S = 2.0
 JOIN_EVERY_S = 5.0
 
@@ -91,6 +94,7 @@ class NodeRuntime:
         self,
         config: RunConfig,
         host: Host,
+        coordinator: bytes,
         workdir: Path,
         device: torch.device,
         byzantine_kind: str | None = None,
@@ -99,6 +103,8 @@ class NodeRuntime:
     ) -> None:
         self.config, self.host, self.workdir, self.clock = config, host, workdir, clock
         self.me = host.identity.public_key
+        self.coordinator = coordinator  # the run's authority: the only key whose control messages count
+        self.refused: Counter[str] = Counter()  # control messages from anyone else, by type
         self.byzantine = byzantine_kind
         self.model = Llama(preset(config.model.preset), seed=config.model.seed).to(device)
         self.optimizer = DemoOptimizer(
@@ -167,6 +173,10 @@ class NodeRuntime:
 
     def on_message(self, sender: bytes, m) -> None:
         log.debug("%s from %s", type(m).__name__, sender.hex()[:8])
+        if isinstance(m, CONTROL) and sender != self.coordinator:
+            self.refused[type(m).__name__] += 1
+            log.info("ignored a %s signed by %s, not the coordinator", type(m).__name__, sender.hex()[:8])
+            return
         if isinstance(m, RunInfo):
             self._on_run_info(m)
         elif isinstance(m, Join) and sender != self.me:
@@ -201,7 +211,7 @@ class NodeRuntime:
             self._submit(self._sync, info.model_hash, info.last_finalized, info.step)
 
     def _on_round_start(self, rs: RoundStart) -> None:
-        if rs.round in self.rounds:
+        if rs.round <= max(self.rounds, default=-1):
             return  # a restarted coordinator's repeat: the round is already under way here
         work = RoundWork(rs)
         self.rounds[rs.round] = work
@@ -279,7 +289,7 @@ class NodeRuntime:
         result = self.trainer.accumulate_gradients(batches)
         work.state_before = self._held
         self._unresolved = work
-        payload = self._dishonest(work, self.optimizer.compress())
+        payload = self._dishonest(work, self.optimizer.compress(round=rs.round, origin=self.me))
         after = state_bytes(self.optimizer)
         self._held = (after, self.host.provide(after))
         work.own_payload = payload
@@ -311,7 +321,9 @@ class NodeRuntime:
         if kind == "stale":
             if len(self.own_history) < byzantine.STALE_ROUNDS:
                 return payload
-            return byzantine.restamp(spec, self.own_history[-byzantine.STALE_ROUNDS], self.optimizer.step)
+            return byzantine.restamp(
+                spec, self.own_history[-byzantine.STALE_ROUNDS], self.optimizer.step, work.start.round
+            )
         deadline = min(work.start.deadline - 1, self.clock() + 30)
         while self.clock() < deadline:  # copy: wait for someone else's commit, then take it
             others = [(k, c) for k, c in work.commits.items() if k != self.me]
@@ -333,11 +345,12 @@ class NodeRuntime:
         except (PayloadError, BlobError, LocalError) as exc:  # structural: the coordinator's to judge
             log.info("cannot examine %s: %s", target.hex()[:8], exc)
             return
-        match, drift = self._replay(work, target, commit, sent)
+        why = stamp_error(sent, target, rs.round, rs.step)
+        match, drift = self._replay(work, target, commit, sent) if why is None else (0.0, float("inf"))
         v = self.config.validation
         accept = match >= v.min_match and drift <= v.max_state_drift and self.byzantine != "liar"
         if not accept:
-            log.info("%s failed replay: match %.3f, state drift %.2g", target.hex()[:8], match, drift)
+            log.info("%s failed replay: %s", target.hex()[:8], why or f"match {match:.3f}, drift {drift:.2g}")
         self._publish(Verdict(round=rs.round, target=target, accept=accept, score=match))
         self.progress.verdicts += 1
 

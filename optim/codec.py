@@ -2,13 +2,18 @@
 
 Layout (little-endian), every length implied by the spec or declared before its section:
 
-    header    magic "AGDP" | version u8 | value mode u8 | step u64 | spec sha256 (32 bytes)
+    header    magic "ERDP" | version u8 | value mode u8 | step u64 | round u64 | origin (32 bytes)
+              | spec sha256 (32 bytes)
     table     per tensor: Rice parameter u8 | flags u8 (bit 0: some chunks are left out)
     bitmaps   per flagged tensor: one bit per chunk, set for chunks that are sent
     unary     byte length u32, then the unary stream of every gap quotient (see rice.py)
     remainder every gap remainder, b bits each, all tensors in one bit stream
     values    SIGN: 1 bit each (1 = positive); INT8: one fp32 scale per sent chunk, then int8;
               BF16: 2 bytes each; RAW: float64 each
+
+The header binds a payload to the step it is for, the round it was sent in and its origin (the
+sender's key, opaque bytes here), so a payload cannot be presented for another step, round or
+sender without every receiver seeing it: two members' payloads can never be the same bytes.
 
 A chunk whose momentum is entirely zero is left out instead of sending k arbitrary indices:
 with 1-bit values a zero cannot be expressed, and k votes of +1 would move parameters that have
@@ -40,8 +45,9 @@ from optim.errors import (
 )
 from optim.spec import CODEC_VERSION, ParamSpec, TensorSpec
 
-MAGIC = b"AGDP"
-_HEADER = struct.Struct("<4sBBQ32s")
+MAGIC = b"ERDP"
+_HEADER = struct.Struct("<4sBBQQ32s32s")
+NO_ORIGIN = bytes(32)  # a payload not bound to a sender (in-process replicas, tests)
 _U32 = struct.Struct("<I")
 _FLAG_PARTIAL = 1
 _VALUE_BYTES = {ValueMode.SIGN: 1 / 8, ValueMode.INT8: 1, ValueMode.BF16: 2, ValueMode.RAW: 8}
@@ -58,9 +64,15 @@ class TensorPayload:
 class Payload:
     step: int
     tensors: list[TensorPayload]
+    round: int = 0
+    origin: bytes = NO_ORIGIN
 
 
-def encode(spec: ParamSpec, step: int, tensors: list[TensorPayload]) -> bytes:
+def encode(
+    spec: ParamSpec, step: int, tensors: list[TensorPayload], *, round: int = 0, origin: bytes = NO_ORIGIN
+) -> bytes:
+    if len(origin) != 32:
+        raise ValueError(f"origin must be 32 bytes, got {len(origin)}")
     if len(tensors) != len(spec.tensors):
         raise ValueError(f"spec has {len(spec.tensors)} tensors, got {len(tensors)}")
     table, bitmaps, quotients, remainders = bytearray(), [], [], []
@@ -78,7 +90,7 @@ def encode(spec: ParamSpec, step: int, tensors: list[TensorPayload]) -> bytes:
     unary = np.packbits(rice.unary_bits(np.concatenate(quotients))).tobytes()
     return b"".join(
         [
-            _HEADER.pack(MAGIC, CODEC_VERSION, spec.mode, step, spec.digest),
+            _HEADER.pack(MAGIC, CODEC_VERSION, spec.mode, step, round, origin, spec.digest),
             bytes(table),
             *bitmaps,
             _U32.pack(len(unary)),
@@ -94,7 +106,7 @@ def decode(spec: ParamSpec, data: bytes, max_bytes: int | None = None) -> Payloa
     if len(data) > limit:
         raise OversizedPayloadError(f"payload is {len(data)} bytes, limit is {limit}")
     reader = _Reader(data)
-    step = _read_header(spec, reader)
+    step, round_, origin = _read_header(spec, reader)
     table = bytes(reader.take(2 * len(spec.tensors), "tensor table"))
     params, chunk_ids = [], []
     for i, ts in enumerate(spec.tensors):
@@ -115,7 +127,7 @@ def decode(spec: ParamSpec, data: bytes, max_bytes: int | None = None) -> Payloa
         if indices.size and indices[:, -1].max() >= ts.layout.chunk_numel:
             raise IndexRangeError(f"{ts.name}: index beyond chunk size {ts.layout.chunk_numel}")
         tensors.append(TensorPayload(ids, indices, v))
-    return Payload(step, tensors)
+    return Payload(step, tensors, round_, origin)
 
 
 @lru_cache(maxsize=16)
@@ -156,8 +168,9 @@ class _Reader:
         return bits[:n_bits]
 
 
-def _read_header(spec: ParamSpec, reader: _Reader) -> int:
-    magic, version, mode, step, digest = _HEADER.unpack(reader.take(_HEADER.size, "header"))
+def _read_header(spec: ParamSpec, reader: _Reader) -> tuple[int, int, bytes]:
+    """(step, round, origin) after checking the magic, version and spec."""
+    magic, version, mode, step, round_, origin, digest = _HEADER.unpack(reader.take(_HEADER.size, "header"))
     if magic != MAGIC:
         raise HeaderError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
     if version != CODEC_VERSION:
@@ -167,7 +180,7 @@ def _read_header(spec: ParamSpec, reader: _Reader) -> int:
             f"payload is for spec {digest.hex()[:16]} mode {mode}, "
             f"this run is {spec.digest.hex()[:16]} mode {int(spec.mode)}"
         )
-    return step
+    return step, round_, bytes(origin)
 
 
 def _read_bitmap(ts: TensorSpec, reader: _Reader) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from optim.codec import Payload, TensorPayload, decode, encode
+from optim.codec import NO_ORIGIN, Payload, TensorPayload, decode, encode
 from optim.config import DemoConfig
 from optim.dct import ChunkLayout, block_positions, chunk_major_abs, compute_dtype, dct_blocks, idct_blocks
 from optim.errors import PayloadError, StalePayloadError
@@ -125,8 +125,9 @@ class DemoOptimizer:
             p.grad = None
 
     @torch.no_grad()
-    def compress(self) -> bytes:
-        """Fold the current gradients into the momentum and return this node's payload."""
+    def compress(self, *, round: int = 0, origin: bytes = NO_ORIGIN) -> bytes:
+        """Fold the current gradients into the momentum and return this node's payload, stamped
+        with this step, the round and the sender (`origin`) it is sent as."""
         cfg = self.config
         if cfg.clip_grad_norm is not None:
             self.last_grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.clip_grad_norm))
@@ -135,7 +136,7 @@ class DemoOptimizer:
             grad = None if p.grad is None else self._precondition(i, p.grad)
             update_momentum(m, grad, ts.layout, cfg.beta, self.lr)
             tensors.append(take_topk(m, ts.layout, ts.k, cfg.alpha))
-        return encode(self.spec, self.step, tensors)
+        return encode(self.spec, self.step, tensors, round=round, origin=origin)
 
     def _precondition(self, i: int, grad: torch.Tensor) -> torch.Tensor:
         """Scale the gradient locally before it enters the momentum. "rms" makes every step

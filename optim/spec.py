@@ -13,7 +13,7 @@ from functools import cached_property
 from optim.config import ValueMode
 from optim.dct import ChunkLayout, layout_for
 
-CODEC_VERSION = 1
+CODEC_VERSION = 2  # 2: the header names the round and the origin
 
 
 @dataclass(frozen=True)

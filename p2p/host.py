@@ -86,10 +86,11 @@ class Host:
         listen: str = "/ip4/127.0.0.1/tcp/0",
         bootstrap: Sequence[str] = (),
         chunk_timeout: float = 10.0,
+        pinned: Sequence[bytes] = (),
     ):
         self.identity, self.run, self.topic = identity, run, f"eranos/{run}"
         self.listen, self.chunk_timeout = multiaddr.Multiaddr(listen), chunk_timeout
-        self.inbox = Inbox(run)
+        self.inbox = Inbox(run, pinned=frozenset(pinned))
         self.received: queue.Queue[Envelope] = queue.Queue()
         self.blobs = BlobStore()
         self.scores: Counter[str] = Counter()  # peer id -> score; failures push it down

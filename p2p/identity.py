@@ -52,6 +52,22 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     return True
 
 
+# A libp2p peer id of an ed25519 key is an identity multihash (0x00, length 36) of the key's
+# protobuf encoding (field 1 = Ed25519, field 2 = 32 key bytes): the key is readable from it.
+_ED25519_PEER_PREFIX = bytes.fromhex("002408011220")
+
+
+def key_of_peer_id(peer_id: str) -> bytes:
+    """The ed25519 public key inside a peer id (12D3KooW...); ValueError for anything else."""
+    try:
+        raw = base58.b58decode(peer_id)
+    except ValueError:
+        raw = b""
+    if len(raw) != len(_ED25519_PEER_PREFIX) + 32 or not raw.startswith(_ED25519_PEER_PREFIX):
+        raise ValueError(f"{peer_id!r} is not the peer id of an ed25519 key")
+    return raw[len(_ED25519_PEER_PREFIX) :]
+
+
 def load_keypair(path: str | Path) -> Identity:
     try:
         raw = json.loads(Path(path).read_text())

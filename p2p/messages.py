@@ -237,10 +237,14 @@ class Inbox:
 
     Replay protection keeps, per sender, the highest sequence number seen and the numbers seen
     within `window` below it: a number seen before, or older than the window, is a replay.
+    The table of senders is bounded (keys are free to make), but `pinned` senders (the run's
+    coordinator) are never evicted, so nobody can flood it to make their messages replayable.
     """
 
-    def __init__(self, run: str, window: int = 4096, max_senders: int = 10_000):
-        self.run, self.window, self.max_senders = run, window, max_senders
+    def __init__(
+        self, run: str, window: int = 4096, max_senders: int = 10_000, pinned: frozenset[bytes] = frozenset()
+    ):
+        self.run, self.window, self.max_senders, self.pinned = run, window, max_senders, pinned
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
         self._seen: dict[bytes, tuple[int, set[int]]] = {}
@@ -266,5 +270,5 @@ class Inbox:
             seen = {s for s in seen if s > top - self.window}
         self._seen.pop(sender, None)  # re-insert: the dict's order is least recently heard first
         self._seen[sender] = (top, seen)
-        if len(self._seen) > self.max_senders:  # keys are free to make: bound the state they cost
-            del self._seen[next(iter(self._seen))]
+        if len(self._seen) > self.max_senders + len(self.pinned):
+            del self._seen[next(k for k in self._seen if k not in self.pinned)]

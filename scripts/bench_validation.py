@@ -91,7 +91,7 @@ class Run:
             "noise": byzantine.noise(self.spec, own, r),
         }
         if r >= byzantine.STALE_ROUNDS:
-            dishonest["stale"] = byzantine.restamp(self.spec, self.history[-4]["n0"][0], r)
+            dishonest["stale"] = byzantine.restamp(self.spec, self.history[-4]["n0"][0], r, r)
         for kind, payload in dishonest.items():
             states = sent["shadow"][1:] if kind == "other-data" else (before, after)
             checks.append((kind, (payload, *states), batches["n0"]))

@@ -4,11 +4,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+import pytest
 from solders.keypair import Keypair
 
 from chain.keys import save_keypair
+from chain.state import MemberStatus
+from node.cli import register
+from tests.chain_world import RUN_ID, World
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,3 +81,22 @@ def test_an_unreachable_coordinator_is_reported_and_retried(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert "cannot reach the coordinator" in err and "retrying" in err and "Traceback" not in err
+
+
+def test_a_run_whose_chain_authority_is_not_the_coordinator_is_refused_before_staking():
+    world = World()
+    world.permissionless()
+    node = world.client()
+    impostor = bytes(Keypair().pubkey())
+    with pytest.raises(SystemExit, match="refusing to join"):
+        register(node, RUN_ID, impostor, threading.Event())
+    assert node.member(RUN_ID, node.key) is None
+    register(node, RUN_ID, bytes(world.authority.key), threading.Event())
+    assert node.member(RUN_ID, node.key).status == MemberStatus.ACTIVE
+
+
+def test_a_coordinator_address_without_its_peer_id_is_refused_in_one_line(tmp_path):
+    save_keypair(Keypair(), tmp_path / "id.json")
+    out = run_cli("run", "--keypair", str(tmp_path / "id.json"), "--coordinator", "/ip4/127.0.0.1/tcp/9")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "must end in /p2p/<the coordinator's peer id>" in out.stderr

@@ -10,17 +10,18 @@ from node.runtime import NodeRuntime, RoundWork
 from optim.state import is_fresh, state_bytes
 from p2p.host import Host
 from p2p.identity import Identity
-from p2p.messages import FRESH_STATE, Commit, RoundEnd, RoundStart
+from p2p.messages import FRESH_STATE, Commit, Recheck, RoundEnd, RoundStart, RunInfo
 from protocol.run_config import load
 
 ROOT = Path(__file__).resolve().parent.parent
+COORDINATOR = Identity.from_seed(b"\x0c" * 32).public_key
 
 
 @pytest.fixture
 def node(tmp_path):
     config = load(ROOT / "configs" / "sim.toml")
     host = Host(Identity.from_seed(b"\x05" * 32), config.run.name).start()
-    runtime = NodeRuntime(config, host, tmp_path, torch.device("cpu"))
+    runtime = NodeRuntime(config, host, COORDINATOR, tmp_path, torch.device("cpu"))
     published = []
     runtime._publish = published.append
     yield runtime, published
@@ -73,3 +74,46 @@ def test_a_round_whose_end_never_came_is_followed_by_a_fresh_state(node):
     train(runtime, published, 4)  # RoundEnd 4 never arrives
     _, commit = train(runtime, published, 5)
     assert commit.state_before == FRESH_STATE and not is_fresh(runtime.optimizer)
+
+
+FORGER = Identity.from_seed(b"\x0d" * 32).public_key
+
+
+def other_round_start(number):
+    someone = bytes([9]) * 32  # a round this node is not in: nothing is trained
+    return RoundStart(number, number, number, [someone], {someone: [0]}, {}, time.time() + 60, bytes(32))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        RoundStart(10**9, 0, 0, [], {}, {}, 0.0, bytes(32)),
+        RoundEnd(0, [], [], []),
+        Recheck(0, {bytes(32): bytes(32)}),
+        RunInfo("", 0, "waiting", -1, bytes(32), 0),
+    ],
+    ids=lambda m: type(m).__name__,
+)
+def test_a_control_message_not_signed_by_the_coordinator_is_ignored_and_counted(node, message):
+    runtime, _ = node
+    runtime.rounds[0] = round_work(runtime, 0)
+    runtime.admitted = True
+    runtime.on_message(FORGER, message)
+    assert runtime.refused == {type(message).__name__: 1}
+    assert list(runtime.rounds) == [0] and runtime.admitted and not runtime._pending
+
+
+def test_a_forged_round_end_cannot_roll_back_the_optimizer_state(node):
+    runtime, published = node
+    work, _ = train(runtime, published, 1)
+    runtime.rounds[1] = work
+    held = runtime._held
+    runtime.on_message(FORGER, RoundEnd(1, [], [runtime.me], []))
+    assert runtime._held == held and runtime._unresolved is work
+
+
+def test_round_numbers_from_the_coordinator_only_move_forward(node):
+    runtime, _ = node
+    runtime.on_message(COORDINATOR, other_round_start(5))
+    runtime.on_message(COORDINATOR, other_round_start(3))
+    assert list(runtime.rounds) == [5]

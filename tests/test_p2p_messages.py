@@ -14,7 +14,7 @@ from p2p.errors import (
     UnknownType,
     WrongRun,
 )
-from p2p.identity import Identity, load_keypair, save_keypair, verify
+from p2p.identity import Identity, key_of_peer_id, load_keypair, save_keypair, verify
 from p2p.messages import MAX_MESSAGE_BYTES, Commit, Heartbeat, Inbox, RoundEnd, RoundStart, open_message, seal
 
 ALICE = Identity.from_seed(bytes(range(32)))
@@ -175,6 +175,27 @@ def test_inbox_bounds_the_number_of_senders_it_remembers():
             )
         )
     assert len(inbox._seen) == 3
+
+
+def test_a_pinned_sender_is_never_evicted_so_its_messages_stay_unreplayable():
+    inbox = Inbox("r", max_senders=2, pinned=frozenset({ALICE.public_key}))
+    coordinator_message = seal(ALICE, "r", 7, commit())
+    assert inbox.receive(coordinator_message) is not None
+    for i in range(10):  # a flood of fresh keys
+        inbox.receive(seal(Identity.from_seed(bytes([i + 100]) * 32), "r", 0, commit()))
+    assert inbox.receive(coordinator_message) is None and inbox.rejected["replayed"] == 1
+
+
+def test_a_peer_id_gives_back_its_ed25519_key():
+    from p2p.host import peer_id_of
+
+    assert key_of_peer_id(peer_id_of(ALICE.public_key)) == ALICE.public_key
+
+
+@pytest.mark.parametrize("peer_id", ["", "not-base58-0OIl", "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"])
+def test_a_string_that_is_no_ed25519_peer_id_is_refused(peer_id):
+    with pytest.raises(ValueError):
+        key_of_peer_id(peer_id)
 
 
 @settings(max_examples=300)

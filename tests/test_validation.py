@@ -162,7 +162,7 @@ def test_a_dishonest_round_does_not_replay(recorded, kind):
     elif kind == "flip":
         payload = byzantine.flip(scratch.spec, payload)
     elif kind == "stale":
-        payload = byzantine.restamp(scratch.spec, history[r - 3]["n0"][0], r)
+        payload = byzantine.restamp(scratch.spec, history[r - 3]["n0"][0], r, r)
     else:
         payload = byzantine.noise(scratch.spec, payload, seed=0)
     out = replayed(recorded, r, 4 * r, before)
