@@ -167,7 +167,7 @@ def test_zero_int8_scale_is_rejected():
 
 def test_rice_parameter_beyond_the_chunk_is_malformed(payload):
     spec, data = payload
-    table_at = 46
+    table_at = 86  # after the header: magic, version, mode, step, round, origin, spec digest
     with pytest.raises(MalformedSectionError, match="Rice"):
         decode(spec, data[:table_at] + bytes([40]) + data[table_at + 1 :])
 

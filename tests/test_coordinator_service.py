@@ -37,13 +37,15 @@ CONFIG = RunConfig(
 )
 
 
-def distinct_payload(seed: int) -> bytes:
-    """A valid payload of its own: the optimizer's compress of a random gradient."""
+def distinct_payload(seed: int, origin: bytes, step: int = 0) -> bytes:
+    """A valid payload of round 0 from `origin`: the optimizer's compress of a random gradient."""
     model = Llama(preset("tiny"))
     gen = torch.Generator().manual_seed(seed)
     for p in model.parameters():
         p.grad = torch.randn(p.shape, generator=gen)
-    return DemoOptimizer(model.named_parameters(), CONFIG.optim.demo_config(2)).compress()
+    optimizer = DemoOptimizer(model.named_parameters(), CONFIG.optim.demo_config(2))
+    optimizer.step = step
+    return optimizer.compress(round=0, origin=origin)
 
 
 def wait_for(host, kind, timeout=20.0, where=lambda m: True):
@@ -96,7 +98,7 @@ def test_two_nodes_complete_a_round_and_it_is_recorded_on_chain(network):
     info = wait_for(nodes[0], RunInfo)
     assert "svc-test" in info.config
     for i, host in enumerate(nodes):
-        payload = distinct_payload(seed=i)
+        payload = distinct_payload(seed=i, origin=host.identity.public_key)
         digest = host.provide(payload)
         host.publish(
             Commit(
@@ -128,13 +130,32 @@ def test_a_commit_from_a_state_no_accepted_payload_left_is_penalized_and_counted
         host.publish(Heartbeat(round=-1, model_hash=H0))
     wait_for(nodes[0], RoundStart)
     for i, host in enumerate(nodes):
-        payload = distinct_payload(seed=i)
+        payload = distinct_payload(seed=i, origin=host.identity.public_key)
         before = FRESH_STATE if i == 0 else H1  # node 1 claims momentum no accepted round left it
         commit = Commit(0, host.provide(payload), len(payload), H0, 2.5, before, H0)
         host.publish(commit)
     end = wait_for(nodes[0], RoundEnd)
     assert (end.accepted, end.penalized) == ([nodes[0].identity.public_key], [nodes[1].identity.public_key])
     assert service.metrics.checks == {"state chain broken": 1}
+
+
+@pytest.mark.parametrize("stamp", ["next step", "another sender"])
+def test_a_payload_stamped_for_another_step_or_sender_is_penalized_and_the_round_ends(network, stamp):
+    _, service, nodes = network
+    for host in nodes:
+        host.publish(Join(addrs=host.addrs))
+        host.publish(Heartbeat(round=-1, model_hash=H0))
+    wait_for(nodes[0], RoundStart)
+    honest, cheat = nodes
+    bad = (
+        distinct_payload(seed=1, origin=cheat.identity.public_key, step=1)
+        if stamp == "next step"
+        else distinct_payload(seed=1, origin=honest.identity.public_key)
+    )
+    for host, payload in ((honest, distinct_payload(0, honest.identity.public_key)), (cheat, bad)):
+        host.publish(Commit(0, host.provide(payload), len(payload), H0, 2.5, FRESH_STATE, H0))
+    end = wait_for(honest, RoundEnd)
+    assert (end.accepted, end.penalized) == ([honest.identity.public_key], [cheat.identity.public_key])
 
 
 def test_a_key_that_is_not_a_member_on_chain_is_refused(network):
