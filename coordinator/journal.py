@@ -71,10 +71,10 @@ class Journal:
         self.path, self.state, self._file = path, state, file
 
     @classmethod
-    def open(cls, path: Path, config: RoundsSection) -> tuple[Journal, list[Effect]]:
+    def open(cls, path: Path, config: RoundsSection, exact: bool = True) -> tuple[Journal, list[Effect]]:
         """Replay `path` (if it exists) from a fresh state; return the journal and the replayed
         effects (the shell re-submits their RecordRounds, nothing else)."""
-        state, effects = State(config), []
+        state, effects = State(config, exact=exact), []
         if path.exists():
             lines = path.read_text().splitlines()
             for i, line in enumerate(lines):

@@ -11,6 +11,13 @@ timer (event None).
     (or WARMUP when a member must resync or joined, WAITING below min_nodes, FINISHED after the
     last round). PAUSED from anywhere but FINISHED; RESUME returns to WAITING.
 
+Checks are drawn only once commits close: `RoundStart` commits to the round's two secrets by
+hash, `Reveal` opens the first when the phase turns to FINALIZE, `RoundEnd` the second (see
+protocol/checks.py). The run's secret comes from the shell once (`Seeded`) and is journaled, so
+the machine stays pure and a replay draws the same checks. `verdicts.settle` decides each
+contribution; FINALIZE asks for the second replays and disputes it calls for, each with its own
+deadline, so a round settles within three verdict timeouts whatever members send.
+
 Every batch handed out is, when its round ends, either counted as accepted or carried over to
 be handed out first in the next round: none is skipped. A round is finalized once: the only way
 out of FINALIZE is `_finalize`, which also moves the phase. Each member's optimizer state hash
@@ -45,11 +52,15 @@ from coordinator.state import (
     Restarted,
     ResumeRequest,
     Round,
+    Seeded,
     State,
+    VerdictInfo,
     VerdictSeen,
 )
-from p2p.messages import FRESH_STATE, Recheck, RoundEnd, RoundStart
-from protocol.assignment import assign_batches, choose_tiebreaker, choose_validators
+from coordinator.verdicts import Ask, Settled, Settlement
+from p2p.messages import FRESH_STATE, Recheck, Reveal, RoundEnd, RoundStart
+from protocol.assignment import assign_batches
+from protocol.checks import check_seed, choose_checks, choose_second, commitment
 from protocol.commitments import commitment_root
 
 THROUGHPUT_EWMA = 0.5
@@ -81,6 +92,12 @@ def round_seed(run_seed: int, number: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def round_secrets(secret: bytes, number: int) -> tuple[bytes, bytes]:
+    """(check secret, audit secret) of round `number`, from the run's private secret."""
+    base = secret + number.to_bytes(8, "little")
+    return hashlib.sha256(b"check" + base).digest(), hashlib.sha256(b"audit" + base).digest()
+
+
 def step(state: State, event: Event | None, now: float) -> Result:
     """Apply `event` (if any), then move phases as far as `now` allows."""
     applied = apply(state, event, now) if event is not None else Result(state)
@@ -93,6 +110,7 @@ def step(state: State, event: Event | None, now: float) -> Result:
 
 def apply(s: State, event: Event, now: float) -> Result:
     handler = {
+        Seeded: _seeded,
         JoinRequest: _join,
         HeartbeatSeen: _heartbeat,
         CommitSeen: _commit,
@@ -104,6 +122,12 @@ def apply(s: State, event: Event, now: float) -> Result:
         ResumeRequest: _resume,
     }[type(event)]
     return handler(s, event, now)
+
+
+def _seeded(s: State, e: Seeded, now: float) -> Result:
+    if s.secret or len(e.secret) < 32:
+        return Result(s, outcome=Outcome.IGNORED if s.secret else Outcome.INVALID)
+    return Result(replace(s, secret=e.secret))
 
 
 def _join(s: State, e: JoinRequest, now: float) -> Result:
@@ -138,8 +162,8 @@ def _commit(s: State, e: CommitSeen, now: float) -> Result:
     why = _current(s, e.round, (Phase.TRAINING,))
     if why is not None or now >= s.round.deadline:
         return Result(s, outcome=why or Outcome.IGNORED)
-    if e.key not in s.round.batches or e.key in s.round.commits:
-        return Result(s, outcome=Outcome.IGNORED)
+    if not s.round.batches.get(e.key) or e.key in s.round.commits:
+        return Result(s, outcome=Outcome.IGNORED)  # not given batches: nothing to contribute
     if e.model_hash != s.model_hash:
         return Result(s, outcome=Outcome.INVALID)
     chained = e.state_before in (FRESH_STATE, s.states.get(e.key))
@@ -161,17 +185,21 @@ def _payload_checked(s: State, e: PayloadChecked, now: float) -> Result:
 
 
 def _verdict(s: State, e: VerdictSeen, now: float) -> Result:
-    why = _current(s, e.round, (Phase.TRAINING, Phase.FINALIZE))
+    why = _current(s, e.round, (Phase.FINALIZE,))
     if why is not None:
         return Result(s, outcome=why)
     r = s.round
-    assigned = r.validators.get(e.validator) == e.target or r.tiebreakers.get(e.target) == e.validator
-    if not assigned:
+    asked = (
+        r.validators.get(e.validator) == e.target
+        or r.seconds.get(e.target, (None,))[0] == e.validator
+        or (e.target in r.disputes and e.validator in r.batches and e.validator != e.target)
+    )
+    if not asked:
         return Result(s, outcome=Outcome.INVALID)
     if (e.validator, e.target) in r.verdicts:
         return Result(s, outcome=Outcome.IGNORED)
-    key = (e.validator, e.target)
-    r = replace(r, verdicts={**r.verdicts, key: e.accept}, scores={**r.scores, key: e.score})
+    info = VerdictInfo(e.accept, e.available, e.evidence if e.available else b"", e.loss)
+    r = replace(r, verdicts={**r.verdicts, (e.validator, e.target): info})
     return Result(replace(s, round=r))
 
 
@@ -236,7 +264,7 @@ def _expire_silent_members(s: State, now: float, effects: list[Effect]) -> State
 
 def _tick_waiting(s: State, now: float, effects: list[Effect]) -> State:
     needed = s.config.min_nodes if s.finalized_rounds else max(s.config.min_nodes, s.config.start_nodes)
-    return _change_phase(s, now, Phase.WARMUP) if len(s.members) >= needed else s
+    return _change_phase(s, now, Phase.WARMUP) if s.secret and len(s.members) >= needed else s
 
 
 def _agreed_hash(s: State) -> bytes:
@@ -288,11 +316,10 @@ def _start_round(s: State, now: float, effects: list[Effect]) -> State:
     batch_ids = list(carried) + list(range(s.next_batch, s.next_batch + fresh))
     weights = {k: s.members[k].throughput for k in members} if cfg.weight_by_throughput else None
     batches = assign_batches(seed, members, batch_ids, weights)
-    validators = choose_validators(seed, members, cfg.validation_rate)
+    check_secret, audit_secret = round_secrets(s.secret, number)
     deadline = now + cfg.round_timeout_s
-    r = Round(
-        number, s.finalized_rounds, seed, now, deadline, {k: tuple(v) for k, v in batches.items()}, validators
-    )
+    shares = {k: tuple(v) for k, v in batches.items()}
+    r = Round(number, s.finalized_rounds, seed, check_secret, audit_secret, now, deadline, shares)
     effects.append(
         Publish(
             RoundStart(
@@ -301,9 +328,10 @@ def _start_round(s: State, now: float, effects: list[Effect]) -> State:
                 seed=seed,
                 members=list(members),
                 batches={k: list(v) for k, v in batches.items()},
-                validators=dict(validators),
                 deadline=deadline,
                 model_hash=s.model_hash,
+                check_commitment=commitment(check_secret),
+                audit_commitment=commitment(audit_secret),
             )
         )
     )
@@ -318,82 +346,120 @@ def _start_round(s: State, now: float, effects: list[Effect]) -> State:
 
 
 def _tick_training(s: State, now: float, effects: list[Effect]) -> State:
-    everyone = all(k in s.round.commits for k in s.round.batches)
-    return _change_phase(s, now, Phase.FINALIZE) if everyone or now >= s.round.deadline else s
-
-
-def _assign_tiebreakers(s: State, effects: list[Effect]) -> State:
     r = s.round
-    new = {}
-    for target in verdicts.contested(r):
-        if target in r.tiebreakers:
-            continue
-        first = next(v for v, t in r.validators.items() if t == target)
-        candidates = [k for k in r.members if k in s.members]
-        w = choose_tiebreaker(r.seed, candidates, target, {first}) if target in candidates else None
-        new[target] = w if w is not None else verdicts.NOBODY
-    if not new:
+    if not all(k in r.commits for k in r.workers) and now < r.deadline:
         return s
-    asked = {t: w for t, w in new.items() if w != verdicts.NOBODY}
-    if asked:
-        effects.append(Publish(Recheck(round=r.number, assignments=asked)))
-    return replace(s, round=replace(r, tiebreakers={**r.tiebreakers, **new}))
+    commits = {k: c.payload_hash for k, c in r.commits.items()}
+    validators = choose_checks(
+        check_seed(r.check_secret, commits), r.members, sorted(commits), s.config.validation_rate
+    )
+    effects.append(Publish(Reveal(r.number, r.check_secret, commits, validators)))
+    s = replace(s, round=replace(r, validators=validators, revealed_at=now))
+    return _change_phase(s, now, Phase.FINALIZE)
+
+
+def _settlements(s: State, now: float) -> dict[bytes, Settlement | Ask | None]:
+    r = s.round
+    voters = {t: sum(1 for k in r.members if k in s.members and k != t) for t in r.commits}
+    return {t: verdicts.settle(r, t, now, s.config, s.exact, voters[t]) for t in sorted(r.commits)}
+
+
+def _escalate(s: State, asks: dict[bytes, Ask], now: float, effects: list[Effect]) -> State:
+    """Ask a second validator, or every other member of the round, to replay a target."""
+    r, assignments = s.round, {}
+    seconds, disputes = dict(r.seconds), dict(r.disputes)
+    pool = [k for k in r.members if k in s.members]
+    for target, ask in asks.items():
+        voted = {v for v, t in r.verdicts if t == target}
+        if ask.dispute:
+            disputes[target] = now
+            assignments[target] = [k for k in pool if k != target and k not in voted]
+        else:
+            first = next((v for v, t in r.validators.items() if t == target), None)
+            w = choose_second(r.audit_secret, pool, target, voted | {first})
+            seconds[target] = (w, now)
+            if w is not None:
+                assignments[target] = [w]
+    if assignments:
+        effects.append(Publish(Recheck(round=r.number, assignments=assignments)))
+    return replace(s, round=replace(r, seconds=seconds, disputes=disputes))
 
 
 def _tick_finalize(s: State, now: float, effects: list[Effect]) -> State:
-    s = _assign_tiebreakers(s, effects)
-    if verdicts.complete(s.round) or _elapsed(s, now, s.config.verdict_timeout_s):
-        return _finalize(s, now, effects)
+    settled = _settlements(s, now)
+    asks = {t: a for t, a in settled.items() if isinstance(a, Ask)}
+    if asks:
+        s = _escalate(s, asks, now, effects)
+        settled = _settlements(s, now)
+    if all(isinstance(x, Settlement) for x in settled.values()):
+        return _finalize(s, settled, now, effects)
     return s
 
 
-def _finalize(s: State, now: float, effects: list[Effect]) -> State:
+def _finalize(s: State, settled: dict[bytes, Settlement], now: float, effects: list[Effect]) -> State:
     r, cfg = s.round, s.config
-    d = verdicts.decide(r)
-    accepted = set(d.accepted)
+    by = {o: {t for t, x in settled.items() if x.outcome == o} for o in Settled}
+    strikes = {**s.strikes, **{t: 0 for t in by[Settled.ACCEPTED]}}
+    for t, x in settled.items():
+        if x.strike:
+            strikes[t] = strikes.get(t, 0) + 1
+            if strikes[t] >= cfg.max_unavailable:
+                by[Settled.PENALIZED].add(t)
+    penalized = by[Settled.PENALIZED] | {v for x in settled.values() for v in x.penalized}
+    accepted = by[Settled.ACCEPTED] - penalized
+    credited = {v for x in settled.values() for v in x.credited} - penalized
+    rejected = set(r.commits) - accepted - penalized
+    verified = {t: x.loss for t, x in settled.items() if t in accepted and x.loss is not None}
+    s = _tally_members(s, {t for t in accepted if settled[t].verified}, penalized, effects)
     carried = tuple(sorted(b for k, ids in r.batches.items() if k not in accepted for b in ids))
-    members = dict(s.members)
-    for k in r.batches:
-        if k not in members:
-            continue
-        if k in r.commits:
-            took = max(r.commits[k].at - r.started_at, 1e-3)
-            rate = len(r.batches[k]) / took if r.batches[k] else members[k].throughput
-            tp = THROUGHPUT_EWMA * members[k].throughput + (1 - THROUGHPUT_EWMA) * rate
-            members[k] = replace(members[k], misses=0, throughput=tp)
-        else:
-            members[k] = replace(members[k], misses=members[k].misses + 1)
-            if members[k].misses >= cfg.max_misses:
-                effects.append(Removed(k, f"no commit in {members[k].misses} rounds"))
-                del members[k]
-    for k in d.penalized:
-        if members.pop(k, None) is not None:
-            effects.append(Removed(k, "penalized"))
-    root = commitment_root({k: r.commits[k].payload_hash for k in d.accepted})
+    done = tuple(sorted(accepted))
     effects.append(
-        Publish(
-            RoundEnd(
-                round=r.number,
-                accepted=list(d.accepted),
-                rejected=list(d.rejected),
-                penalized=list(d.penalized),
-            )
-        )
+        Publish(RoundEnd(r.number, list(done), sorted(rejected), sorted(penalized), r.audit_secret))
     )
-    losses = {k: c.loss for k, c in r.commits.items() if k in accepted}
-    effects.append(RecordRound(r.number, root, d.accepted, d.validated, d.penalized, losses))
-    accepted_batches = sum(len(r.batches[k]) for k in d.accepted)
+    root = commitment_root({k: r.commits[k].payload_hash for k in done})
+    losses = {k: r.commits[k].loss for k in done}
+    effects.append(
+        RecordRound(r.number, root, done, tuple(sorted(credited)), tuple(sorted(penalized)), losses, verified)
+    )
     s = replace(
         s,
-        members=members,
-        banned=s.banned | set(d.penalized),
-        states={**s.states, **{k: r.commits[k].state_after for k in d.accepted}},
+        banned=s.banned | penalized,
+        strikes={k: v for k, v in strikes.items() if k not in penalized},
+        states={**s.states, **{k: r.commits[k].state_after for k in done}},
         carry_over=s.carry_over + carried,
-        accepted_batches=s.accepted_batches + accepted_batches,
+        accepted_batches=s.accepted_batches + sum(len(r.batches[k]) for k in done),
         finalized_rounds=s.finalized_rounds + 1,
         last_finalized=r.number,
     )
     return _change_phase(s, now, Phase.COOLDOWN)
+
+
+def _tally_members(s: State, verified: set[bytes], penalized: set[bytes], effects: list[Effect]) -> State:
+    """Throughput from verified work only; misses counted; the penalized, the silent and the
+    repeatedly removed leave (the last banned)."""
+    r, cfg = s.round, s.config
+    members, removals, banned = dict(s.members), dict(s.removals), set()
+    for k in r.workers:
+        if k not in members:
+            continue
+        if k in r.commits:
+            m = members[k]
+            if k in verified:
+                rate = len(r.batches[k]) / max(r.commits[k].at - r.started_at, 1e-3)
+                m = replace(m, throughput=THROUGHPUT_EWMA * m.throughput + (1 - THROUGHPUT_EWMA) * rate)
+            members[k] = replace(m, misses=0)
+            continue
+        members[k] = replace(members[k], misses=members[k].misses + 1)
+        if members[k].misses >= cfg.max_misses:
+            effects.append(Removed(k, f"no commit in {members[k].misses} rounds"))
+            del members[k]
+            removals[k] = removals.get(k, 0) + 1
+            if removals[k] > cfg.max_removals:
+                banned.add(k)
+    for k in sorted(penalized):
+        if members.pop(k, None) is not None:
+            effects.append(Removed(k, "penalized"))
+    return replace(s, members=members, removals=removals, banned=s.banned | banned)
 
 
 def _tick_cooldown(s: State, now: float, effects: list[Effect]) -> State:

@@ -11,6 +11,7 @@ events. Joins are checked against the chain first: a key must be an active membe
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -34,10 +35,12 @@ from coordinator.state import (
     JoinRequest,
     Outcome,
     PayloadChecked,
+    Phase,
     Publish,
     RecordRound,
     Removed,
     Restarted,
+    Seeded,
     VerdictSeen,
 )
 from coordinator.submitter import ChainSubmitter
@@ -46,7 +49,18 @@ from optim.errors import PayloadError
 from optim.spec import ParamSpec
 from p2p.errors import BlobError, LocalError
 from p2p.host import Host, peer_id_of
-from p2p.messages import Commit, Envelope, Heartbeat, Join, RoundEnd, RoundStart, RunInfo, Verdict
+from p2p.messages import (
+    Commit,
+    Envelope,
+    Heartbeat,
+    Join,
+    Recheck,
+    Reveal,
+    RoundEnd,
+    RoundStart,
+    RunInfo,
+    Verdict,
+)
 from protocol.model_config import parameter_shapes, preset
 from protocol.run_config import RunConfig, dumps
 from protocol.stamps import stamp_error
@@ -75,7 +89,7 @@ def to_event(envelope: Envelope) -> Event | None:
             key, m.round, m.payload_hash, m.size, m.model_hash, m.loss, m.state_before, m.state_after
         )
     if isinstance(m, Verdict):
-        return VerdictSeen(key, m.round, m.target, m.accept, m.score)
+        return VerdictSeen(key, m.round, m.target, m.accept, m.score, m.available, m.evidence, m.loss)
     return None
 
 
@@ -86,8 +100,14 @@ class Metrics:
     refused_joins: Counter = field(default_factory=Counter)
     checks: Counter = field(default_factory=Counter)  # what validation found, by result
     payload_bytes: list[int] = field(default_factory=list)
-    losses: dict[int, float] = field(default_factory=dict)  # round -> mean accepted loss
+    losses: dict[int, float] = field(default_factory=dict)  # round -> mean self-reported loss
+    verified_losses: dict[int, float] = field(default_factory=dict)  # round -> mean replayed loss
     penalties: int = 0
+
+    def add_losses(self, record: RecordRound) -> None:
+        for into, losses in ((self.losses, record.losses), (self.verified_losses, record.verified_losses)):
+            if losses:
+                into[record.round] = sum(losses.values()) / len(losses)
 
 
 class CoordinatorService:
@@ -102,27 +122,32 @@ class CoordinatorService:
         self.config, self.host, self.client, self.clock = config, host, client, clock
         self.spec = param_spec(config)
         self.max_payload = max_payload_bytes(self.spec)
-        self.journal, replayed = Journal.open(journal_path, config.rounds)
+        self.journal, replayed = Journal.open(journal_path, config.rounds, config.validation.exact)
         self.submitter = ChainSubmitter(client, config.run.chain_run_id) if client else None
         self.metrics = Metrics()
         self._events: queue.Queue[Event] = queue.Queue()
         self._checks = ThreadPoolExecutor(2, thread_name_prefix="payload-check")
         self._eligible: dict[bytes, float] = {}
+        self._served: dict[int, list[bytes]] = {}  # round -> payloads kept for its validators
         self._last_run_info = 0.0
         self._config_text = dumps(config)
         self._replayed_records = [e for e in replayed if isinstance(e, RecordRound)]
         for record in self._replayed_records:
-            if record.losses:
-                self.metrics.losses[record.round] = sum(record.losses.values()) / len(record.losses)
+            self.metrics.add_losses(record)
         published = [e.message for e in replayed if isinstance(e, Publish)]
         self._last_round_end = next((m for m in reversed(published) if isinstance(m, RoundEnd)), None)
-        self._last_round_start = next((m for m in reversed(published) if isinstance(m, RoundStart)), None)
+        starts = [i for i, m in enumerate(published) if isinstance(m, RoundStart)]
+        self._last_round_start = published[starts[-1]] if starts else None
+        after = published[starts[-1] + 1 :] if starts else []
+        self._finalize_messages = [m for m in after if isinstance(m, Reveal | Recheck)]
 
     @property
     def state(self):
         return self.journal.state
 
     def start(self) -> CoordinatorService:
+        if not self.state.secret:
+            self._step(Seeded(os.urandom(32)))
         if self.state.members:
             self._step(Restarted())
         if self.submitter is not None:
@@ -207,11 +232,12 @@ class CoordinatorService:
                     log.info("payload of %s refused: %s", commit.key.hex()[:8], why)
                 ok = why is None
                 self.metrics.payload_bytes.append(len(data))
+                self._served.setdefault(commit.round, []).append(self.host.provide(data))
         except PayloadError:
             ok = False
         except (BlobError, LocalError) as exc:
             log.info("payload of %s unavailable: %s", commit.key.hex()[:8], exc)
-            return
+            ok = None
         self._events.put(PayloadChecked(commit.key, commit.round, ok))
 
     def _step(self, event: Event | None) -> Result:
@@ -233,9 +259,11 @@ class CoordinatorService:
     def _count_check(self, event: Event) -> None:
         checks, r = self.metrics.checks, self.state.round
         if isinstance(event, VerdictSeen):
-            checks["replay accepted" if event.accept else "replay rejected"] += 1
-        elif isinstance(event, PayloadChecked) and not event.ok:
-            checks["payload invalid"] += 1
+            checks[
+                "replay accepted" if event.accept else "replay rejected" if event.available else "unavailable"
+            ] += 1
+        elif isinstance(event, PayloadChecked) and event.ok is not True:
+            checks["payload invalid" if event.ok is False else "payload withheld"] += 1
         elif isinstance(event, CommitSeen) and r is not None:
             commit = r.commits.get(event.key)
             if commit is not None and not commit.chained:
@@ -243,8 +271,9 @@ class CoordinatorService:
 
     def _record(self, record: RecordRound) -> None:
         self.metrics.penalties += len(record.penalized)
-        if record.losses:
-            self.metrics.losses[record.round] = sum(record.losses.values()) / len(record.losses)
+        self.metrics.add_losses(record)
+        for digest in self._served.pop(record.round, []):  # its verdicts are closed
+            self.host.blobs.forget(digest)
         if self.submitter is not None:
             self.submitter.submit(record)
         log.info(
@@ -258,7 +287,9 @@ class CoordinatorService:
         if isinstance(message, RoundEnd):
             self._last_round_end = message
         elif isinstance(message, RoundStart):
-            self._last_round_start = message
+            self._last_round_start, self._finalize_messages = message, []
+        elif isinstance(message, Reveal | Recheck) and message not in self._finalize_messages:
+            self._finalize_messages.append(message)
         try:
             self.host.publish(message)
         except LocalError as exc:
@@ -278,6 +309,9 @@ class CoordinatorService:
             self._publish(self._last_round_end)
         if self._last_round_start is not None and self._last_round_start.round == current:
             self._publish(self._last_round_start)
+        if s.phase == Phase.FINALIZE:  # who checks whom: a member that missed it cannot vote
+            for message in self._finalize_messages:
+                self._publish(message)
         self._publish(
             RunInfo(
                 config=self._config_text,
@@ -304,7 +338,9 @@ def snapshot(service: CoordinatorService) -> dict:
         "members": len(s.members),
         "ready_members": len(s.ready_members),
         "banned": len(s.banned),
-        "loss": m.losses[max(m.losses)] if m.losses else None,
+        "loss": m.verified_losses[max(m.verified_losses)] if m.verified_losses else None,
+        "verified_losses": {str(k): v for k, v in sorted(m.verified_losses.items())},
+        "self_reported_loss": m.losses[max(m.losses)] if m.losses else None,
         "losses": {str(k): v for k, v in sorted(m.losses.items())},
         "bytes_per_step": sum(recent) / len(recent) if recent else None,
         "penalties": m.penalties,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from p2p.messages import FRESH_STATE, Recheck, RoundEnd, RoundStart
+from p2p.messages import FRESH_STATE, Recheck, Reveal, RoundEnd, RoundStart
 from protocol.run_config import RoundsSection
 
 
@@ -55,23 +55,39 @@ class CommitInfo:
 
 
 @dataclass(frozen=True)
+class VerdictInfo:
+    accept: bool
+    available: bool  # the validator could fetch the target's payload and states
+    evidence: bytes  # digest of the replayed gradient and loss: equal for every honest replay
+    loss: float  # the target's loss as the replay computed it
+
+
+@dataclass(frozen=True)
 class Round:
     number: int
     step: int  # the optimizer step every payload of the round is for
-    seed: int
+    seed: int  # shuffles the batches (public)
+    check_secret: bytes  # committed to in RoundStart, revealed when commits close
+    audit_secret: bytes  # committed to in RoundStart, revealed in RoundEnd
     started_at: float
     deadline: float
-    batches: dict[bytes, tuple[int, ...]]  # member -> batch ids
-    validators: dict[bytes, bytes]  # first validator -> target
+    batches: dict[bytes, tuple[int, ...]]  # member -> batch ids (possibly none)
     commits: dict[bytes, CommitInfo] = field(default_factory=dict)
-    checks: dict[bytes, bool] = field(default_factory=dict)  # the coordinator's fetch + decode
-    verdicts: dict[tuple[bytes, bytes], bool] = field(default_factory=dict)  # (validator, target)
-    scores: dict[tuple[bytes, bytes], float] = field(default_factory=dict)
-    tiebreakers: dict[bytes, bytes] = field(default_factory=dict)  # target -> second validator
+    checks: dict[bytes, bool | None] = field(default_factory=dict)  # the coordinator's; None: unavailable
+    validators: dict[bytes, bytes] = field(default_factory=dict)  # first validator -> target, once revealed
+    revealed_at: float = 0.0
+    verdicts: dict[tuple[bytes, bytes], VerdictInfo] = field(default_factory=dict)  # (validator, target)
+    seconds: dict[bytes, tuple[bytes | None, float]] = field(default_factory=dict)  # target -> (W, asked at)
+    disputes: dict[bytes, float] = field(default_factory=dict)  # target -> when every member was asked
 
     @property
     def members(self) -> tuple[bytes, ...]:
         return tuple(sorted(self.batches))
+
+    @property
+    def workers(self) -> tuple[bytes, ...]:
+        """Members given at least one batch: only they commit, and only they hold a round open."""
+        return tuple(sorted(k for k, ids in self.batches.items() if ids))
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,10 @@ class State:
     banned: frozenset[bytes] = frozenset()
     states: dict[bytes, bytes] = field(default_factory=dict)  # key -> last accepted state_after
     paused_from: Phase | None = None
+    secret: bytes = b""  # the run's private randomness (Seeded); every round's secrets derive from it
+    exact: bool = True  # honest replays agree to the bit: accepts must carry the same evidence
+    strikes: dict[bytes, int] = field(default_factory=dict)  # consecutive rounds withheld
+    removals: dict[bytes, int] = field(default_factory=dict)  # times removed for missed rounds
 
     @property
     def ready_members(self) -> tuple[bytes, ...]:
@@ -98,6 +118,13 @@ class State:
 
 
 # --- events (inputs) ---
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """The shell's private randomness for the run, drawn once and journaled."""
+
+    secret: bytes
 
 
 @dataclass(frozen=True)
@@ -130,7 +157,7 @@ class CommitSeen:
 class PayloadChecked:
     key: bytes
     round: int
-    ok: bool  # fetched with the committed hash and decoded strictly
+    ok: bool | None  # fetched, decoded strictly, stamped right; None: nobody served it
 
 
 @dataclass(frozen=True)
@@ -140,6 +167,9 @@ class VerdictSeen:
     target: bytes
     accept: bool
     score: float
+    available: bool  # False: it could not fetch the target's payload or states
+    evidence: bytes  # digest of its replay (the gradient and loss); empty when unavailable
+    loss: float  # the target's loss as its replay computed it
 
 
 @dataclass(frozen=True)
@@ -164,7 +194,8 @@ class ResumeRequest:
 
 
 Event = (
-    JoinRequest
+    Seeded
+    | JoinRequest
     | HeartbeatSeen
     | CommitSeen
     | PayloadChecked
@@ -181,7 +212,7 @@ Event = (
 
 @dataclass(frozen=True)
 class Publish:
-    message: RoundStart | RoundEnd | Recheck
+    message: RoundStart | Reveal | Recheck | RoundEnd
 
 
 @dataclass(frozen=True)
@@ -191,7 +222,8 @@ class RecordRound:
     contributed: tuple[bytes, ...]
     validated: tuple[bytes, ...]
     penalized: tuple[bytes, ...]
-    losses: dict[bytes, float]
+    losses: dict[bytes, float]  # self-reported by the accepted members
+    verified_losses: dict[bytes, float] = field(default_factory=dict)  # from replays nobody contradicted
 
 
 @dataclass(frozen=True)

@@ -1,114 +1,133 @@
-"""Deciding a round from its commits, payload checks and verdicts: who is accepted into the
-aggregate, who is credited for validating, who is penalized.
+"""Settling each contribution of a round: accepted, rejected, or penalized, and who is credited
+or penalized for checking it. Pure: the round's record and the time in, a settlement out.
 
-For each committed target T, in this order:
-- T committed a payload hash another member committed earlier in the round: an exact copy,
-  penalized on public data alone (the original's author had to publish first to be copied).
-- T's payload failed the coordinator's own fetch-and-decode check, or T computed it from an
-  optimizer state that is neither fresh nor the one its last accepted payload left it with (so
-  it could carry momentum no validator replayed): penalized, no re-computation.
-- T's payload was never checked (the coordinator could not fetch it in time): left out of the
-  aggregate, since members could not apply it consistently either; not penalized.
-- T was not sampled, or its first validator V sent nothing: accepted.
-- V accepted: accepted; V credited.
-- V rejected, and the second validator W
-  - rejected too: T penalized; V and W credited;
-  - accepted: V was contradicted and is penalized; T accepted; W credited;
-  - sent nothing, or none could be chosen (NOBODY): T left out of the aggregate, nobody penalized.
-A penalized member is never credited in the same round.
+For a committed target T (a member given batches), in this order:
+- T's payload failed the coordinator's check (malformed, or stamped for another sender, round or
+  step), or T started from an optimizer state no accepted payload left it: penalized.
+- The coordinator could not fetch T's payload: rejected, with a strike (withholding).
+- T was not drawn for a check: accepted, unverified.
+- T's validator V accepted, and the audit draw passed it over: accepted; V credited.
+- V accepted and was audited, V was silent, or V could not fetch T's state: a second validator
+  W, drawn from neither side, replays T.
+  - W agrees with an accepting V: accepted; both credited. W silent: accepted; V credited.
+  - V silent or unavailable, W accepts: accepted; W credited. Both silent: accepted, unverified.
+  - Neither could fetch T's state (V unavailable, W unavailable or silent; or V accepted and
+    W unavailable): rejected, with a strike when two validators found it unavailable.
+- V or W rejected, or two accepts disagree on the evidence (the replayed gradient's digest,
+  which only a replay can know): every other member of the round is asked. The side holding a
+  strict majority of all the round's members other than T wins: T is accepted or penalized,
+  the winners credited, every available voter on the losing side penalized. No majority by the
+  deadline: rejected, nobody penalized. So no coalition smaller than half the members can get
+  an honest validator or target penalized.
+A member that reports it could not fetch is never penalized for it; credit needs a check
+nobody contradicted.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from enum import StrEnum
 
-from coordinator.state import Round
+from coordinator.state import Round, VerdictInfo
+from protocol.checks import audited
+from protocol.run_config import RoundsSection
 
-NOBODY = b""  # the tie-breaker of a contested target when no member is left to choose
+
+class Settled(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"  # left out of the aggregate, no penalty
+    PENALIZED = "penalized"
 
 
 @dataclass(frozen=True)
-class Decision:
-    accepted: tuple[bytes, ...]
-    rejected: tuple[bytes, ...]  # committed but left out of the aggregate
-    penalized: tuple[bytes, ...]
-    validated: tuple[bytes, ...]
+class Settlement:
+    outcome: Settled
+    verified: bool = False  # a replay that nobody contradicted reproduced it
+    strike: bool = False  # rejected for withholding
+    credited: tuple[bytes, ...] = ()
+    penalized: tuple[bytes, ...] = ()  # validators contradicted by the majority
+    loss: float | None = None  # the target's loss as the accepted replays computed it
 
 
-def contested(r: Round) -> list[bytes]:
-    """Targets whose first validator rejected them and that passed the payload check."""
-    first = {target: validator for validator, target in r.validators.items()}
-    return sorted(
-        t
-        for t, v in first.items()
-        if t in r.commits
-        and r.checks.get(t, True)
-        and r.commits[t].chained
-        and r.verdicts.get((v, t)) is False
-    )
+@dataclass(frozen=True)
+class Ask:
+    """More replays are needed: a second validator, or the whole round (a dispute)."""
+
+    dispute: bool
 
 
-def copies(r: Round) -> set[bytes]:
-    """Members whose payload hash an earlier commit of the round already carried. Members given
-    no batches are left out: with no gradient, two fresh members honestly send the same bytes."""
-    seen, out = set(), set()
-    for key, commit in sorted(r.commits.items(), key=lambda kv: (kv[1].at, kv[0])):
-        if not r.batches.get(key):
-            continue
-        if commit.payload_hash in seen:
-            out.add(key)
-        seen.add(commit.payload_hash)
-    return out
+WAIT = None  # the verdicts this stage needs are still due
 
 
-def decide(r: Round) -> Decision:
-    first = {target: validator for validator, target in r.validators.items()}
-    accepted, rejected, penalized, validated = set(), set(), copies(r), set()
-    for target in r.commits:
-        if target in penalized:
-            continue
-        if r.checks.get(target) is False or not r.commits[target].chained:
-            penalized.add(target)
-            continue
-        if target not in r.checks:
-            rejected.add(target)
-            continue
-        v = first.get(target)
-        verdict = r.verdicts.get((v, target)) if v is not None else None
-        if verdict is None:
-            accepted.add(target)
-        elif verdict:
-            accepted.add(target)
-            validated.add(v)
-        else:
-            w = r.tiebreakers.get(target)
-            second = r.verdicts.get((w, target)) if w not in (None, NOBODY) else None
-            if second is None:
-                rejected.add(target)
-            elif second:
-                accepted.add(target)
-                penalized.add(v)
-                validated.add(w)
-            else:
-                penalized.add(target)
-                validated.update((v, w))
-    accepted -= penalized
-    validated -= penalized
-    rejected = (rejected | (set(r.commits) - accepted)) - penalized
-    return Decision(
-        tuple(sorted(accepted)), tuple(sorted(rejected)), tuple(sorted(penalized)), tuple(sorted(validated))
-    )
+def settle(
+    r: Round, target: bytes, now: float, cfg: RoundsSection, exact: bool, voters: int
+) -> Settlement | Ask | None:
+    """Settle `target`, or say what must happen first (None: wait). `voters`: the round's
+    members other than the target still in the run, the size a dispute's majority is counted
+    against. `exact`: honest replays agree to the bit, so accepts must carry equal evidence."""
+    timeout = cfg.verdict_timeout_s
+    if r.checks.get(target) is False or not r.commits[target].chained:
+        return Settlement(Settled.PENALIZED)
+    if target not in r.checks:
+        return WAIT if now < r.revealed_at + timeout else Settlement(Settled.REJECTED)
+    if r.checks[target] is None:
+        return Settlement(Settled.REJECTED, strike=True)
+    if target in r.disputes:
+        return _dispute(r, target, now, timeout, exact, voters)
+    v = next((k for k, t in r.validators.items() if t == target), None)
+    if v is None:
+        return Settlement(Settled.ACCEPTED)
+    first = r.verdicts.get((v, target))
+    if first is None and now < r.revealed_at + timeout:
+        return WAIT
+    if first is not None and first.available and not first.accept:
+        return Ask(dispute=True)
+    if first is not None and first.available and first.accept and target not in r.seconds:
+        if not audited(r.audit_secret, r.number, target, v, cfg.audit_rate):
+            return Settlement(Settled.ACCEPTED, True, credited=(v,), loss=first.loss)
+    return _second(r, target, v, first, now, timeout, exact)
 
 
-def complete(r: Round) -> bool:
-    """Every check and every verdict the round can still get is in."""
-    if any(k not in r.checks for k in r.commits):
-        return False
-    for validator, target in r.validators.items():
-        if target in r.commits and (validator, target) not in r.verdicts and validator in r.commits:
-            return False
-    for target in contested(r):
-        w = r.tiebreakers.get(target)
-        if w is None or (w != NOBODY and (w, target) not in r.verdicts):
-            return False
-    return True
+def _second(
+    r: Round, target: bytes, v: bytes, first: VerdictInfo | None, now: float, timeout: float, exact: bool
+) -> Settlement | Ask | None:
+    if target not in r.seconds:
+        return Ask(dispute=False)
+    w, asked_at = r.seconds[target]
+    second = r.verdicts.get((w, target)) if w is not None else None
+    if second is None and w is not None and now < asked_at + timeout:
+        return WAIT
+    first_ok = first is not None and first.available and first.accept
+    if second is not None and second.available:
+        if not second.accept or (first_ok and not _agree(first, second, exact)):
+            return Ask(dispute=True)
+        credited = (v, w) if first_ok else (w,)
+        return Settlement(Settled.ACCEPTED, True, credited=credited, loss=second.loss)
+    if second is not None:  # W could not fetch T's state either
+        return Settlement(Settled.REJECTED, strike=True)
+    if first_ok:
+        return Settlement(Settled.ACCEPTED, True, credited=(v,), loss=first.loss)
+    if first is None:
+        return Settlement(Settled.ACCEPTED)  # nobody replayed it: unverified
+    return Settlement(Settled.REJECTED)
+
+
+def _agree(a: VerdictInfo, b: VerdictInfo, exact: bool) -> bool:
+    return a.accept == b.accept and (not exact or a.evidence == b.evidence)
+
+
+def _dispute(
+    r: Round, target: bytes, now: float, timeout: float, exact: bool, voters: int
+) -> Settlement | None:
+    votes = {v: info for (v, t), info in r.verdicts.items() if t == target and info.available}
+    sides = Counter((info.accept, info.evidence if exact else b"") for info in votes.values())
+    winner = next((side for side, n in sides.items() if 2 * n > voters), None)
+    if winner is None:
+        return WAIT if now < r.disputes[target] + timeout else Settlement(Settled.REJECTED)
+    won = tuple(sorted(v for v, i in votes.items() if (i.accept, i.evidence if exact else b"") == winner))
+    lost = tuple(sorted(set(votes) - set(won)))
+    if winner[0]:
+        loss = votes[won[0]].loss
+        return Settlement(Settled.ACCEPTED, True, credited=won, penalized=lost, loss=loss)
+    return Settlement(Settled.PENALIZED, True, credited=won, penalized=lost)

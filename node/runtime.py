@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -36,20 +36,32 @@ from node.data import TokenDataset, default_corpus, text_path_corpus, token_file
 from node.model import Llama
 from node.tokenizer import ByteTokenizer
 from node.train import Trainer
-from node.validation import payload_match, replay
+from node.validation import payload_match, replay, replay_evidence
 from optim import DemoOptimizer
-from optim.codec import Payload, decode, max_payload_bytes
+from optim.codec import decode, max_payload_bytes
 from optim.errors import PayloadError
 from optim.state import load_state, reset_state, state_bytes, state_drift, state_size
 from p2p.errors import BlobError, LocalError
 from p2p.host import Host, peer_id_of
-from p2p.messages import FRESH_STATE, Commit, Heartbeat, Join, Recheck, RoundEnd, RoundStart, RunInfo, Verdict
+from p2p.messages import (
+    FRESH_STATE,
+    Commit,
+    Heartbeat,
+    Join,
+    Recheck,
+    Reveal,
+    RoundEnd,
+    RoundStart,
+    RunInfo,
+    Verdict,
+)
+from protocol.checks import commitment, verify_reveal
 from protocol.model_config import preset
 from protocol.run_config import RunConfig
 from protocol.stamps import stamp_error
 
 log = logging.getLogger("eranos.node")
-CONTROL = (RunInfo, RoundStart, RoundEnd, Recheck)  # steer the run: obeyed from the coordinator only
+CONTROL = (RunInfo, RoundStart, Reveal, Recheck, RoundEnd)  # obeyed from the coordinator only
 HEARTBEAT_S = 2.0
 JOIN_EVERY_S = 5.0
 
@@ -63,6 +75,7 @@ class RoundWork:
     served: list[bytes] = field(default_factory=list)  # blobs this node provides for the round
     to_validate: list[bytes] = field(default_factory=list)
     validated: set[bytes] = field(default_factory=set)
+    revealed: bool = False
 
 
 @dataclass
@@ -105,6 +118,7 @@ class NodeRuntime:
         self.me = host.identity.public_key
         self.coordinator = coordinator  # the run's authority: the only key whose control messages count
         self.refused: Counter[str] = Counter()  # control messages from anyone else, by type
+        self.unverified: Counter[str] = Counter()  # coordinator reveals that did not check out
         self.byzantine = byzantine_kind
         self.model = Llama(preset(config.model.preset), seed=config.model.seed).to(device)
         self.optimizer = DemoOptimizer(
@@ -185,15 +199,20 @@ class NodeRuntime:
             self._on_round_start(m)
         elif isinstance(m, Commit):
             self._on_commit(sender, m)
-        elif isinstance(m, Recheck) and self.me in m.assignments.values():
+        elif isinstance(m, Reveal):
+            self._on_reveal(m)
+        elif isinstance(m, Recheck):
             work = self.rounds.get(m.round)
-            for target, validator in m.assignments.items():
-                if work is not None and validator == self.me:
-                    work.to_validate.append(target)
-                    self._maybe_validate(work)
+            asked = [t for t, validators in m.assignments.items() if self.me in validators]
+            if work is not None and asked:
+                work.to_validate.extend(t for t in asked if t not in work.to_validate)
+                self._maybe_validate(work)
         elif isinstance(m, RoundEnd):
             work = self.rounds.get(m.round)
             if work is not None:
+                if commitment(m.audit_secret) != work.start.audit_commitment:
+                    self.unverified["RoundEnd"] += 1
+                    log.warning("round %d: the revealed audit secret is not the one committed to", m.round)
                 self._submit(self._apply, work, m)
 
     def _dial(self, key: bytes, addrs: list[str]) -> None:
@@ -226,9 +245,24 @@ class NodeRuntime:
             return
         self.admitted = True
         self.progress.round = rs.round
-        self._submit(self._train, work)
-        target = rs.validators.get(self.me)
-        if target is not None:
+        if rs.batches.get(self.me):
+            self._submit(self._train, work)
+
+    def _on_reveal(self, reveal: Reveal) -> None:
+        """Who checks whom, drawn after commits closed; a draw that does not verify is reported."""
+        work = self.rounds.get(reveal.round)
+        if work is None or work.revealed:
+            return
+        work.revealed = True
+        rs = work.start
+        rate = self.config.rounds.validation_rate
+        if not verify_reveal(
+            rs.check_commitment, reveal.secret, reveal.commits, rs.members, rate, reveal.validators
+        ):
+            self.unverified["Reveal"] += 1
+            log.warning("round %d: the coordinator's check draw does not verify", reveal.round)
+        target = reveal.validators.get(self.me)
+        if target is not None and target not in work.to_validate:
             work.to_validate.append(target)
             self._maybe_validate(work)
 
@@ -341,37 +375,44 @@ class NodeRuntime:
         if self.hash != rs.model_hash:
             return
         try:
-            sent = decode(self.optimizer.spec, self._fetch(commit, target), self.max_payload)
-        except (PayloadError, BlobError, LocalError) as exc:  # structural: the coordinator's to judge
-            log.info("cannot examine %s: %s", target.hex()[:8], exc)
-            return
-        why = stamp_error(sent, target, rs.round, rs.step)
-        match, drift = self._replay(work, target, commit, sent) if why is None else (0.0, float("inf"))
-        v = self.config.validation
-        accept = match >= v.min_match and drift <= v.max_state_drift and self.byzantine != "liar"
-        if not accept:
-            log.info("%s failed replay: %s", target.hex()[:8], why or f"match {match:.3f}, drift {drift:.2g}")
-        self._publish(Verdict(round=rs.round, target=target, accept=accept, score=match))
+            verdict = self._replay(work, target, commit)
+        except (BlobError, LocalError) as exc:  # the target's to serve: reported, never guessed
+            log.info("cannot fetch what %s committed: %s", target.hex()[:8], exc)
+            verdict = Verdict(rs.round, target, False, 0.0, False, bytes(32), 0.0)
+        if self.byzantine == "liar":
+            verdict = replace(verdict, accept=False)
+        self._publish(verdict)
         self.progress.verdicts += 1
 
-    def _replay(self, work: RoundWork, target: bytes, commit: Commit, sent: Payload) -> tuple[float, float]:
-        """(payload match, state drift) of the target's round replayed from its committed state;
-        a state it does not serve, or cannot be loaded, is its fault: (0.0, inf)."""
+    def _replay(self, work: RoundWork, target: bytes, commit: Commit) -> Verdict:
+        """Replay the target's round from its committed state and judge its payload; raises
+        BlobError when the target's payload or states cannot be fetched."""
+        rs = work.start
+        data = self._fetch(commit, target)
+        before = (
+            None if commit.state_before == FRESH_STATE else self._fetch_state(commit.state_before, target)
+        )
+        result = self.trainer.accumulate_gradients(list(rs.batches[target]))
+        evidence = replay_evidence([p.grad for p in self.model.parameters()], result.loss)
         try:
-            before = None
-            if commit.state_before != FRESH_STATE:
-                before = self._fetch_state(commit.state_before, target)
-            self.trainer.accumulate_gradients(list(work.start.batches[target]))
-            r = replay(self.scratch, before, work.start.step)
+            sent = decode(self.optimizer.spec, data, self.max_payload)
+            why = stamp_error(sent, target, rs.round, rs.step)
+            r = replay(self.scratch, before, rs.step) if why is None else None
+        except PayloadError as exc:  # StateError included: a state that does not load
+            why, r = str(exc), None
+        match, drift = 0.0, float("inf")
+        if r is not None:
             match = payload_match(sent, r.payload, self.optimizer.spec)
             if hashlib.sha256(r.state_after).digest() == commit.state_after:
-                return match, 0.0
-            return match, state_drift(
-                self.scratch, r.state_after, self._fetch_state(commit.state_after, target)
-            )
-        except (ValueError, BlobError, LocalError) as exc:  # ValueError: PayloadError, StateError
-            log.info("cannot replay %s: %s", target.hex()[:8], exc)
-            return 0.0, float("inf")
+                drift = 0.0
+            else:
+                drift = state_drift(
+                    self.scratch, r.state_after, self._fetch_state(commit.state_after, target)
+                )
+        accept = self.config.validation.accepts(match, drift)
+        if not accept:
+            log.info("%s failed replay: %s", target.hex()[:8], why or f"match {match:.3f}, drift {drift:.2g}")
+        return Verdict(rs.round, target, accept, match, True, evidence, result.loss)
 
     def _fetch_state(self, digest: bytes, origin: bytes) -> bytes:
         peers = [peer_id_of(origin), *self.host.peers()]

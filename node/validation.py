@@ -19,6 +19,8 @@ Structural problems (hash, decode) never reach here: the payload was decoded str
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -70,6 +72,16 @@ def replay(scratch: DemoOptimizer, state_before: bytes | None, step: int) -> Rep
     scratch.step = step
     payload = decode(scratch.spec, scratch.compress())
     return Replay(payload, state_bytes(scratch))
+
+
+def replay_evidence(grads: Sequence[torch.Tensor | None], loss: float) -> bytes:
+    """What only a replay of the target's batches knows: a digest of the recomputed gradient and
+    loss. Every honest validator of one kind of hardware sends the same bytes; a validator that
+    accepts without replaying cannot (the target publishes neither)."""
+    h = hashlib.sha256(struct.pack("<d", loss))
+    for g in grads:
+        h.update(b"\0" if g is None else g.detach().cpu().contiguous().numpy().tobytes())
+    return h.digest()
 
 
 def payload_match(sent: Payload, replayed: Payload, spec: ParamSpec) -> float:

@@ -60,9 +60,10 @@ class RoundStart:
     seed: int
     members: list[bytes]
     batches: dict[bytes, list[int]]  # member -> batch ids
-    validators: dict[bytes, bytes]  # validator -> the member whose contribution it checks
     deadline: float  # unix seconds
     model_hash: bytes  # every member must hold this model at the start of the round
+    check_commitment: bytes  # sha256 of the secret that draws who checks whom (revealed in Reveal)
+    audit_commitment: bytes  # sha256 of the secret that draws audits (revealed in RoundEnd)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,10 @@ class Verdict:
     round: int
     target: bytes
     accept: bool
-    score: float
+    score: float  # share of the payload the replay reproduced
+    available: bool  # False: the target's payload or states could not be fetched
+    evidence: bytes  # sha256 of the replayed gradient and loss (zeros when unavailable)
+    loss: float  # the target's loss on its batches, as the replay computed it
 
 
 @dataclass(frozen=True)
@@ -95,9 +99,17 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
+class Reveal:
+    round: int
+    secret: bytes  # sha256(secret) is the RoundStart's check_commitment
+    commits: dict[bytes, bytes]  # member -> payload hash: the commits admitted before the deadline
+    validators: dict[bytes, bytes]  # validator -> target, drawn by protocol.checks from the above
+
+
+@dataclass(frozen=True)
 class Recheck:
     round: int
-    assignments: dict[bytes, bytes]  # contested target -> the second validator that re-examines it
+    assignments: dict[bytes, list[bytes]]  # target -> further validators asked to replay it
 
 
 @dataclass(frozen=True)
@@ -106,12 +118,14 @@ class RoundEnd:
     accepted: list[bytes]
     rejected: list[bytes]
     penalized: list[bytes]
+    audit_secret: bytes  # sha256 of it is the RoundStart's audit_commitment
 
 
 MESSAGE_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (Join, Heartbeat, RoundStart, Commit, Verdict, Recheck, RoundEnd, RunInfo)
+    cls.__name__: cls
+    for cls in (Join, Heartbeat, RoundStart, Commit, Reveal, Verdict, Recheck, RoundEnd, RunInfo)
 }
-Message = Join | Heartbeat | RoundStart | Commit | Verdict | Recheck | RoundEnd | RunInfo
+Message = Join | Heartbeat | RoundStart | Commit | Reveal | Verdict | Recheck | RoundEnd | RunInfo
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ Every --every seconds, until --duration has passed, it publishes the next of:
   rejects everyone, with a signature that cannot verify;
 - a Commit of its own, signed, published twice with the same sequence number (a replay);
 - a message sealed for another run;
-- correctly signed messages from a key that is not a member: a Join, a Commit for the current
-  round and a Verdict rejecting a member.
+- correctly signed messages from a key that is not a member: the coordinator's messages
+  (RoundStart for round 10^9, RoundEnd rejecting everyone, Reveal and Recheck naming itself as
+  a validator, RunInfo with another config), a Join, a Commit for the current round and a
+  Verdict rejecting a member.
 Receivers must refuse or ignore every one; the run must finish as if it were not there.
 
     python scripts/hostile_peer.py --connect MULTIADDR --run NAME --duration 300
@@ -32,6 +34,8 @@ from p2p.messages import (  # noqa: E402
     MAX_MESSAGE_BYTES,
     Commit,
     Join,
+    Recheck,
+    Reveal,
     RoundEnd,
     RoundStart,
     RunInfo,
@@ -65,10 +69,23 @@ class Hostile:
         return seal(self.host.identity, run or self.run, next(self.seq), message)
 
     def attacks(self) -> list[tuple[str, bytes]]:
-        forged = msgpack.unpackb(self.sealed(RoundEnd(self.round, [], self.members, [])))
+        end = RoundEnd(self.round, [], self.members, [], FAKE)
+        forged = msgpack.unpackb(self.sealed(end))
         forged["from"] = self.coordinator or FAKE
         replayed = self.sealed(self.commit())
+        victim = self.members[0]
         return [
+            ("non-member RoundStart", self.sealed(RoundStart(10**9, 0, 0, [], {}, 0.0, FAKE, FAKE, FAKE))),
+            ("non-member RoundEnd", self.sealed(end)),
+            (
+                "non-member Reveal",
+                self.sealed(Reveal(self.round, FAKE, {}, {self.host.identity.public_key: victim})),
+            ),
+            ("non-member Recheck", self.sealed(Recheck(self.round, {victim: [victim]}))),
+            (
+                "non-member RunInfo",
+                self.sealed(RunInfo("[rounds]\nmin_nodes = 1\n", 0, "waiting", -1, FAKE, 0)),
+            ),
             ("malformed", b"\x93not a message"),
             ("oversized", b"\x00" * (MAX_MESSAGE_BYTES + 1)),
             ("forged RoundEnd", msgpack.packb(forged)),
@@ -77,7 +94,7 @@ class Hostile:
             ("other run", self.sealed(self.commit(), run=self.run + "-other")),
             ("non-member Join", self.sealed(Join(self.host.addrs))),
             ("non-member Commit", self.sealed(self.commit())),
-            ("non-member Verdict", self.sealed(Verdict(self.round, self.members[0], False, 0.0))),
+            ("non-member Verdict", self.sealed(Verdict(self.round, victim, False, 0.0, True, FAKE, 0.0))),
         ]
 
 

@@ -3,11 +3,20 @@
 import pytest
 
 from coordinator.journal import Journal, JournalError
-from coordinator.state import CommitSeen, HeartbeatSeen, JoinRequest, PayloadChecked, Phase, RecordRound
+from coordinator.state import (
+    CommitSeen,
+    HeartbeatSeen,
+    JoinRequest,
+    PayloadChecked,
+    Phase,
+    RecordRound,
+    Seeded,
+)
 from tests.test_coordinator_machine import CFG, H0, H1, A, B
 
 
 def run_one_round(j):
+    j.step(Seeded(bytes(range(32))), 0)
     j.step(JoinRequest(A, ("/ip4/127.0.0.1/tcp/1",), H0), 0)
     j.step(JoinRequest(B, (), H0), 1)
     r = j.state.round.number

@@ -5,7 +5,7 @@ import queue
 from types import SimpleNamespace
 
 from p2p.identity import Identity
-from p2p.messages import Commit, Inbox, Join, Verdict
+from p2p.messages import Commit, Inbox, Join, Recheck, Reveal, RoundEnd, RoundStart, RunInfo, Verdict
 from scripts.hostile_peer import Hostile
 
 
@@ -23,5 +23,6 @@ def test_every_attack_is_refused_for_its_reason_or_arrives_from_a_non_member():
         "wrong_run": 1,
     }
     bodies = [type(e.body) for e in arrived if e is not None]
-    assert bodies == [Commit, Join, Commit, Verdict]  # the first of the replayed pair, then non-member ones
+    steering = [RoundStart, RoundEnd, Reveal, Recheck, RunInfo]  # obeyed from the coordinator only
+    assert bodies == [*steering, Commit, Join, Commit, Verdict]  # one of the replayed pair
     assert {e.sender for e in arrived if e is not None} == {peer.identity.public_key}

@@ -55,9 +55,10 @@ def test_sealed_message_opens_to_the_same_message():
         seed=7,
         members=[ALICE.public_key, BOB.public_key],
         batches={ALICE.public_key: [0, 2], BOB.public_key: [1]},
-        validators={ALICE.public_key: BOB.public_key},
         deadline=1.5e9,
         model_hash=H,
+        check_commitment=H,
+        audit_commitment=H,
     )
     envelope = open_message(seal(ALICE, "run-1", 9, start), "run-1")
     assert (envelope.sender, envelope.seq, envelope.body) == (ALICE.public_key, 9, start)
@@ -171,7 +172,7 @@ def test_inbox_bounds_the_number_of_senders_it_remembers():
                 Identity.from_seed(bytes([i]) * 32),
                 "r",
                 0,
-                RoundEnd(round=i, accepted=[], rejected=[], penalized=[]),
+                RoundEnd(round=i, accepted=[], rejected=[], penalized=[], audit_secret=H),
             )
         )
     assert len(inbox._seen) == 3
