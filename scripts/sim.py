@@ -344,7 +344,9 @@ def summarize(
         "coordinator_restarted_after": args.restart_coordinator,
         "rounds_recorded_on_chain": [r.round for r in chain.run(run_id).recent],
         "byzantine": {str(k): v for k, v in args.byz.items()},
-        "loss_per_round": {int(k): v for k, v in status.get("losses", {}).items()},
+        # the loss validators' replays computed; what members claimed stays beside it
+        "loss_per_round": {int(k): v for k, v in status.get("verified_losses", {}).items()},
+        "self_reported_loss_per_round": {int(k): v for k, v in status.get("losses", {}).items()},
         "bytes_per_node_per_step": bytes_per_step,
         "dense_bf16_bytes": 2 * n_params,
         "compression_vs_dense_bf16": (2 * n_params / bytes_per_step) if bytes_per_step else None,
@@ -370,12 +372,14 @@ def summarize(
 
 
 def plot(summary: dict, out: Path) -> None:
-    losses = summary["loss_per_round"]
-    if losses:
+    verified, claimed = summary["loss_per_round"], summary["self_reported_loss_per_round"]
+    if verified or claimed:
         fig, ax = subplots(figsize=(6, 4))
-        ax.plot(list(losses), list(losses.values()), marker="o")
+        ax.plot(list(verified), list(verified.values()), marker="o", label="verified (validators' replays)")
+        ax.plot(list(claimed), list(claimed.values()), ls="--", label="self-reported by members")
+        ax.legend()
         ax.set_xlabel("round")
-        ax.set_ylabel("mean training loss of accepted members")
+        ax.set_ylabel("training loss of accepted contributions")
         ax.set_title(f"eranos sim: {summary['nodes']} nodes")
         save_png(fig, out / "loss.png")
     if summary["bytes_per_node_per_step"]:

@@ -25,6 +25,7 @@ from coordinator.state import (
     VerdictSeen,
 )
 from p2p.messages import FRESH_STATE, Recheck, Reveal, RoundEnd, RoundStart
+from protocol.checks import commitment, verify_reveal
 from protocol.commitments import commitment_root
 from protocol.run_config import RoundsSection
 
@@ -463,3 +464,210 @@ def test_a_rejected_payload_leaves_its_members_state_where_it_was():
     d.check(A)
     d.at(61 + CFG.verdict_timeout_s)
     assert d.published(RoundEnd)[-1].rejected == [B] and d.state.states == {A: S1}
+
+
+# --- checks: drawn after commits close, audited, disputes settled by the round's majority ---
+
+CHECKED = replace(CFG, validation_rate=1.0)
+
+
+def committed(config=CHECKED, members=(A, B, C, D)):
+    """Round 0 with every member committed and its payload checked: FINALIZE, checks revealed."""
+    d = started(config, members)
+    for k in members:
+        d.commit(k)
+    for k in members:
+        d.check(k)
+    return d
+
+
+def settle_others(d, target):
+    """Honest accepts for every first check but `target`'s."""
+    (reveal,) = d.published(Reveal)
+    for v, t in reveal.validators.items():
+        if t != target:
+            d.verdict(v, t)
+
+
+def test_round_start_commits_to_its_secrets_and_names_no_validator():
+    d = started(CHECKED)
+    (start,) = d.published(RoundStart)
+    assert not hasattr(start, "validators") and d.published(Reveal) == []
+    assert start.check_commitment == commitment(d.state.round.check_secret)
+    assert start.audit_commitment == commitment(d.state.round.audit_secret)
+
+
+def test_commits_closing_reveal_the_secret_and_a_draw_any_member_can_verify():
+    d = committed()
+    (start,), (reveal,) = d.published(RoundStart), d.published(Reveal)
+    assert reveal.commits == {k: bytes([k[0] + 0x40]) * 32 for k in (A, B, C, D)}
+    assert sorted(reveal.validators.values()) == [A, B, C, D]
+    assert verify_reveal(
+        start.check_commitment, reveal.secret, reveal.commits, start.members, 1.0, reveal.validators
+    )
+
+
+def test_a_verdict_from_a_member_not_asked_is_invalid():
+    d = committed()
+    v = d.validator_of(A)
+    other = next(k for k in (B, C, D) if k != v)
+    assert d.verdict(other, A) == Outcome.INVALID
+
+
+def test_an_accept_not_drawn_for_audit_is_credited():
+    d = committed()
+    settle_others(d, None)
+    (record,) = d.records()
+    assert record.contributed == (A, B, C, D) and record.validated == (A, B, C, D)
+
+
+def test_an_audited_accept_confirmed_with_the_same_evidence_credits_both():
+    d = committed(replace(CHECKED, audit_rate=1.0))
+    for k in (A, B, C, D):
+        d.verdict(d.validator_of(k), k)
+    v, (w,) = d.validator_of(A), d.asked(A)
+    assert w not in (A, v)
+    for k in (A, B, C, D):
+        d.verdict(d.asked(k)[0], k)
+    (record,) = d.records()
+    assert A in record.contributed and {v, w} <= set(record.validated)
+
+
+def test_a_rubber_stamp_accept_without_the_replay_evidence_is_penalized_by_the_majority():
+    d = committed(replace(CHECKED, audit_rate=1.0), members=(A, B, C, D, F))
+    v = d.validator_of(A)
+    for k in (B, C, D, F):
+        d.verdict(d.validator_of(k), k)
+    for k in (B, C, D, F):
+        for w in d.asked(k):
+            d.verdict(w, k)
+    d.verdict(v, A, evidence=E_WRONG)  # accepts without replaying: it cannot know the evidence
+    (w,) = d.asked(A)
+    d.verdict(w, A)
+    for juror in d.asked(A)[1:]:
+        d.verdict(juror, A)
+    (record,) = d.records()
+    assert v in record.penalized and A in record.contributed and w in record.validated
+
+
+def test_a_rejection_the_majority_confirms_penalizes_the_target_and_credits_the_rejecters():
+    d = committed()
+    v = d.validator_of(A)
+    settle_others(d, A)
+    d.verdict(v, A, accept=False)
+    jurors = d.asked(A)
+    assert sorted(jurors) == sorted(k for k in (B, C, D) if k != v)
+    for juror in jurors:
+        d.verdict(juror, A, accept=False)
+    (record,) = d.records()
+    assert A in record.penalized and {v, *jurors} <= set(record.validated)
+
+
+def test_a_validator_rejecting_honest_work_is_penalized_and_the_target_accepted():
+    d = committed()
+    v = d.validator_of(A)
+    settle_others(d, A)
+    d.verdict(v, A, accept=False)
+    for juror in d.asked(A):
+        d.verdict(juror, A)
+    (record,) = d.records()
+    assert record.penalized == (v,) and A in record.contributed
+
+
+def test_one_colluder_cannot_get_an_honest_validator_penalized():
+    d = committed()
+    v = d.validator_of(A)  # honest: it rejects A's bad payload
+    settle_others(d, A)
+    d.verdict(v, A, accept=False)
+    colluder, honest = d.asked(A)
+    d.verdict(colluder, A, evidence=E_WRONG)
+    d.verdict(honest, A, accept=False)
+    (record,) = d.records()
+    assert set(record.penalized) == {A, colluder} and v not in record.penalized
+
+
+def test_a_dispute_without_a_majority_by_its_deadline_penalizes_nobody():
+    d = committed()
+    v = d.validator_of(A)
+    settle_others(d, A)
+    d.verdict(v, A, accept=False)
+    d.verdict(d.asked(A)[0], A)  # one each way, the third silent
+    d.at(d.now + CFG.verdict_timeout_s)
+    (end,) = d.published(RoundEnd)
+    assert A in end.rejected and end.penalized == []
+
+
+def test_a_target_withholding_its_state_from_two_validators_is_rejected_with_a_strike():
+    d = committed()
+    v = d.validator_of(A)
+    settle_others(d, A)
+    d.verdict(v, A, accept=False, available=False)
+    (w,) = d.asked(A)
+    d.verdict(w, A, accept=False, available=False)
+    (end,) = d.published(RoundEnd)
+    assert A in end.rejected and end.penalized == [] and d.state.strikes[A] == 1
+
+
+def test_a_target_withholding_only_from_its_validator_is_judged_by_the_second():
+    d = committed()
+    v = d.validator_of(A)
+    settle_others(d, A)
+    d.verdict(v, A, accept=False, available=False)
+    d.verdict(d.asked(A)[0], A)
+    (record,) = d.records()
+    assert A in record.contributed and v not in record.validated and record.penalized == ()
+
+
+def test_repeated_withholding_is_penalized():
+    d = started(replace(CFG, max_unavailable=2, rounds=5), members=(A, B, C))
+    for _ in range(2):
+        for k in (A, B, C):
+            d.commit(k)
+        d.check(A, ok=None), d.check(B), d.check(C)  # nobody could fetch A's payload
+        for k in (A, B, C):
+            d.report(k, H1)
+    ends = d.published(RoundEnd)
+    assert A in ends[0].rejected and ends[1].penalized == [A]
+
+
+def test_a_silent_validator_gets_a_second_one_and_no_credit():
+    d = committed()
+    v = d.validator_of(A)
+    settle_others(d, A)
+    d.at(d.now + CFG.verdict_timeout_s)
+    (w,) = d.asked(A)
+    d.verdict(w, A)
+    (record,) = d.records()
+    assert A in record.contributed and w in record.validated and v not in record.validated
+
+
+def test_the_loss_recorded_as_verified_comes_from_the_replays():
+    d = committed()
+    for k in (A, B, C, D):
+        d.verdict(d.validator_of(k), k, loss=4.5)
+    (record,) = d.records()
+    assert record.verified_losses == {k: 4.5 for k in (A, B, C, D)}
+    assert record.losses == {k: 2.0 for k in (A, B, C, D)}  # self-reported
+
+
+def test_a_member_given_no_batches_neither_commits_nor_holds_the_round_open():
+    d = started(replace(CFG, global_batch=1))
+    idle = next(k for k, ids in d.state.round.batches.items() if not ids)
+    worker = next(k for k in (A, B) if k != idle)
+    assert d.commit(idle) == Outcome.IGNORED
+    d.commit(worker)
+    assert d.state.phase == Phase.FINALIZE
+
+
+def test_a_member_removed_more_than_max_removals_times_is_banned():
+    d = started(replace(CFG, max_misses=1, max_removals=1, rounds=50), members=(A, B, C))
+    for _ in range(2):  # C joins, misses a round, is removed; twice
+        if C not in d.state.members:
+            d.send(JoinRequest(C, (), d.state.model_hash))
+            d.report(C, d.state.model_hash)
+        while C in d.state.members:
+            d.commit(A), d.commit(B)
+            d.at(d.state.round.deadline)
+            d.check(A), d.check(B)
+            d.report(A, H1), d.report(B, H1), d.report(C, H1)
+    assert C in d.state.banned and d.send(JoinRequest(C, (), H1)) == Outcome.INVALID
