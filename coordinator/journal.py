@@ -24,7 +24,6 @@ from coordinator.state import (
     Event,
     State,
 )
-from protocol.run_config import RoundsSection
 
 EVENT_TYPES = {cls.__name__: cls for cls in typing.get_args(Event)}
 
@@ -71,10 +70,10 @@ class Journal:
         self.path, self.state, self._file = path, state, file
 
     @classmethod
-    def open(cls, path: Path, config: RoundsSection, exact: bool = True) -> tuple[Journal, list[Effect]]:
-        """Replay `path` (if it exists) from a fresh state; return the journal and the replayed
-        effects (the shell re-submits their RecordRounds, nothing else)."""
-        state, effects = State(config, exact=exact), []
+    def open(cls, path: Path, initial: State) -> tuple[Journal, list[Effect]]:
+        """Replay `path` (if it exists) from the run's initial state; return the journal and the
+        replayed effects (the shell re-submits their RecordRounds, nothing else)."""
+        state, effects = initial, []
         if path.exists():
             lines = path.read_text().splitlines()
             for i, line in enumerate(lines):

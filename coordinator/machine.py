@@ -268,14 +268,13 @@ def _tick_waiting(s: State, now: float, effects: list[Effect]) -> State:
 
 
 def _agreed_hash(s: State) -> bytes:
-    """The model hash most members report for the last finalized round (ties: the smallest)."""
+    """The model hash a strict majority of members report for the last finalized round (empty
+    when none has one), so a minority cannot choose the model the others must hold."""
     reports = Counter(
         m.model_hash for m in s.members.values() if m.reported_round == s.last_finalized and m.model_hash
     )
-    if not reports:
-        return b""
-    top = max(reports.values())
-    return min(h for h, c in reports.items() if c == top)
+    top = max(reports, key=lambda h: (reports[h], h), default=b"")
+    return top if 2 * reports[top] > len(s.members) else b""
 
 
 def _mark_ready(s: State) -> State:

@@ -41,6 +41,7 @@ from coordinator.state import (
     Removed,
     Restarted,
     Seeded,
+    State,
     VerdictSeen,
 )
 from coordinator.submitter import ChainSubmitter
@@ -75,6 +76,11 @@ def param_spec(config: RunConfig) -> ParamSpec:
     """The payload layout every member's optimizer uses, from the run config alone."""
     demo = config.optim.demo_config(config.rounds.rounds)
     return ParamSpec.build(parameter_shapes(preset(config.model.preset)), demo.chunk, demo.topk, demo.values)
+
+
+def initial_state(config: RunConfig) -> State:
+    """The machine before any event: the run's rounds, its replay tolerance, its pinned model."""
+    return State(config.rounds, exact=config.validation.exact, model_hash=bytes.fromhex(config.model.hash))
 
 
 def to_event(envelope: Envelope) -> Event | None:
@@ -122,7 +128,7 @@ class CoordinatorService:
         self.config, self.host, self.client, self.clock = config, host, client, clock
         self.spec = param_spec(config)
         self.max_payload = max_payload_bytes(self.spec)
-        self.journal, replayed = Journal.open(journal_path, config.rounds, config.validation.exact)
+        self.journal, replayed = Journal.open(journal_path, initial_state(config))
         self.submitter = ChainSubmitter(client, config.run.chain_run_id) if client else None
         self.metrics = Metrics()
         self._events: queue.Queue[Event] = queue.Queue()

@@ -45,10 +45,16 @@ class RunSection:
 class ModelSection:
     preset: str = "tiny"
     seed: int = 0
+    # sha256 (hex) of the initial weights, which every member computes from preset and seed. Set,
+    # it is the model round 0 starts from; empty, the first members' strict majority decides,
+    # which lets early joiners outvote the rest.
+    hash: str = ""
 
     def check(self) -> None:
         _require(self.preset in PRESETS, "model.preset", self.preset, f"one of {sorted(PRESETS)}")
         _require(self.seed >= 0, "model.seed", self.seed)
+        valid_hex = len(self.hash) == 64 and all(c in "0123456789abcdef" for c in self.hash)
+        _require(self.hash == "" or valid_hex, "model.hash", self.hash, "64 lowercase hex digits or empty")
 
 
 @dataclass(frozen=True)

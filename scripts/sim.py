@@ -40,13 +40,16 @@ from chain.keys import save_keypair  # noqa: E402
 from chain.localnet import Localnet  # noqa: E402
 from chain.state import Mode, RunParams  # noqa: E402
 from coordinator.journal import Journal  # noqa: E402
+from coordinator.service import initial_state  # noqa: E402
 from coordinator.state import HeartbeatSeen, RecordRound  # noqa: E402
 from node.byzantine import KINDS  # noqa: E402
+from node.checkpoint import model_hash  # noqa: E402
+from node.model import Llama  # noqa: E402
 from p2p.host import peer_id_of  # noqa: E402
 from p2p.identity import Identity  # noqa: E402
 from protocol.console import HelpFormatter  # noqa: E402
 from protocol.model_config import parameter_shapes, preset  # noqa: E402
-from protocol.run_config import dumps, load  # noqa: E402
+from protocol.run_config import RunConfig, dumps, load  # noqa: E402
 from scripts.plotting import save_png, subplots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,6 +204,11 @@ def node_cmd(
     return cmd + (["--byzantine", kind] if kind else []) + (["-v"] if verbose else [])
 
 
+def initial_model_hash(config: RunConfig) -> str:
+    """What every member computes from the preset and seed: the run pins it."""
+    return model_hash(Llama(preset(config.model.preset), seed=config.model.seed))
+
+
 def run_sim(args: argparse.Namespace) -> dict:
     sim = Sim(args)
     base = load(args.config)
@@ -212,6 +220,7 @@ def run_sim(args: argparse.Namespace) -> dict:
         config = replace(
             base,
             run=replace(base.run, rpc=rpc),
+            model=replace(base.model, hash=initial_model_hash(base)),
             rounds=replace(base.rounds, rounds=args.rounds, min_nodes=min(base.rounds.min_nodes, args.nodes)),
         )
         (args.out / "run.toml").write_text(dumps(config))
@@ -296,7 +305,7 @@ def watch(sim: Sim, status_url: str, coordinator: str, rpc: str, run: str) -> di
 def summarize(
     args, config, chain: EranosClient, nodes: list[Keypair], status: dict, run_id: int, exited: list[str]
 ) -> dict:
-    journal, effects = Journal.open(args.out / "journal.jsonl", config.rounds)
+    journal, effects = Journal.open(args.out / "journal.jsonl", initial_state(config))
     state = journal.state
     journal.close()
     records = [e for e in effects if isinstance(e, RecordRound)]

@@ -51,8 +51,8 @@ CFG = RoundsSection(
 class Driver:
     """Feeds events at explicit times and keeps every effect."""
 
-    def __init__(self, config=CFG):
-        self.state = State(config)
+    def __init__(self, config=CFG, model_hash=b""):
+        self.state = State(config, model_hash=model_hash)
         self.now = 0.0
         self.effects = []
         self.send(Seeded(SECRET))
@@ -671,3 +671,124 @@ def test_a_member_removed_more_than_max_removals_times_is_banned():
             d.check(A), d.check(B)
             d.report(A, H1), d.report(B, H1), d.report(C, H1)
     assert C in d.state.banned and d.send(JoinRequest(C, (), H1)) == Outcome.INVALID
+
+
+# --- liveness and honest safety against whatever a minority sends ---
+
+HONEST, HOSTILE = (A, B, C), (D, F)
+LIVE = replace(CFG, min_nodes=3, rounds=2, validation_rate=1.0, audit_rate=0.5, heartbeat_timeout_s=10**6)
+# warmup, training, first verdicts, a second replay, a dispute, cooldown: every stage has a deadline
+BOUND = LIVE.warmup_timeout_s + LIVE.round_timeout_s + 3 * LIVE.verdict_timeout_s + LIVE.cooldown_s + 1
+
+hostile_first = st.tuples(st.booleans(), st.sampled_from([H0, H2]))  # joins before the honest, with
+hostile_actions = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "join",
+                "join_bad",
+                "commit_good",
+                "commit_bad",
+                "check",
+                "verdict",
+                "verdict_asked",
+                "beat",
+                "leave",
+            ]
+        ),
+        st.integers(0, 1),  # which hostile member
+        st.integers(0, 4),  # which target, hash or check result
+        st.integers(0, 3),  # a verdict's kind: accept with wrong evidence, reject, unavailable, accept
+        st.floats(0, 20),  # seconds passing after it
+    ),
+    max_size=40,
+)
+
+
+def hostile_verdict(d, k, target, mode):
+    accept, available = mode in (0, 3), mode != 2
+    return d.verdict(k, target, accept=accept, evidence=E if mode == 3 else E_WRONG, available=available)
+
+
+class HonestMembers:
+    """A, B and C as honest nodes: commit their batches, replay what they are asked to (a bad
+    hostile payload is rejected), and report the model every honest replica then holds."""
+
+    def __init__(self, d):
+        self.d, self.seen, self.bad = d, 0, set()
+
+    def react(self):
+        d, r = self.d, self.d.state.round
+        if r is not None and d.state.phase == Phase.TRAINING:
+            for k in HONEST:
+                if r.batches.get(k) and k not in r.commits:
+                    d.commit(k), d.check(k)
+        for effect in d.effects[self.seen :]:
+            self.seen += 1
+            if not isinstance(effect, Publish):
+                continue
+            m = effect.message
+            if isinstance(m, Reveal):
+                self.replay({t: [v] for v, t in m.validators.items()}, m.round)
+            elif isinstance(m, Recheck):
+                self.replay(m.assignments, m.round)
+            elif isinstance(m, RoundEnd):
+                for k in HONEST:
+                    d.report(k, H1 if m.round == 0 else H2, m.round)
+
+    def replay(self, assignments, number):
+        for target, validators in assignments.items():
+            for v in validators:
+                if v in HONEST and self.d.state.round is not None and self.d.state.round.number == number:
+                    self.d.verdict(v, target, accept=(number, target) not in self.bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hostile_first, hostile_actions)
+def test_a_hostile_minority_neither_stalls_the_run_nor_gets_an_honest_member_penalized(first, actions):
+    d = Driver(LIVE, model_hash=H0)  # the run config pins the initial model
+    honest = HonestMembers(d)
+    early, claimed = first
+    for k in (*HOSTILE, *HONEST) if early else (*HONEST, *HOSTILE):
+        d.send(JoinRequest(k, (), claimed if k in HOSTILE else H0))
+    for kind, who, variant, mode, dt in actions:
+        k, r = HOSTILE[who], d.state.round
+        if kind in ("join", "join_bad"):
+            d.send(JoinRequest(k, (), H0 if kind == "join" else H2))
+        elif kind.startswith("commit") and r is not None:
+            before = (FRESH_STATE, H2)[variant % 2]
+            if (
+                d.send(
+                    CommitSeen(
+                        k, r.number, bytes([k[0], variant]) * 16, 10, d.state.model_hash, 0.1, before, H2
+                    )
+                )
+                == Outcome.APPLIED
+                and kind == "commit_bad"
+            ):
+                honest.bad.add((r.number, k))
+        elif kind == "check" and r is not None:
+            d.send(PayloadChecked(k, r.number, (True, False, None)[variant % 3]))
+        elif kind == "verdict" and r is not None:
+            hostile_verdict(d, k, (A, B, C, D, F)[variant], mode)
+        elif kind == "verdict_asked" and r is not None:
+            asked = [t for v, t in r.validators.items() if v == k] + [
+                t for t in (A, B, C, D, F) if k in d.asked(t)
+            ]
+            for target in asked:
+                hostile_verdict(d, k, target, mode)
+        elif kind == "beat":
+            d.report(k, (H0, H1, H2)[variant % 3], variant - 1)
+        elif kind == "leave":
+            d.send(LeaveRequest(k))
+        honest.react()
+        d.at(d.now + dt)
+        honest.react()
+        if d.now > BOUND:
+            break
+    while d.now <= BOUND and d.state.finalized_rounds == 0:
+        d.at(d.now + 1.0)
+        honest.react()
+    assert d.state.finalized_rounds >= 1, f"no round finalized within {BOUND} s (phase {d.state.phase})"
+    for record in d.records():
+        assert not set(record.penalized) & set(HONEST), "an honest member was penalized"
