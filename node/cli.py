@@ -28,8 +28,7 @@ from chain.client import EranosClient
 from chain.errors import ChainError, ProgramError, RpcUnavailable
 from chain.keys import load_keypair
 from chain.state import MemberStatus
-from node.byzantine import KINDS
-from node.runtime import NodeRuntime
+from node.runtime import Behaviour, NodeRuntime
 from node.train import pick_device, use_deterministic_kernels
 from p2p.errors import LocalError, PeerUnreachable
 from p2p.host import Host
@@ -58,7 +57,6 @@ def parse_args(argv: list[str] | None, prog: str = "eranos node") -> argparse.Na
     run.add_argument("--device", default="auto", help="cpu, cuda or auto")
     run.add_argument("--listen", default="/ip4/0.0.0.0/tcp/0", help="p2p listen multiaddr")
     run.add_argument("--workdir", type=Path, default=Path("eranos-node"), help="where weights are kept")
-    run.add_argument("--byzantine", choices=KINDS, help="misbehave this way (simulations only)")
     run.add_argument("--no-chain", action="store_true", help="do not register on chain")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     for name, summary in (("status", "show this key's membership and points"), ("claim", "claim rewards")):
@@ -159,13 +157,22 @@ def rewards(args: argparse.Namespace, keypair: Keypair) -> None:
 def main(argv: list[str] | None = None, prog: str = "eranos node") -> None:
     args = parse_args(argv, prog)
     setup_logging(args.verbose)
+    if args.command == "run":
+        run(args)
+    else:
+        rewards(args, read_keypair(args.keypair))
+
+
+def read_keypair(path: Path) -> Keypair:
     try:
-        keypair = load_keypair(args.keypair)
+        return load_keypair(path)
     except ValueError as exc:
         raise SystemExit(f"eranos node: {exc}") from None
-    if args.command != "run":
-        rewards(args, keypair)
-        return
+
+
+def run(args: argparse.Namespace, behaviour: Behaviour | None = None) -> None:
+    """Train as a member until stopped. `behaviour`: the simulator's adversaries only."""
+    keypair = read_keypair(args.keypair)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -182,9 +189,7 @@ def main(argv: list[str] | None = None, prog: str = "eranos node") -> None:
             client = EranosClient.connect(args.rpc or config.run.rpc, keypair)
             register(client, config.run.chain_run_id, coordinator, stop)
         use_deterministic_kernels()
-        runtime = NodeRuntime(
-            config, host, coordinator, args.workdir, pick_device(args.device), args.byzantine
-        )
+        runtime = NodeRuntime(config, host, coordinator, args.workdir, pick_device(args.device), behaviour)
         worker = threading.Thread(target=runtime.run, args=(stop,), name="node", daemon=True)
         worker.start()
         show_progress(runtime, stop)

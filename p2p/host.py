@@ -93,6 +93,8 @@ class Host:
         self.inbox = Inbox(run, pinned=frozenset(pinned))
         self.received: queue.Queue[Envelope] = queue.Queue()
         self.blobs = BlobStore()
+        # whom a blob is served to (peer id, digest): everyone that asks, unless an operator limits it
+        self.serves: Callable[[str, bytes], bool] = lambda peer, digest: True
         self.scores: Counter[str] = Counter()  # peer id -> score; failures push it down
         self.known: dict[str, str] = {}  # peer id -> multiaddr, re-dialled when a connection drops
         self._bootstrap = list(bootstrap)
@@ -321,7 +323,7 @@ class Host:
     async def _serve_blob(self, stream) -> None:
         try:
             digest = await _read_exactly(stream, 32, self.chunk_timeout)
-            if not self.blobs.has(digest):
+            if not self.blobs.has(digest) or not self.serves(stream.muxed_conn.peer_id.to_string(), digest):
                 await stream.write(_RESPONSE.pack(_MISSING, 0))
             else:
                 await stream.write(_RESPONSE.pack(_HAVE, self.blobs.size(digest)))

@@ -29,7 +29,6 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node import byzantine  # noqa: E402
 from node.model import Llama  # noqa: E402
 from node.runtime import build_data  # noqa: E402
 from node.train import Trainer  # noqa: E402
@@ -39,6 +38,7 @@ from optim.state import state_bytes, state_drift  # noqa: E402
 from protocol.assignment import assign_batches, round_batch_ids  # noqa: E402
 from protocol.model_config import preset  # noqa: E402
 from protocol.run_config import RunConfig, load  # noqa: E402
+from scripts import tampering  # noqa: E402
 from scripts.plotting import save_png, subplots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +73,7 @@ class Run:
         """(kind, replay match, state drift, sign agreement) of every contribution checked."""
         ids = [f"n{i}" for i in range(NODES)]
         batches = assign_batches(self.seed * 1000 + r, ids, round_batch_ids(r, self.cfg.rounds.global_batch))
-        batches["shadow"] = [b + byzantine.OTHER_DATA_OFFSET for b in batches["n0"]]
+        batches["shadow"] = [b + tampering.OTHER_DATA_OFFSET for b in batches["n0"]]
         sent = {}
         for name, trainer, opt in zip([*ids, "shadow"], self.trainers, self.opts):
             trainer.accumulate_gradients(batches[name])
@@ -87,11 +87,11 @@ class Run:
             "other-data": sent["shadow"][0],
             "copy": sent["n1"][0],
             "copy+noise": noisy_copy(self.spec, sent["n1"][0], r),
-            "flip": byzantine.flip(self.spec, own),
-            "noise": byzantine.noise(self.spec, own, r),
+            "flip": tampering.flip(self.spec, own),
+            "noise": tampering.noise(self.spec, own, r),
         }
-        if r >= byzantine.STALE_ROUNDS:
-            dishonest["stale"] = byzantine.restamp(self.spec, self.history[-4]["n0"][0], r, r)
+        if r >= tampering.STALE_ROUNDS:
+            dishonest["stale"] = tampering.restamp(self.spec, self.history[-4]["n0"][0], r, r)
         for kind, payload in dishonest.items():
             states = sent["shadow"][1:] if kind == "other-data" else (before, after)
             checks.append((kind, (payload, *states), batches["n0"]))

@@ -5,7 +5,7 @@ creates a permissionless run and its reward mint, funds N node keys, starts `era
 and N `eranos node` processes with the tiny model on the stdlib corpus, and runs R rounds.
 
     eranos sim                                   # 4 nodes, 20 rounds
-    eranos sim --nodes 4 --rounds 20 --kill 2@5 --join 3@10 --byzantine flip@1 --json
+    eranos sim --nodes 4 --rounds 20 --kill 2@5 --join 3@10 --adversary flip@1 --json
     eranos sim --hostile                         # plus a peer sending hostile gossip all run long
 
 At the end it prints and writes (out/sim/summary.json, loss.png, bytes.png): loss per round,
@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,7 +43,6 @@ from chain.state import Mode, RunParams  # noqa: E402
 from coordinator.journal import Journal  # noqa: E402
 from coordinator.service import initial_state  # noqa: E402
 from coordinator.state import HeartbeatSeen, RecordRound  # noqa: E402
-from node.byzantine import KINDS  # noqa: E402
 from node.checkpoint import model_hash  # noqa: E402
 from node.model import Llama  # noqa: E402
 from p2p.host import peer_id_of  # noqa: E402
@@ -50,6 +50,7 @@ from p2p.identity import Identity  # noqa: E402
 from protocol.console import HelpFormatter  # noqa: E402
 from protocol.model_config import parameter_shapes, preset  # noqa: E402
 from protocol.run_config import RunConfig, dumps, load  # noqa: E402
+from scripts.adversaries import KINDS, PARTNERED  # noqa: E402
 from scripts.plotting import save_png, subplots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +90,12 @@ def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Nam
     )
     p.add_argument("--join", action="append", default=[], metavar="NODE@ROUND", help="start a node late")
     p.add_argument(
-        "--byzantine", action="append", default=[], metavar="KIND@NODE", help=f"kinds: {', '.join(KINDS)}"
+        "--adversary",
+        action="append",
+        default=[],
+        metavar="KIND@NODE",
+        help=f"a dishonest node (scripts/adversaries.py): {', '.join(KINDS)}; {', '.join(PARTNERED)} "
+        "act with every other adversary as one operator",
     )
     p.add_argument(
         "--restart-coordinator",
@@ -117,8 +123,8 @@ def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Nam
         p.error("--rounds must be positive")
     args.kills = {n: r for n, r in ((int(a), b) for a, b in at_pairs(args.kill, "--kill"))}
     args.joins = {n: r for n, r in ((int(a), b) for a, b in at_pairs(args.join, "--join"))}
-    args.byz = {n: k for k, n in at_pairs(args.byzantine, "--byzantine", KINDS)}
-    for n in [*args.kills, *args.joins, *args.byz]:
+    args.adv = {n: k for k, n in at_pairs(args.adversary, "--adversary", tuple(KINDS))}
+    for n in [*args.kills, *args.joins, *args.adv]:
         if not 0 <= n < args.nodes:
             p.error(f"node {n} does not exist (nodes are 0..{args.nodes - 1})")
     return args
@@ -133,6 +139,7 @@ class Sim:
         self.killed: set[str] = set()  # processes the simulator killed on purpose
         self.server = None
         self.coordinator_cmd: list[str] = []
+        self.node_cmd: Callable[[int], list[str]] = lambda i: []
         self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def start_chain(self) -> str:
@@ -178,30 +185,20 @@ class Sim:
 
 
 def node_cmd(
-    i: int, out: Path, coordinator: str, rpc: str, run: str, kind: str | None, verbose: bool
+    args: argparse.Namespace, i: int, coordinator: str, rpc: str, run: str, keys: list[str]
 ) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "eranos",
-        "node",
-        "run",
-        "--keypair",
-        str(out / "keys" / f"node-{i}.json"),
-        "--coordinator",
-        coordinator,
-        "--rpc",
-        rpc,
-        "--run",
-        run,
-        "--device",
-        "cpu",
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--workdir",
-        str(out / f"node-{i}"),
-    ]
-    return cmd + (["--byzantine", kind] if kind else []) + (["-v"] if verbose else [])
+    """Node i's command: `eranos node run`, or the adversary entry point for a dishonest one,
+    whose partners are the other adversaries (one operator's identities)."""
+    options = [
+        "--keypair", str(args.out / "keys" / f"node-{i}.json"), "--coordinator", coordinator,
+        "--rpc", rpc, "--run", run, "--device", "cpu", "--listen", "/ip4/127.0.0.1/tcp/0",
+        "--workdir", str(args.out / f"node-{i}"), *(["-v"] if args.verbose else []),
+    ]  # fmt: skip
+    if i not in args.adv:
+        return [sys.executable, "-m", "eranos", "node", "run", *options]
+    partners = ",".join(keys[j] for j in sorted(args.adv) if j != i)
+    adversary = ["--adversary", args.adv[i], "--partners", partners]
+    return [sys.executable, str(ROOT / "scripts" / "adversary_node.py"), *adversary, *options]
 
 
 def initial_model_hash(config: RunConfig) -> str:
@@ -238,13 +235,12 @@ def run_sim(args: argparse.Namespace) -> dict:
         if args.hostile:
             hostile = [sys.executable, str(ROOT / "scripts" / "hostile_peer.py"), "--connect", coordinator]
             sim.spawn("hostile", [*hostile, "--run", config.run.name, "--duration", str(args.timeout)])
+        keys = [bytes(k.pubkey()).hex() for k in nodes]
+        sim.node_cmd = lambda i: node_cmd(args, i, coordinator, rpc, config.run.name, keys)
         for i in range(args.nodes):
             if i not in args.joins:
-                sim.spawn(
-                    f"node-{i}",
-                    node_cmd(i, args.out, coordinator, rpc, config.run.name, args.byz.get(i), args.verbose),
-                )
-        status = watch(sim, f"http://127.0.0.1:{http_port}/status.json", coordinator, rpc, config.run.name)
+                sim.spawn(f"node-{i}", sim.node_cmd(i))
+        status = watch(sim, f"http://127.0.0.1:{http_port}/status.json")
         exited = sorted(n for n, p in sim.procs.items() if p.poll() is not None and n not in sim.killed)
         sim.stop_processes()
         return summarize(args, config, chain, nodes, status, run_id, exited)
@@ -252,7 +248,7 @@ def run_sim(args: argparse.Namespace) -> dict:
         sim.close()
 
 
-def watch(sim: Sim, status_url: str, coordinator: str, rpc: str, run: str) -> dict:
+def watch(sim: Sim, status_url: str) -> dict:
     """Poll the coordinator's status until the run finishes, killing and starting nodes on cue."""
     args, status = sim.args, {}
     deadline = time.monotonic() + args.timeout
@@ -291,10 +287,7 @@ def watch(sim: Sim, status_url: str, coordinator: str, rpc: str, run: str) -> di
                     sim.killed.add(name)
             for node, at in args.joins.items():
                 if node not in joined and status["finalized_rounds"] >= at:
-                    sim.spawn(
-                        f"node-{node}",
-                        node_cmd(node, args.out, coordinator, rpc, run, args.byz.get(node), args.verbose),
-                    )
+                    sim.spawn(f"node-{node}", sim.node_cmd(node))
                     joined.add(node)
             recorded = status["chain_recorded"] == status["last_finalized"] and status["chain_pending"] == 0
             if status["phase"] == "finished" and recorded:
@@ -330,7 +323,7 @@ def summarize(
             {
                 "node": i,
                 "key": str(kp.pubkey()),
-                "byzantine": args.byz.get(i),
+                "adversary": args.adv.get(i),
                 "points": m.points_earned if m else 0,
                 "expected_points": expected[bytes(kp.pubkey())],
                 "claimed_now": claimed,
@@ -352,7 +345,7 @@ def summarize(
         "joins": args.joins,
         "coordinator_restarted_after": args.restart_coordinator,
         "rounds_recorded_on_chain": [r.round for r in chain.run(run_id).recent],
-        "byzantine": {str(k): v for k, v in args.byz.items()},
+        "adversaries": {str(k): v for k, v in args.adv.items()},
         # the loss validators' replays computed; what members claimed stays beside it
         "loss_per_round": {int(k): v for k, v in status.get("verified_losses", {}).items()},
         "self_reported_loss_per_round": {int(k): v for k, v in status.get("losses", {}).items()},

@@ -53,8 +53,8 @@ def test_a_node_joining_at_round_ten_enters_with_the_same_model(tmp_path):
     "kind",
     ["noise", "copy", "flip", "other-data", "stale", "malformed", "liar"],
 )
-def test_a_byzantine_node_is_penalized_within_two_rounds_and_no_honest_one_is(tmp_path, kind):
-    s = sim(tmp_path, "--nodes", "4", "--rounds", "6", "--byzantine", f"{kind}@1", validation_rate=1.0)
+def test_a_dishonest_node_is_penalized_within_two_rounds_and_no_honest_one_is(tmp_path, kind):
+    s = sim(tmp_path, "--nodes", "4", "--rounds", "6", "--adversary", f"{kind}@1", validation_rate=1.0)
     first_dishonest_round = 3 if kind == "stale" else 0  # stale needs 3 rounds of history
     assert s["penalized_rounds"].get("1") and s["penalized_rounds"]["1"][0] <= first_dishonest_round + 1
     assert set(s["penalized_rounds"]) == {"1"}
@@ -88,4 +88,4 @@ def test_make_sim_is_the_readme_command():
         text=True,
         check=True,
     )
-    assert "--byzantine" in out.stdout and "--kill" in out.stdout
+    assert "--adversary" in out.stdout and "--kill" in out.stdout

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from node import byzantine
 from node.data import TokenDataset, default_corpus
 from node.model import Llama, preset
 from node.tokenizer import ByteTokenizer
@@ -16,6 +15,7 @@ from node.validation import payload_match, replay, sign_agreement
 from optim import DemoConfig, DemoOptimizer
 from optim.codec import Payload, TensorPayload, decode, encode
 from optim.state import state_bytes
+from scripts import tampering
 
 ROUNDS = 30
 
@@ -160,11 +160,11 @@ def test_a_dishonest_round_does_not_replay(recorded, kind):
     elif kind == "copy":
         payload = history[r]["n1"][0]
     elif kind == "flip":
-        payload = byzantine.flip(scratch.spec, payload)
+        payload = tampering.flip(scratch.spec, payload)
     elif kind == "stale":
-        payload = byzantine.restamp(scratch.spec, history[r - 3]["n0"][0], r, r)
+        payload = tampering.restamp(scratch.spec, history[r - 3]["n0"][0], r, r)
     else:
-        payload = byzantine.noise(scratch.spec, payload, seed=0)
+        payload = tampering.noise(scratch.spec, payload, seed=0)
     out = replayed(recorded, r, 4 * r, before)
     assert payload_match(decode(scratch.spec, payload), out.payload, scratch.spec) < 0.8
     assert kind != "other-data" or out.state_after != after

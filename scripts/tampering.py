@@ -1,15 +1,10 @@
-"""Dishonest nodes, for the simulator's `--byzantine KIND@NODE` and the validation tests.
-
-Each payload kind turns what an honest node would send into what a cheating one sends instead:
+"""What a cheating member does to a payload, as pure functions on its bytes (the simulator's
+adversaries and the validation tests and benchmark use them):
 - noise: random indices and signs, the honest payload's size (costs nothing to make);
-- copy: another member's payload of the same round, claimed as its own (its header still names
-  the author, so the coordinator's check refuses it);
-- flip: the honest payload with every sign flipped;
-- other-data: trained on batches it was not assigned (the runtime swaps the batch ids);
-- stale: its own payload from 3 rounds earlier, re-stamped for this step;
+- flip: the honest payload with every sign flipped; flip_share: a share of its signs flipped;
+- restamp: a payload presented for another step and round (a stale one, or an honest one moved);
+- claim: another member's payload restamped as one's own;
 - malformed: bytes that do not decode.
-And one lying validator:
-- liar: sends honest payloads but rejects every contribution it is asked to check.
 """
 
 from __future__ import annotations
@@ -19,7 +14,6 @@ import numpy as np
 from optim.codec import Payload, TensorPayload, decode, encode
 from optim.spec import ParamSpec
 
-KINDS = ("noise", "copy", "flip", "other-data", "stale", "malformed", "liar")
 STALE_ROUNDS = 3
 OTHER_DATA_OFFSET = 1_000_000  # batch ids this far past the assigned ones
 
@@ -56,6 +50,28 @@ def restamp(spec: ParamSpec, payload: bytes, step: int, round: int) -> bytes:
     """An old payload presented as one for `step` in `round`."""
     p = decode(spec, payload)
     return encode(spec, step, p.tensors, round=round, origin=p.origin)
+
+
+def flip_share(spec: ParamSpec, payload: bytes, share: float, seed: int) -> bytes:
+    """The payload with `share` of its sent values' signs flipped (at least one)."""
+    p, rng = decode(spec, payload), np.random.default_rng(seed)
+    total = sum(t.values.size for t in p.tensors)
+    chosen = set(rng.choice(total, max(1, round(share * total)), replace=False).tolist())
+    tensors, offset = [], 0
+    for t in p.tensors:
+        flat = t.values.reshape(-1).copy()
+        for i in range(flat.size):
+            if offset + i in chosen:
+                flat[i] = -flat[i]
+        offset += flat.size
+        tensors.append(TensorPayload(t.chunks, t.indices, flat.reshape(t.values.shape)))
+    return _reencode(spec, p, tensors)
+
+
+def claim(spec: ParamSpec, payload: bytes, origin: bytes) -> bytes:
+    """Another member's payload stamped with `origin` as the sender."""
+    p = decode(spec, payload)
+    return encode(spec, p.step, p.tensors, round=p.round, origin=origin)
 
 
 def malformed(payload: bytes) -> bytes:
