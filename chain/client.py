@@ -9,7 +9,7 @@ in-process `ProgramSvm` for fast tests. Failures arrive as the typed errors of `
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 import httpx
@@ -237,19 +237,21 @@ class EranosClient:
         run: RunState,
         round_: int,
         root: bytes,
-        contributed: Iterable[int],
+        contributed: Mapping[int, int] | Iterable[int],
         validated: Iterable[int],
         penalized: Iterable[int],
     ) -> Instruction:
         n = run.member_count
+        batches = contributed if isinstance(contributed, Mapping) else dict.fromkeys(contributed, 1)
         return ixs.record_round(
             self.key,
             run,
             round_,
             root,
-            ixs.bitmap(contributed, n),
+            ixs.bitmap(batches, n),
             ixs.bitmap(validated, n),
             ixs.bitmap(penalized, n),
+            bytes(batches[slot] for slot in sorted(batches)),
             self.program_id,
         )
 
@@ -258,11 +260,12 @@ class EranosClient:
         run_id: int,
         round_: int,
         root: bytes,
-        contributed: Iterable[int] = (),
+        contributed: Mapping[int, int] | Iterable[int] = (),
         validated: Iterable[int] = (),
         penalized: Iterable[int] = (),
     ) -> str:
-        """Record one round; the sets name member-table slots (see `members`)."""
+        """Record one round; the sets name member-table slots (see `members`). `contributed`
+        maps each contributor's slot to its accepted batches (an iterable of slots: one each)."""
         ix = self.record_round_instruction(self.run(run_id), round_, root, contributed, validated, penalized)
         return self.send([ix])
 

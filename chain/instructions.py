@@ -152,12 +152,14 @@ def record_round(
     contributed: bytes,
     validated: bytes,
     penalized: bytes,
+    batches: bytes,
     program_id: Pubkey = PROGRAM_ID,
 ) -> Instruction:
     if len(root) != 32:
         raise ValueError("the round root is 32 bytes")
     accounts = {"authority": authority, "run": run.address, "members": run.members}
-    return _ix("record_round", [round_, list(root), contributed, validated, penalized], accounts, program_id)
+    args = [round_, list(root), contributed, validated, penalized, batches]
+    return _ix("record_round", args, accounts, program_id)
 
 
 def token_account(owner: Pubkey, mint: Pubkey) -> Pubkey:

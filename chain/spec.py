@@ -23,6 +23,9 @@ TOKEN_ACCOUNT_SIZE = 165
 RUN_SEED = b"eranos-run"
 # Bounds unbond_at = now + unbonding_seconds well inside i64.
 MAX_UNBONDING_SECONDS = 10 * 365 * 86400
+# points_per_contribution times a round's batch count (one byte) must fit in u64 without a
+# 128-bit multiply, which BPF lacks
+MAX_POINTS_PER_BATCH = (1 << 56) - 1
 
 # The program's fixed address; its development keypair is chain/program/program-keypair.json, so
 # `solana program deploy --program-id` can put the same program at the same address on a validator.
@@ -97,7 +100,7 @@ MEMBER = Struct(
         F("points_claimed", "u64"),
         F("joined_round", "u64"),
         F("unbond_at", "i64"),
-        F("contributions", "u32"),
+        F("contributions", "u32"),  # accepted batches credited
         F("validations", "u32"),
         F("penalties", "u32"),
         F("status", "u8"),
@@ -190,8 +193,10 @@ INSTRUCTIONS = (
             F("contributed", "bytes"),
             F("validated", "bytes"),
             F("penalized", "bytes"),
+            F("batches", "bytes"),
         ),
-        "Record one round: credit contributors and validators, slash the penalized.",
+        "Record one round: credit contributors per accepted batch (`batches`: one count of 1-255 "
+        "per contributed slot, in slot order) and validators, slash the penalized.",
     ),
     Instruction(
         "claim",
@@ -252,6 +257,7 @@ _E = [
     ("StillUnbonding", "The unbonding period has not passed"),
     ("NothingToWithdraw", "No stake left to withdraw"),
     ("InvalidArgument", "An argument is out of range"),
+    ("BatchCounts", "There must be one batch count of at least 1 per contributed member"),
 ]
 ERRORS = tuple(Error(6000 + i, name, msg) for i, (name, msg) in enumerate(_E))
 

@@ -359,7 +359,10 @@ def _tick_training(s: State, now: float, effects: list[Effect]) -> State:
 
 def _settlements(s: State, now: float) -> dict[bytes, Settlement | Ask | None]:
     r = s.round
-    voters = {t: sum(1 for k in r.members if k in s.members and k != t) for t in r.commits}
+    # a dispute needs a strict majority of every member of the run but the target, not only of
+    # the round's: members that joined after the round began cannot vote, but a coalition that
+    # happens to fill a round must not decide it
+    voters = {t: sum(1 for k in s.members if k != t) for t in r.commits}
     return {t: verdicts.settle(r, t, now, s.config, s.exact, voters[t]) for t in sorted(r.commits)}
 
 
@@ -417,8 +420,10 @@ def _finalize(s: State, settled: dict[bytes, Settlement], now: float, effects: l
     )
     root = commitment_root({k: r.commits[k].payload_hash for k in done})
     losses = {k: r.commits[k].loss for k in done}
+    batches = {k: len(r.batches[k]) for k in done}
+    validated = tuple(sorted(credited))
     effects.append(
-        RecordRound(r.number, root, done, tuple(sorted(credited)), tuple(sorted(penalized)), losses, verified)
+        RecordRound(r.number, root, done, batches, validated, tuple(sorted(penalized)), losses, verified)
     )
     s = replace(
         s,

@@ -220,6 +220,7 @@ class RecordRound:
     round: int
     root: bytes
     contributed: tuple[bytes, ...]
+    batches: dict[bytes, int]  # contributor -> accepted batches (points are paid per batch)
     validated: tuple[bytes, ...]
     penalized: tuple[bytes, ...]
     losses: dict[bytes, float]  # self-reported by the accepted members

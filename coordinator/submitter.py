@@ -37,27 +37,32 @@ class SubmitterStatus:
         return self.recorded[-1] if self.recorded else None
 
 
+MAX_BATCH_COUNT = 255  # one byte per contributor on chain; more batches in a round are credited as this
+
+
 def slots_for(
     record: RecordRound, members: list, status: SubmitterStatus
-) -> tuple[list[int], list[int], list[int]]:
-    """Member-table slots for the record's key lists, dropping keys the program would refuse."""
+) -> tuple[dict[int, int], list[int], list[int]]:
+    """Member-table slots for the record's key lists (contributors with their accepted batches),
+    dropping keys the program would refuse."""
     by_key = {bytes(m.key): m for m in members}
 
-    def slots(keys: tuple[bytes, ...], kind: str) -> list[int]:
+    def creditable(keys: tuple[bytes, ...], kind: str) -> list[tuple[bytes, int]]:
         out = []
         for key in keys:
             m = by_key.get(key)
             if m is None or m.status not in CREDITABLE:
                 status.dropped_bits[f"{kind}: {'not on chain' if m is None else m.status.name.lower()}"] += 1
                 continue
-            out.append(m.slot)
+            out.append((key, m.slot))
         return out
 
-    return (
-        slots(record.contributed, "contributed"),
-        slots(record.validated, "validated"),
-        slots(record.penalized, "penalized"),
-    )
+    contributed = {
+        slot: min(record.batches[key], MAX_BATCH_COUNT)
+        for key, slot in creditable(record.contributed, "contributed")
+    }
+    validated = [slot for _, slot in creditable(record.validated, "validated")]
+    return contributed, validated, [slot for _, slot in creditable(record.penalized, "penalized")]
 
 
 class ChainSubmitter:

@@ -15,7 +15,7 @@ For a committed target T (a member given batches), in this order:
     W unavailable): rejected, with a strike when two validators found it unavailable.
 - V or W rejected, or two accepts disagree on the evidence (the replayed gradient's digest,
   which only a replay can know): every other member of the round is asked. The side holding a
-  strict majority of all the round's members other than T wins: T is accepted or penalized,
+  strict majority of all the run's members other than T wins: T is accepted or penalized,
   the winners credited, every available voter on the losing side penalized. No majority by the
   deadline: rejected, nobody penalized. So no coalition smaller than half the members can get
   an honest validator or target penalized.
@@ -63,9 +63,8 @@ WAIT = None  # the verdicts this stage needs are still due
 def settle(
     r: Round, target: bytes, now: float, cfg: RoundsSection, exact: bool, voters: int
 ) -> Settlement | Ask | None:
-    """Settle `target`, or say what must happen first (None: wait). `voters`: the round's
-    members other than the target still in the run, the size a dispute's majority is counted
-    against. `exact`: honest replays agree to the bit, so accepts must carry equal evidence."""
+    """Settle `target`, or say what must happen first (None: wait). `voters`: the run's members
+    other than the target, the size a dispute's majority is counted against. `exact`: honest replays agree to the bit, so accepts must carry equal evidence."""
     timeout = cfg.verdict_timeout_s
     if r.checks.get(target) is False or not r.commits[target].chained:
         return Settlement(Settled.PENALIZED)

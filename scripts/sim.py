@@ -56,7 +56,7 @@ from scripts.plotting import save_png, subplots  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SOL = 10**9
 STAKE = SOL // 10
-POINTS_CONTRIBUTION, POINTS_VALIDATION = 10, 2
+POINTS_CONTRIBUTION, POINTS_VALIDATION = 5, 4  # per accepted batch; per uncontradicted check
 console = Console(stderr=True)
 
 
@@ -302,10 +302,11 @@ def summarize(
     state = journal.state
     journal.close()
     records = [e for e in effects if isinstance(e, RecordRound)]
-    expected = Counter()
+    expected, accepted_batches = Counter(), Counter()
     for r in records:
+        accepted_batches.update(r.batches)
         for k in r.contributed:
-            expected[k] += POINTS_CONTRIBUTION
+            expected[k] += POINTS_CONTRIBUTION * r.batches[k]
         for k in r.validated:
             expected[k] += POINTS_VALIDATION
     hashes = defaultdict(set)
@@ -326,6 +327,10 @@ def summarize(
                 "adversary": args.adv.get(i),
                 "points": m.points_earned if m else 0,
                 "expected_points": expected[bytes(kp.pubkey())],
+                "accepted_batches": accepted_batches[bytes(kp.pubkey())],
+                "points_per_batch": (m.points_earned / accepted_batches[bytes(kp.pubkey())])
+                if m and accepted_batches[bytes(kp.pubkey())]
+                else None,
                 "claimed_now": claimed,
                 "tokens": client.token_balance(run_id),
                 "penalties": m.penalties if m else 0,

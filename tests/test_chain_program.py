@@ -94,6 +94,24 @@ def test_record_round_credits_points_and_logs_the_round(any_world):
     assert "Program log: eranos: round recorded" in logs
 
 
+def test_contribution_points_are_paid_per_accepted_batch(any_world):
+    any_world.permissioned(3)
+    any_world.authority.record_round(RUN_ID, 1, ROOT, contributed={0: 3, 2: 1}, validated=[1])
+    members = any_world.authority.members(RUN_ID)
+    assert [m.points_earned for m in members] == [30, 2, 10]
+    assert [m.contributions for m in members] == [3, 0, 1]
+
+
+@pytest.mark.parametrize("batches", [b"", b"\x01", b"\x01\x01\x01", b"\x01\x00"], ids=repr)
+def test_batch_counts_must_be_one_positive_count_per_contributor(world, batches):
+    world.permissioned(3)
+    run = world.authority.run(RUN_ID)
+    bits = (ixs.bitmap([0, 2], 3), ixs.bitmap([], 3), ixs.bitmap([], 3))
+    with rejects("BatchCounts"):
+        world.authority.send([_record_ix(world, bits=bits, batches=batches)])
+    assert world.authority.members(RUN_ID)[0].points_earned == 0 and run.last_recorded_round is None
+
+
 def test_record_round_slashes_penalized_stake_into_the_treasury(any_world):
     a, b = any_world.permissionless(2)
     any_world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0], penalized=[1])
@@ -166,11 +184,13 @@ def test_a_prefunded_run_address_still_initializes(any_world):
 # --- attacks ---
 
 
-def _record_ix(world, signer=None, round_=1, bits=None):
+def _record_ix(world, signer=None, round_=1, bits=None, batches=None):
     run = world.authority.run(RUN_ID)
     empty = ixs.bitmap([], run.member_count)
     bits = bits or (empty, empty, empty)
-    return ixs.record_round(signer or world.authority.key, run, round_, ROOT, *bits)
+    if batches is None:  # one batch per contributor
+        batches = bytes([1]) * sum(bin(b).count("1") for b in bits[0])
+    return ixs.record_round(signer or world.authority.key, run, round_, ROOT, *bits, batches)
 
 
 def test_missing_signer_is_rejected(world):
@@ -289,7 +309,7 @@ def _every_instruction(world, node):
         "authorize_node": ixs.authorize_node(a, run, node.key),
         "revoke_node": ixs.revoke_node(a, run, node.key),
         "join": ixs.join(node.key, run),
-        "record_round": ixs.record_round(a, run, 9, ROOT, empty, empty, empty),
+        "record_round": ixs.record_round(a, run, 9, ROOT, empty, empty, empty, b""),
         "claim": ixs.claim(node.key, run, 1)[1],
         "leave": ixs.leave(node.key, run),
         "withdraw_stake": ixs.withdraw_stake(node.key, run),
@@ -361,11 +381,16 @@ def test_a_bit_on_a_member_that_never_joined_is_rejected(world):
 
 
 def test_points_overflow_is_rejected(world):
-    world.permissioned(1, params=RunParams(points_per_contribution=2**64 - 1))
-    world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0])
+    world.permissioned(1, params=RunParams(points_per_contribution=2**56 - 1))
+    world.authority.record_round(RUN_ID, 1, ROOT, contributed={0: 255})
     with rejects("Overflow"):
-        world.authority.record_round(RUN_ID, 2, ROOT, contributed=[0])
-    assert world.authority.members(RUN_ID)[0].points_earned == 2**64 - 1
+        world.authority.record_round(RUN_ID, 2, ROOT, contributed={0: 255})
+    assert world.authority.members(RUN_ID)[0].points_earned == 255 * (2**56 - 1)
+
+
+def test_points_per_batch_beyond_the_bound_are_refused_at_creation(world):
+    with rejects("InvalidArgument"):
+        world.authority.create_run(RUN_ID, Mode.PERMISSIONED, RunParams(points_per_contribution=2**56))
 
 
 def test_claiming_twice_or_more_than_earned_is_rejected(world):

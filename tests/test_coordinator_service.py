@@ -119,7 +119,7 @@ def test_two_nodes_complete_a_round_and_it_is_recorded_on_chain(network):
     while time.monotonic() < deadline and world.authority.run(RUN_ID).last_recorded_round != 0:
         time.sleep(0.2)
     assert world.authority.run(RUN_ID).last_recorded_round == 0
-    assert [m.points_earned for m in world.authority.members(RUN_ID)] == [10, 10]
+    assert [m.points_earned for m in world.authority.members(RUN_ID)] == [20, 20]  # 10 per batch, 2 each
     assert service.state.phase in (Phase.TRAINING, Phase.COOLDOWN)
 
 

@@ -9,7 +9,8 @@ ROOT = bytes(range(32))
 
 
 def record(round_, contributed=(), validated=(), penalized=()):
-    return RecordRound(round_, ROOT, tuple(contributed), tuple(validated), tuple(penalized), {})
+    batches = dict.fromkeys(contributed, 1)
+    return RecordRound(round_, ROOT, tuple(contributed), batches, tuple(validated), tuple(penalized), {})
 
 
 def test_a_round_is_recorded_with_the_members_slots():

@@ -79,6 +79,7 @@ u64 increment_u32(u32 *counter) {
 }
 
 u64 check_params(const run_params_t *params) {
+    if (params->points_per_contribution > MAX_POINTS_PER_BATCH) return ERR_INVALID_ARGUMENT;
     return params->unbonding_seconds > MAX_UNBONDING_SECONDS ? ERR_INVALID_ARGUMENT : 0;
 }
 

@@ -7,6 +7,7 @@
 #define MINT_SIZE 82
 #define TOKEN_ACCOUNT_SIZE 165
 #define MAX_UNBONDING_SECONDS 315360000
+#define MAX_POINTS_PER_BATCH 72057594037927935ULL
 #define RUN_SEED "eranos-run"
 #define RUN_SEED_LEN 10
 #define MODE_PERMISSIONED 0
@@ -242,6 +243,7 @@ typedef struct {
     bytes_t contributed;
     bytes_t validated;
     bytes_t penalized;
+    bytes_t batches;
 } record_round_args_t;
 static inline int parse_record_round(reader_t *r, record_round_args_t *a) {
     a->round = rd_u64(r);
@@ -249,6 +251,7 @@ static inline int parse_record_round(reader_t *r, record_round_args_t *a) {
     rd_vec(r, &a->contributed);
     rd_vec(r, &a->validated);
     rd_vec(r, &a->penalized);
+    rd_vec(r, &a->batches);
     return rd_done(r);
 }
 #define RECORD_ROUND_AUTHORITY 0
@@ -332,6 +335,7 @@ enum eranos_error {
     ERR_STILL_UNBONDING = 6033,
     ERR_NOTHING_TO_WITHDRAW = 6034,
     ERR_INVALID_ARGUMENT = 6035,
+    ERR_BATCH_COUNTS = 6036,
 };
 
 static inline const char *error_message(u64 code) {
@@ -372,6 +376,7 @@ static inline const char *error_message(u64 code) {
     case 6033: return "StillUnbonding: The unbonding period has not passed";
     case 6034: return "NothingToWithdraw: No stake left to withdraw";
     case 6035: return "InvalidArgument: An argument is out of range";
+    case 6036: return "BatchCounts: There must be one batch count of at least 1 per contributed member";
     default: return "unknown error";
     }
 }
