@@ -29,10 +29,9 @@ from swapping in a different state between rounds.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from dataclasses import dataclass, replace
 
-from coordinator import verdicts
+from coordinator import membership, verdicts
 from coordinator.state import (
     CommitInfo,
     CommitSeen,
@@ -62,8 +61,6 @@ from p2p.messages import FRESH_STATE, Recheck, Reveal, RoundEnd, RoundStart
 from protocol.assignment import assign_batches
 from protocol.checks import check_seed, choose_checks, choose_second, commitment
 from protocol.commitments import commitment_root
-
-THROUGHPUT_EWMA = 0.5
 
 # (phase, next phase) pairs `_change_phase` allows, as h11's transition table.
 TRANSITIONS = {
@@ -244,7 +241,7 @@ def _elapsed(s: State, now: float, limit: float) -> bool:
 
 def tick(s: State, now: float) -> Result:
     effects: list[Effect] = []
-    s = _expire_silent_members(s, now, effects)
+    s = membership.expire_silent(s, now, effects)
     for _ in range(len(Phase)):  # a tick can pass several phases; each visit changes phase
         before = s.phase
         s = _TICKS[s.phase](s, now, effects)
@@ -253,47 +250,15 @@ def tick(s: State, now: float) -> Result:
     return Result(s, tuple(effects))
 
 
-def _expire_silent_members(s: State, now: float, effects: list[Effect]) -> State:
-    limit = s.config.heartbeat_timeout_s
-    silent = [k for k, m in s.members.items() if now - m.last_seen > limit]
-    if not silent or s.phase == Phase.FINISHED:
-        return s
-    effects.extend(Removed(k, "heartbeat timeout") for k in sorted(silent))
-    return replace(s, members={k: m for k, m in s.members.items() if k not in silent})
-
-
 def _tick_waiting(s: State, now: float, effects: list[Effect]) -> State:
     needed = s.config.min_nodes if s.finalized_rounds else max(s.config.min_nodes, s.config.start_nodes)
     return _change_phase(s, now, Phase.WARMUP) if s.secret and len(s.members) >= needed else s
 
 
-def _agreed_hash(s: State) -> bytes:
-    """The model hash a strict majority of members report for the last finalized round (empty
-    when none has one), so a minority cannot choose the model the others must hold."""
-    reports = Counter(
-        m.model_hash for m in s.members.values() if m.reported_round == s.last_finalized and m.model_hash
-    )
-    top = max(reports, key=lambda h: (reports[h], h), default=b"")
-    return top if 2 * reports[top] > len(s.members) else b""
-
-
-def _mark_ready(s: State) -> State:
-    members = {
-        k: replace(
-            m,
-            ready=bool(s.model_hash)
-            and m.model_hash == s.model_hash
-            and m.reported_round == s.last_finalized,
-        )
-        for k, m in s.members.items()
-    }
-    return replace(s, members=members)
-
-
 def _tick_warmup(s: State, now: float, effects: list[Effect]) -> State:
     if not s.model_hash:
-        s = replace(s, model_hash=_agreed_hash(s))
-    s = _mark_ready(s)
+        s = replace(s, model_hash=membership.agreed_hash(s))
+    s = membership.mark_ready(s)
     all_ready = all(m.ready for m in s.members.values())
     if not all_ready and not _elapsed(s, now, s.config.warmup_timeout_s):
         return s
@@ -412,7 +377,7 @@ def _finalize(s: State, settled: dict[bytes, Settlement], now: float, effects: l
     credited = {v for x in settled.values() for v in x.credited} - penalized
     rejected = set(r.commits) - accepted - penalized
     verified = {t: x.loss for t, x in settled.items() if t in accepted and x.loss is not None}
-    s = _tally_members(s, {t for t in accepted if settled[t].verified}, penalized, effects)
+    s = membership.tally(s, {t for t in accepted if settled[t].verified}, penalized, effects)
     carried = tuple(sorted(b for k, ids in r.batches.items() if k not in accepted for b in ids))
     done = tuple(sorted(accepted))
     effects.append(
@@ -438,39 +403,11 @@ def _finalize(s: State, settled: dict[bytes, Settlement], now: float, effects: l
     return _change_phase(s, now, Phase.COOLDOWN)
 
 
-def _tally_members(s: State, verified: set[bytes], penalized: set[bytes], effects: list[Effect]) -> State:
-    """Throughput from verified work only; misses counted; the penalized, the silent and the
-    repeatedly removed leave (the last banned)."""
-    r, cfg = s.round, s.config
-    members, removals, banned = dict(s.members), dict(s.removals), set()
-    for k in r.workers:
-        if k not in members:
-            continue
-        if k in r.commits:
-            m = members[k]
-            if k in verified:
-                rate = len(r.batches[k]) / max(r.commits[k].at - r.started_at, 1e-3)
-                m = replace(m, throughput=THROUGHPUT_EWMA * m.throughput + (1 - THROUGHPUT_EWMA) * rate)
-            members[k] = replace(m, misses=0)
-            continue
-        members[k] = replace(members[k], misses=members[k].misses + 1)
-        if members[k].misses >= cfg.max_misses:
-            effects.append(Removed(k, f"no commit in {members[k].misses} rounds"))
-            del members[k]
-            removals[k] = removals.get(k, 0) + 1
-            if removals[k] > cfg.max_removals:
-                banned.add(k)
-    for k in sorted(penalized):
-        if members.pop(k, None) is not None:
-            effects.append(Removed(k, "penalized"))
-    return replace(s, members=members, removals=removals, banned=s.banned | banned)
-
-
 def _tick_cooldown(s: State, now: float, effects: list[Effect]) -> State:
     reported = all(m.reported_round == s.last_finalized for m in s.members.values())
     if not reported and not _elapsed(s, now, s.config.cooldown_s):
         return s
-    s = _mark_ready(replace(s, model_hash=_agreed_hash(s), round=None))
+    s = membership.mark_ready(replace(s, model_hash=membership.agreed_hash(s), round=None))
     if s.finalized_rounds >= s.config.rounds:
         return _change_phase(s, now, Phase.FINISHED)
     if len(s.members) < s.config.min_nodes:

@@ -64,7 +64,8 @@ def settle(
     r: Round, target: bytes, now: float, cfg: RoundsSection, exact: bool, voters: int
 ) -> Settlement | Ask | None:
     """Settle `target`, or say what must happen first (None: wait). `voters`: the run's members
-    other than the target, the size a dispute's majority is counted against. `exact`: honest replays agree to the bit, so accepts must carry equal evidence."""
+    other than the target, the size a dispute's majority is counted against. `exact`: honest
+    replays agree to the bit, so accepts must carry equal evidence."""
     timeout = cfg.verdict_timeout_s
     if r.checks.get(target) is False or not r.commits[target].chained:
         return Settlement(Settled.PENALIZED)

@@ -1,0 +1,71 @@
+"""Who is in the run, for the round machine: silence and misses, the agreed model, readiness,
+throughput from verified work, removals and bans. Pure functions of the state."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+from coordinator.state import Effect, Phase, Removed, State
+
+THROUGHPUT_EWMA = 0.5
+
+
+def expire_silent(s: State, now: float, effects: list[Effect]) -> State:
+    limit = s.config.heartbeat_timeout_s
+    silent = [k for k, m in s.members.items() if now - m.last_seen > limit]
+    if not silent or s.phase == Phase.FINISHED:
+        return s
+    effects.extend(Removed(k, "heartbeat timeout") for k in sorted(silent))
+    return replace(s, members={k: m for k, m in s.members.items() if k not in silent})
+
+
+def agreed_hash(s: State) -> bytes:
+    """The model hash a strict majority of members report for the last finalized round (empty
+    when none has one), so a minority cannot choose the model the others must hold."""
+    reports = Counter(
+        m.model_hash for m in s.members.values() if m.reported_round == s.last_finalized and m.model_hash
+    )
+    top = max(reports, key=lambda h: (reports[h], h), default=b"")
+    return top if 2 * reports[top] > len(s.members) else b""
+
+
+def mark_ready(s: State) -> State:
+    members = {
+        k: replace(
+            m,
+            ready=bool(s.model_hash)
+            and m.model_hash == s.model_hash
+            and m.reported_round == s.last_finalized,
+        )
+        for k, m in s.members.items()
+    }
+    return replace(s, members=members)
+
+
+def tally(s: State, verified: set[bytes], penalized: set[bytes], effects: list[Effect]) -> State:
+    """Throughput from verified work only; misses counted; the penalized, the silent and the
+    repeatedly removed leave (the last banned)."""
+    r, cfg = s.round, s.config
+    members, removals, banned = dict(s.members), dict(s.removals), set()
+    for k in r.workers:
+        if k not in members:
+            continue
+        if k in r.commits:
+            m = members[k]
+            if k in verified:
+                rate = len(r.batches[k]) / max(r.commits[k].at - r.started_at, 1e-3)
+                m = replace(m, throughput=THROUGHPUT_EWMA * m.throughput + (1 - THROUGHPUT_EWMA) * rate)
+            members[k] = replace(m, misses=0)
+            continue
+        members[k] = replace(members[k], misses=members[k].misses + 1)
+        if members[k].misses >= cfg.max_misses:
+            effects.append(Removed(k, f"no commit in {members[k].misses} rounds"))
+            del members[k]
+            removals[k] = removals.get(k, 0) + 1
+            if removals[k] > cfg.max_removals:
+                banned.add(k)
+    for k in sorted(penalized):
+        if members.pop(k, None) is not None:
+            effects.append(Removed(k, "penalized"))
+    return replace(s, members=members, removals=removals, banned=s.banned | banned)
