@@ -134,7 +134,7 @@ class CoordinatorService:
         self._events: queue.Queue[Event] = queue.Queue()
         self._checks = ThreadPoolExecutor(2, thread_name_prefix="payload-check")
         self._eligible: dict[bytes, float] = {}
-        self._served: dict[int, list[bytes]] = {}  # round -> payloads kept for its validators
+        self._served: dict[int, list[bytes]] = {}  # round -> payloads kept for validators and appliers
         self._last_run_info = 0.0
         self._config_text = dumps(config)
         self._replayed_records = [e for e in replayed if isinstance(e, RecordRound)]
@@ -278,8 +278,10 @@ class CoordinatorService:
     def _record(self, record: RecordRound) -> None:
         self.metrics.penalties += len(record.penalized)
         self.metrics.add_losses(record)
-        for digest in self._served.pop(record.round, []):  # its verdicts are closed
-            self.host.blobs.forget(digest)
+        # kept one round past its end, for members still fetching what they apply
+        for old in [r for r in self._served if r < record.round]:
+            for digest in self._served.pop(old):
+                self.host.blobs.forget(digest)
         if self.submitter is not None:
             self.submitter.submit(record)
         log.info(

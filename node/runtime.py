@@ -136,6 +136,7 @@ class NodeRuntime:
         self._results: queue.Queue[machine.Event] = queue.Queue()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="train")
         self._provided_weights: bytes | None = None
+        self._lingering: list[bytes] = []  # the last applied round's payloads, still served to slower members
         workdir.mkdir(parents=True, exist_ok=True)
 
     # --- the loop -----------------------------------------------------------------------------
@@ -313,8 +314,9 @@ class NodeRuntime:
         self.hash = self._serve_weights()  # the file's sha256 is the model hash
         self.progress.applied = end.round
         served = own.served if own is not None else []
-        for digest in [*(c.payload_hash for c in job.commits.values()), *served]:
+        for digest in self._lingering:  # the round before: every member has applied it by now
             self.host.blobs.forget(digest)
+        self._lingering = [*(c.payload_hash for c in job.commits.values()), *served]
         return machine.Applied(end.round, self.hash)
 
     def _settle_state(self, end: RoundEnd) -> Contribution | None:
