@@ -180,9 +180,10 @@ def open_message(data: bytes, run: str) -> Envelope:
     if len(data) > MAX_MESSAGE_BYTES:
         raise OversizedMessage(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        wire = msgpack.unpackb(data, raw=False, strict_map_key=False)  # limits scale with len(data)
+        wire = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_no_ext)  # limits scale with len
     except Exception as err:  # msgpack raises several unrelated types for bad input
         raise MalformedMessage(f"not a msgpack message: {type(err).__name__}") from None
+    _require_plain(wire, MAX_DEPTH)
     if not isinstance(wire, dict) or set(wire) != {"v", "run", "type", "from", "seq", "body", "sig"}:
         raise MalformedMessage("not a message envelope")
     if wire["v"] != VERSION:
@@ -207,6 +208,25 @@ def open_message(data: bytes, run: str) -> Envelope:
         raise UnknownType(f"unknown message type {type_name!r}")
     _check_body(cls, body)
     return Envelope(run, sender, seq, cls(**body))
+
+
+MAX_DEPTH = 6  # envelope -> body -> map -> list: honest messages nest 4 deep
+
+
+def _no_ext(code: int, data: bytes) -> None:
+    raise ValueError(f"msgpack extension type {code}")
+
+
+def _require_plain(value: Any, depth: int) -> None:
+    """Only maps, lists, strings, bytes, numbers, booleans and nil, nested at most `depth` deep:
+    anything else (msgpack timestamps, deep nesting) is refused before a line of code walks it."""
+    if isinstance(value, dict | list):
+        if depth == 0:
+            raise MalformedMessage(f"nested deeper than {MAX_DEPTH}")
+        for item in (*value.keys(), *value.values()) if isinstance(value, dict) else value:
+            _require_plain(item, depth - 1)
+    elif value is not None and not isinstance(value, str | bytes | int | float):
+        raise MalformedMessage(f"a {type(value).__name__} value")
 
 
 def _check_body(cls: type, body: dict) -> None:

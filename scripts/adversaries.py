@@ -8,7 +8,8 @@ Payloads:  noise, flip, flip5 (5% of signs every round), other-data, stale (its 
            just before the deadline), idle (heartbeats, never trains).
 Verdicts:  liar (rejects everything it checks), rubber-stamp (accepts without the replay's
            evidence), accomplice (accepts its partners' work, honest otherwise).
-Serving:   withhold (refuses its optimizer states to the validator drawn for it).
+Serving:   withhold (sends noise and refuses its states to the validator drawn for it),
+           serve-nothing (commits, serves nobody).
 Groups:    sybil (noise in about half the rounds, accepts its partners' work).
 """
 
@@ -145,7 +146,8 @@ class Sybil(Accomplice):
 
 
 class Withhold(Adversary):
-    """Serves its optimizer states to everyone but the validator drawn to check it."""
+    """Sends noise and hides it: serves its optimizer states to everyone but the validator
+    drawn to check it (a second validator is then drawn)."""
 
     def __init__(self, partners: frozenset[bytes] = frozenset()) -> None:
         super().__init__(partners)
@@ -157,10 +159,21 @@ class Withhold(Adversary):
             self.wired = True
         return super().batches(node, start)
 
+    def payload(self, node, start, honest):
+        return tampering.noise(node.optimizer.spec, honest, start.seed)
+
     @staticmethod
     def checkers(node: NodeRuntime) -> set[str]:
         views = list(node.state.rounds.values())
         return {peer_id_of(v) for view in views for v, t in view.validators.items() if t == node.me}
+
+
+class ServeNothing(Adversary):
+    """Commits and serves nobody anything: not its payload, not its states."""
+
+    def batches(self, node, start):
+        node.host.serves = lambda peer, digest: False
+        return super().batches(node, start)
 
 
 KINDS = {
@@ -181,5 +194,6 @@ KINDS = {
     "accomplice": Accomplice,
     "sybil": Sybil,
     "withhold": Withhold,
+    "serve-nothing": ServeNothing,
 }
 PARTNERED = ("accomplice", "sybil")  # act with other identities of the same operator

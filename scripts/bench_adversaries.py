@@ -39,7 +39,8 @@ SCENARIOS = {
         5, ("--adversary", "noise@1", "--adversary", "accomplice@2")
     ),
     "rubber stamp": Scenario(4, ("--adversary", "rubber-stamp@1")),
-    "withholding from its validator": Scenario(4, ("--adversary", "withhold@1")),
+    "withholding its state from its validator": Scenario(4, ("--adversary", "withhold@1")),
+    "serving nothing it commits": Scenario(4, ("--adversary", "serve-nothing@1")),
     "cheats when it hopes to be unchecked": Scenario(4, ("--adversary", "sometimes@1")),
     "late committer": Scenario(4, ("--adversary", "late@1")),
     "heartbeats, never trains": Scenario(4, ("--adversary", "idle@1")),

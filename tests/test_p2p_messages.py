@@ -9,6 +9,7 @@ from p2p.errors import (
     BadSignature,
     IdentityError,
     InvalidBody,
+    MalformedMessage,
     MessageError,
     OversizedMessage,
     UnknownType,
@@ -176,6 +177,27 @@ def test_inbox_bounds_the_number_of_senders_it_remembers():
             )
         )
     assert len(inbox._seen) == 3
+
+
+def _raw(body):
+    return msgpack.packb(
+        {"v": 1, "run": "r", "type": "Join", "from": H, "seq": 1, "body": body, "sig": bytes(64)}
+    )
+
+
+def test_a_message_nested_hundreds_deep_is_malformed_not_a_crash():
+    nested = [1]
+    for _ in range(500):
+        nested = [nested]
+    with pytest.raises(MalformedMessage, match="nested deeper"):
+        open_message(_raw({"addrs": nested}), "r")
+
+
+def test_msgpack_timestamps_and_extension_types_are_malformed_not_a_crash():
+    with pytest.raises(MalformedMessage, match="Timestamp"):
+        open_message(_raw({msgpack.Timestamp(1, 2): 1, msgpack.Timestamp(3, 4): 2}), "r")
+    with pytest.raises(MalformedMessage):
+        open_message(_raw({"addrs": [msgpack.ExtType(5, b"x")]}), "r")
 
 
 def test_a_pinned_sender_is_never_evicted_so_its_messages_stay_unreplayable():
