@@ -180,7 +180,8 @@ def open_message(data: bytes, run: str) -> Envelope:
     if len(data) > MAX_MESSAGE_BYTES:
         raise OversizedMessage(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        wire = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_no_ext)  # limits scale with len
+        # msgpack's own limits scale with len(data)
+        wire = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_no_ext)
     except Exception as err:  # msgpack raises several unrelated types for bad input
         raise MalformedMessage(f"not a msgpack message: {type(err).__name__}") from None
     _require_plain(wire, MAX_DEPTH)
