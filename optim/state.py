@@ -3,11 +3,11 @@
 The state is everything `DemoOptimizer.compress` reads besides the gradient: the DCT-domain
 momentum and, with Adam preconditioning, the second moment. Layout (little-endian):
 
-    magic "AGOS" | version u8 | spec sha256 (32 bytes) | every momentum tensor (fp32, spec order)
+    magic "EROS" | version u8 | spec sha256 (32 bytes) | every momentum tensor (fp32, spec order)
     | every second-moment tensor (fp32, spec order; none without Adam preconditioning)
 
 Every length follows from the spec, so `load_state` checks the exact size before reading and
-refuses non-finite values: a state comes from another node and is hostile until checked. The
+refuses non-finite values and a negative second moment: a state comes from another node and is hostile until checked. The
 step is not part of the state; it comes from the round.
 """
 
@@ -17,7 +17,7 @@ import torch
 from optim.demo import DemoOptimizer
 from optim.errors import PayloadError
 
-MAGIC = b"AGOS"
+MAGIC = b"EROS"
 VERSION = 1
 HEADER = len(MAGIC) + 1 + 32
 
@@ -68,6 +68,9 @@ def load_state(opt: DemoOptimizer, data: bytes) -> None:
     body = _body(opt, data)
     if not np.isfinite(body).all():
         raise StateError("optimizer state holds non-finite values")
+    momentum = sum(t.numel() for t in opt.momentum)
+    if (body[momentum:] < 0).any():  # a mean of squares: negative values would make sqrt NaN
+        raise StateError("optimizer state holds a negative second moment")
     offset = 0
     for t in _tensors(opt):
         n = t.numel()

@@ -15,6 +15,7 @@ the wrong type and out-of-range values, naming the offending `section.key`.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields
@@ -180,9 +181,13 @@ def _require(ok: bool, key: str, value: object, expected: str = "") -> None:
 def _typed(key: str, value: object, annotation: object) -> object:
     hint = {"int": int, "float": float, "str": str, "bool": bool}.get(annotation, annotation)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
         raise ConfigError(f"invalid {key} = {value!r} (expected {getattr(hint, '__name__', hint)})")
+    if hint is float and not math.isfinite(value):
+        raise ConfigError(f"invalid {key} = {value!r} (expected a finite number)")
+    if hint is int and not -(2**63) <= value < 2**64:
+        raise ConfigError(f"invalid {key} = {value!r} (expected a 64-bit integer)")
     return value
 
 

@@ -67,6 +67,7 @@ def test_reset_returns_to_the_fresh_state():
         (lambda b: b"XXXX" + b[4:], "known version"),
         (lambda b: b[:5] + bytes(32) + b[37:], "another parameter spec"),
         (lambda b: b[:HEADER] + struct.pack("<f", float("nan")) + b[HEADER + 4 :], "non-finite"),
+        (lambda b: b[:-4] + struct.pack("<f", -1.0), "negative second moment"),  # the last value is one
     ],
 )
 def test_a_bad_state_is_refused_and_leaves_the_optimizer_unchanged(mutate, reason):
