@@ -275,7 +275,7 @@ class NodeRuntime:
             why, r = str(exc), None
         match, drift = 0.0, float("inf")
         if r is not None:
-            match = payload_match(sent, r.payload, self.optimizer.spec)
+            match = payload_match(sent, r.payload, self.optimizer.spec, values=self.config.validation.exact)
             if hashlib.sha256(r.state_after).digest() == commit.state_after:
                 drift = 0.0
             else:

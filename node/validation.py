@@ -84,16 +84,20 @@ def replay_evidence(grads: Sequence[torch.Tensor | None], loss: float) -> bytes:
     return h.digest()
 
 
-def payload_match(sent: Payload, replayed: Payload, spec: ParamSpec) -> float:
-    """The share of (coefficient, sign) pairs the two payloads have in common, over the larger."""
+def payload_match(sent: Payload, replayed: Payload, spec: ParamSpec, values: bool = False) -> float:
+    """The share of (coefficient, sign) pairs the two payloads have in common, over the larger;
+    with `values`, (coefficient, value) pairs, so that in the INT8, BF16 and RAW modes a payload
+    must carry exactly the values the replay computed, not only their signs."""
     common = larger = 0
     for a, b, ts in zip(sent.tensors, replayed.tensors, spec.tensors, strict=True):
-        ka, kb = _pairs(a, ts.layout.chunk_numel), _pairs(b, ts.layout.chunk_numel)
-        common += len(np.intersect1d(ka, kb, assume_unique=True))
+        ka, kb = _pairs(a, ts.layout.chunk_numel, values), _pairs(b, ts.layout.chunk_numel, values)
+        common += len(ka & kb)
         larger += max(len(ka), len(kb))
     return common / larger if larger else 1.0
 
 
-def _pairs(t, chunk_numel: int) -> np.ndarray:
-    positions = t.chunks[:, None].astype(np.int64) * chunk_numel + t.indices
-    return (positions * 2 + (t.values > 0)).ravel()
+def _pairs(t, chunk_numel: int, values: bool) -> set[tuple[int, int]]:
+    positions = (t.chunks[:, None].astype(np.int64) * chunk_numel + t.indices).ravel()
+    flat = np.ascontiguousarray(t.values, dtype=np.float64).ravel()
+    what = flat.view(np.int64) if values else (flat > 0).astype(np.int64)
+    return set(zip(positions.tolist(), what.tolist()))

@@ -50,6 +50,9 @@ _HEADER = struct.Struct("<4sBBQQ32s32s")
 NO_ORIGIN = bytes(32)  # a payload not bound to a sender (in-process replicas, tests)
 _U32 = struct.Struct("<I")
 _FLAG_PARTIAL = 1
+# No honest momentum coefficient comes near this; bounding it keeps the sum of any number of
+# payloads finite (a value at float max beside an honest one made the aggregate inf/NaN).
+MAX_VALUE = 1e4
 _VALUE_BYTES = {ValueMode.SIGN: 1 / 8, ValueMode.INT8: 1, ValueMode.BF16: 2, ValueMode.RAW: 8}
 
 
@@ -212,8 +215,8 @@ def _read_gaps(
 
 def _encode_values(mode: ValueMode, values: list[np.ndarray]) -> bytes:
     flat = np.concatenate([v.reshape(-1) for v in values]).astype(np.float64)
-    if not np.isfinite(flat).all():
-        raise ValueError("refusing to encode non-finite values")
+    if not np.isfinite(flat).all() or (np.abs(flat) > MAX_VALUE).any():
+        raise ValueError(f"refusing to encode values that are non-finite or beyond {MAX_VALUE}")
     if mode == ValueMode.SIGN:
         return np.packbits(flat > 0).tobytes()
     if mode == ValueMode.INT8:
@@ -252,8 +255,8 @@ def _decode_values(mode: ValueMode, reader: _Reader, chunk_ids: list, ks: list[i
         flat = (half.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
     else:
         flat = np.frombuffer(reader.take(8 * total, "raw values"), dtype="<f8").astype(np.float64)
-    if not np.isfinite(flat).all():
-        raise ValueRangeError("values must be finite")
+    if not np.isfinite(flat).all() or (np.abs(flat) > MAX_VALUE).any():
+        raise ValueRangeError(f"values must be finite and at most {MAX_VALUE} in magnitude")
     out, at = [], 0
     for r, k in zip(rows, ks):
         out.append(flat[at : at + r * k].reshape(r, k))

@@ -7,8 +7,8 @@ momentum and, with Adam preconditioning, the second moment. Layout (little-endia
     | every second-moment tensor (fp32, spec order; none without Adam preconditioning)
 
 Every length follows from the spec, so `load_state` checks the exact size before reading and
-refuses non-finite values and a negative second moment: a state comes from another node and is hostile until checked. The
-step is not part of the state; it comes from the round.
+refuses non-finite values and a negative second moment: a state comes from another node and is
+hostile until checked. The step is not part of the state; it comes from the round.
 """
 
 import numpy as np

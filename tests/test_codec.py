@@ -151,6 +151,25 @@ def test_non_finite_value_is_rejected(payload):
         decode(spec, data[:-8] + struct.pack("<d", float("nan")))
 
 
+def test_a_value_no_honest_encoder_produces_is_rejected(payload):
+    spec, data = payload
+    with pytest.raises(ValueRangeError, match="magnitude"):
+        decode(spec, data[:-8] + struct.pack("<d", 1.7e308))  # beside honest ones: inf in the sum
+
+
+def test_an_int8_scale_that_makes_values_huge_is_rejected():
+    spec = make_spec(ValueMode.INT8, shapes=[("w", (8, 8))])
+    data = encode(spec, 0, [TensorPayload(np.array([0]), np.array([[0, 1, 2]]), np.ones((1, 3)))])
+    with pytest.raises(ValueRangeError, match="magnitude"):
+        decode(spec, data[:-7] + struct.pack("<f", 3e38) + data[-3:])
+
+
+def test_the_encoder_refuses_values_beyond_the_bound():
+    spec = make_spec(shapes=[("w", (8, 8))])
+    with pytest.raises(ValueError):
+        encode(spec, 0, [TensorPayload(np.array([0]), np.array([[0, 1, 2]]), np.full((1, 3), 1e5))])
+
+
 def test_int8_minimum_is_outside_the_symmetric_range():
     spec = make_spec(ValueMode.INT8, shapes=[("w", (8, 8))])
     data = encode(spec, 0, [TensorPayload(np.array([0]), np.array([[0, 1, 2]]), np.ones((1, 3)))])

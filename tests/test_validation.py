@@ -14,6 +14,8 @@ from node.train import Trainer
 from node.validation import payload_match, replay, sign_agreement
 from optim import DemoConfig, DemoOptimizer
 from optim.codec import Payload, TensorPayload, decode, encode
+from optim.config import ValueMode
+from optim.spec import ParamSpec
 from optim.state import state_bytes
 from scripts import tampering
 
@@ -184,3 +186,11 @@ def test_payload_match_counts_coefficient_and_sign_pairs_over_the_larger_payload
     assert payload_match(sent, payload([[1, 3]], [[1.0, -1.0]]), spec) == 0.5  # index 2 differs
     assert payload_match(sent, payload([[1, 2]], [[1.0, 1.0]]), spec) == 0.5  # a sign differs
     assert payload_match(sent, payload([], []), spec) == 0.0  # nothing sent where the replay sends
+
+
+def test_in_value_modes_the_match_compares_values_not_only_signs():
+    spec = ParamSpec.build([("w", (8, 8))], chunk=8, topk=2, mode=ValueMode.RAW)
+    honest = Payload(0, [TensorPayload(np.array([0]), np.array([[1, 5]]), np.array([[0.5, -0.25]]))])
+    scaled = Payload(0, [TensorPayload(np.array([0]), np.array([[1, 5]]), np.array([[9.0, -0.25]]))])
+    assert payload_match(scaled, honest, spec) == 1.0  # same signs
+    assert payload_match(scaled, honest, spec, values=True) == 0.5
