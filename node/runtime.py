@@ -192,7 +192,10 @@ class NodeRuntime:
 
     def fetch_payload(self, c: Commit, origin: bytes) -> bytes:
         peers = [peer_id_of(origin), *self.host.peers()]
-        return self.host.fetch(c.payload_hash, size_limit=min(c.size, self.max_payload), peers=peers)
+        limit = min(c.size, self.max_payload)
+        return self.host.fetch(
+            c.payload_hash, size_limit=limit, peers=peers, keep=True
+        )  # re-served to others
 
     def _fetch_state(self, digest: bytes, origin: bytes) -> bytes:
         peers = [peer_id_of(origin), *self.host.peers()]

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 BLOB_PROTOCOL = TProtocol("/eranos/blob/1.0.0")
 _RESPONSE = struct.Struct("<BQ")
+MIN_BLOB_RATE = 256 * 1024  # bytes/s a transfer must average, beyond the first chunk timeout
 _HAVE, _MISSING = 0, 1
 
 
@@ -254,15 +255,22 @@ class Host:
         return self.blobs.add_file(Path(path))
 
     def fetch(
-        self, digest: bytes, size_limit: int, peers: Sequence[str], dest: str | Path | None = None
+        self,
+        digest: bytes,
+        size_limit: int,
+        peers: Sequence[str],
+        dest: str | Path | None = None,
+        keep: bool = False,
     ) -> bytes | Path:
         """The blob with this sha256 from the first of `peers` (best score first) that serves it
-        whole and correct: bytes, or the file `dest` when given (streamed, not held in memory)."""
-        return self._call(
-            self._fetch_async, digest, size_limit, list(peers), None if dest is None else Path(dest)
-        )
+        whole and correct: bytes, or the file `dest` when given (streamed, not held in memory).
+        `keep`: serve it from now on too (until `blobs.forget`)."""
+        target = None if dest is None else Path(dest)
+        return self._call(self._fetch_async, digest, size_limit, list(peers), target, keep)
 
-    async def _fetch_async(self, digest: bytes, size_limit: int, peers: list[str], dest: Path | None):
+    async def _fetch_async(
+        self, digest: bytes, size_limit: int, peers: list[str], dest: Path | None, keep: bool
+    ):
         if self.blobs.has(digest):
             return self.blobs.read_all(digest) if dest is None else self.blobs.copy_to(digest, dest)
         failures = []
@@ -274,6 +282,8 @@ class Host:
                 failures.append(f"{peer[-8:]}: {err}")
                 continue
             self.scores[peer] += 1
+            if keep:
+                self.blobs.add_fetched(digest, result)
             return result
         raise BlobUnavailable(f"blob {digest.hex()[:16]} from none of {len(peers)} peers: {failures}")
 
@@ -294,19 +304,20 @@ class Host:
             if size > size_limit:
                 raise BlobTooLarge(f"peer announced {size} bytes, limit {size_limit}", peer)
             sha, remaining = hashlib.sha256(), size
-            while remaining:
-                data = await _read_exactly(stream, min(CHUNK, remaining), self.chunk_timeout)
-                sha.update(data)
-                await sink.write(data)
-                remaining -= len(data)
+            with trio.fail_after(self.chunk_timeout + size / MIN_BLOB_RATE):  # no dripping a byte at a time
+                while remaining:
+                    data = await _read_exactly(stream, min(CHUNK, remaining), self.chunk_timeout)
+                    sha.update(data)
+                    await sink.write(data)
+                    remaining -= len(data)
             if sha.digest() != digest:
                 raise BlobHashMismatch("bytes do not hash to the requested sha256", peer)
-            result = await sink.finish()
-            self.blobs.add_fetched(digest, result)
-            return result
+            return await sink.finish()
         except trio.TooSlowError:
             await sink.discard()
-            raise BlobTimeout(f"no data for {self.chunk_timeout} s", peer) from None
+            raise BlobTimeout(
+                f"no data for {self.chunk_timeout} s, or slower than {MIN_BLOB_RATE} B/s", peer
+            ) from None
         except BlobError as err:
             await sink.discard()
             err.peer = err.peer or peer

@@ -50,7 +50,12 @@ def main() -> None:
             key = env.body.payload_hash.hex()
             if isinstance(env.body, Commit) and key not in fetched and env.body.payload_hash != digest:
                 try:
-                    host.fetch(env.body.payload_hash, env.body.size, [peer_id_of(env.sender), *host.peers()])
+                    host.fetch(
+                        env.body.payload_hash,
+                        env.body.size,
+                        [peer_id_of(env.sender), *host.peers()],
+                        keep=True,
+                    )
                     fetched[key] = True
                 except Exception as err:  # reported, then retried on the next Commit
                     print(json.dumps({"error": str(err)}), flush=True)

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import msgpack
 import pytest
+import trio
+from libp2p.custom_types import TProtocol
 
 from p2p.errors import BlobUnavailable, PeerUnreachable
-from p2p.host import Host
+from p2p.host import _RESPONSE, BLOB_PROTOCOL, Host
 from p2p.identity import Identity
 from p2p.messages import Heartbeat, seal
 from p2p.workarounds import GOSSIP_PROTOCOL, SafePubsub
@@ -100,14 +102,38 @@ def test_unsigned_wrongly_signed_and_replayed_gossip_is_rejected_and_counted(hos
     )  # libp2p may drop it first
 
 
-def test_fetch_returns_the_blob_and_any_fetcher_serves_it_after(hosts):
+def test_fetch_returns_the_blob_and_a_fetcher_that_keeps_it_serves_it_after(hosts):
     a, b, c = hosts(3)
     data = os.urandom(2_500_000)
     digest = a.provide(data)
-    assert b.fetch(digest, len(data), [a.peer_id]) == data
+    assert b.fetch(digest, len(data), [a.peer_id], keep=True) == data
     a.blobs.forget(digest)
     c.connect(b.addrs[0])
     assert c.fetch(digest, len(data), [a.peer_id, b.peer_id]) == data
+
+
+def test_a_fetched_blob_is_not_kept_unless_asked(hosts):
+    a, b = hosts(2)
+    digest = a.provide(b"a target's state")
+    assert b.fetch(digest, 100, [a.peer_id]) == b"a target's state" and not b.blobs.has(digest)
+
+
+def test_a_peer_dripping_bytes_is_cut_off_by_the_overall_deadline(hosts):
+    dripper, fetcher = hosts(2, chunk_timeout=1.0)
+    size = 64 * 1024  # 1 s + 0.25 s at the minimum rate
+
+    async def drip(stream):
+        await stream.read(32)
+        await stream.write(_RESPONSE.pack(0, size))
+        for _ in range(size):
+            await stream.write(b"x")
+            await trio.sleep(0.2)
+
+    dripper._host.set_stream_handler(TProtocol(BLOB_PROTOCOL), drip)
+    started = time.monotonic()
+    with pytest.raises(BlobUnavailable, match="slower than"):
+        fetcher.fetch(bytes(32), size, [dripper.peer_id])
+    assert time.monotonic() - started < 5
 
 
 def test_blob_over_the_limit_is_refused_and_not_kept(hosts):
