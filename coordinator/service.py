@@ -198,6 +198,8 @@ class CoordinatorService:
                 return
             self.host.dial_soon(event.addrs[:4])
         result = self._step(event)
+        if isinstance(event, JoinRequest) and event.key in self.state.members:
+            self.host.inbox.pin(event.key)  # a member's messages must never become replayable
         if isinstance(event, CommitSeen) and result.outcome == Outcome.APPLIED:
             self._checks.submit(self._check_payload, event, self.state.round.step, peer_id_of(event.key))
 

@@ -273,16 +273,21 @@ class Inbox:
     Replay protection keeps, per sender, the highest sequence number seen and the numbers seen
     within `window` below it: a number seen before, or older than the window, is a replay.
     The table of senders is bounded (keys are free to make), but `pinned` senders (the run's
-    coordinator) are never evicted, so nobody can flood it to make their messages replayable.
+    coordinator; the coordinator pins every member it admits) are never evicted, so nobody can
+    flood it to make their messages replayable.
     """
 
     def __init__(
         self, run: str, window: int = 4096, max_senders: int = 10_000, pinned: frozenset[bytes] = frozenset()
     ):
-        self.run, self.window, self.max_senders, self.pinned = run, window, max_senders, pinned
+        self.run, self.window, self.max_senders = run, window, max_senders
+        self.pinned = set(pinned)
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
         self._seen: dict[bytes, tuple[int, set[int]]] = {}
+
+    def pin(self, key: bytes) -> None:
+        self.pinned.add(key)
 
     def receive(self, data: bytes) -> Envelope | None:
         """The verified message, or None after counting why it was rejected."""

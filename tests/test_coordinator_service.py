@@ -95,6 +95,7 @@ def test_two_nodes_complete_a_round_and_it_is_recorded_on_chain(network):
         host.publish(Heartbeat(round=-1, model_hash=H0))
     start = wait_for(nodes[0], RoundStart)
     assert start.round == 0 and sorted(start.members) == sorted(h.identity.public_key for h in nodes)
+    assert {h.identity.public_key for h in nodes} <= service.host.inbox.pinned  # never replayable
     info = wait_for(nodes[0], RunInfo)
     assert "svc-test" in info.config
     for i, host in enumerate(nodes):
