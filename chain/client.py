@@ -173,16 +173,27 @@ def _rpc_failure(method: str, exc: RPCException) -> Exception:
 
 
 class EranosClient:
-    """One participant's view of the program: `keypair` signs and pays for what it sends."""
+    """One participant's view of the program: `keypair` signs and pays for what it sends; the
+    runs it addresses are `authority`'s (a run id is per authority: the coordinator's key for a
+    node, its own for a coordinator)."""
 
-    def __init__(self, transport: Transport, keypair: Keypair, program_id: Pubkey = ixs.PROGRAM_ID) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        keypair: Keypair,
+        program_id: Pubkey = ixs.PROGRAM_ID,
+        authority: Pubkey | None = None,
+    ) -> None:
         self.transport = transport
         self.keypair = keypair
         self.program_id = program_id
+        self.authority = keypair.pubkey() if authority is None else authority
 
     @classmethod
-    def connect(cls, url: str, keypair: Keypair, program_id: Pubkey = ixs.PROGRAM_ID) -> EranosClient:
-        return cls(RpcTransport(url), keypair, program_id)
+    def connect(
+        cls, url: str, keypair: Keypair, program_id: Pubkey = ixs.PROGRAM_ID, authority: Pubkey | None = None
+    ) -> EranosClient:
+        return cls(RpcTransport(url), keypair, program_id, authority)
 
     @property
     def key(self) -> Pubkey:
@@ -202,7 +213,7 @@ class EranosClient:
     def create_run(self, run_id: int, mode: Mode, params: RunParams, decimals: int = 0) -> RunState:
         """Allocate the member table, create the reward mint (authority: the Run PDA), initialize."""
         table, mint = Keypair(), Keypair()
-        run_key, _ = ixs.run_address(run_id, self.program_id)
+        run_key, _ = ixs.run_address(run_id, self.key, self.program_id)
         table_rent = self.transport.rent_exempt_minimum(ixs.MEMBER_TABLE_SIZE)
         mint_rent = self.transport.rent_exempt_minimum(ixs.spec.MINT_SIZE)
         self.send(
@@ -295,7 +306,7 @@ class EranosClient:
     # --- reads ---
 
     def run(self, run_id: int) -> RunState:
-        address, _ = ixs.run_address(run_id, self.program_id)
+        address, _ = ixs.run_address(run_id, self.authority, self.program_id)
         data = self.transport.account_data(address)
         if data is None:
             raise LookupError(f"run {run_id} does not exist (no account at {address})")

@@ -118,6 +118,7 @@ def render_header() -> str:
         f"#define MINT_SIZE {spec.MINT_SIZE}",
         f"#define TOKEN_ACCOUNT_SIZE {spec.TOKEN_ACCOUNT_SIZE}",
         f"#define MAX_UNBONDING_SECONDS {spec.MAX_UNBONDING_SECONDS}",
+        f"#define MIN_UNBONDING_SECONDS {spec.MIN_UNBONDING_SECONDS}",
         f"#define MAX_POINTS_PER_BATCH {spec.MAX_POINTS_PER_BATCH}ULL",
         f'#define RUN_SEED "{spec.RUN_SEED.decode()}"',
         f"#define RUN_SEED_LEN {len(spec.RUN_SEED)}",

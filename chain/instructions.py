@@ -40,8 +40,10 @@ def program(program_id: Pubkey = PROGRAM_ID) -> Program:
     return Program(idl, program_id, provider)
 
 
-def run_address(run_id: int, program_id: Pubkey = PROGRAM_ID) -> tuple[Pubkey, int]:
-    return Pubkey.find_program_address([spec.RUN_SEED, run_id.to_bytes(8, "little")], program_id)
+def run_address(run_id: int, authority: Pubkey, program_id: Pubkey = PROGRAM_ID) -> tuple[Pubkey, int]:
+    """A run's address: its id is its authority's, so nobody else can take it first."""
+    seeds = [spec.RUN_SEED, bytes(authority), run_id.to_bytes(8, "little")]
+    return Pubkey.find_program_address(seeds, program_id)
 
 
 def bitmap(slots: Iterable[int], member_count: int) -> bytes:
@@ -108,7 +110,7 @@ def initialize_run(
     params: RunParams,
     program_id: Pubkey = PROGRAM_ID,
 ) -> Instruction:
-    run, _ = run_address(run_id, program_id)
+    run, _ = run_address(run_id, authority, program_id)
     accounts = {
         "authority": authority,
         "run": run,

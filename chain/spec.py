@@ -23,6 +23,9 @@ TOKEN_ACCOUNT_SIZE = 165
 RUN_SEED = b"eranos-run"
 # Bounds unbond_at = now + unbonding_seconds well inside i64.
 MAX_UNBONDING_SECONDS = 10 * 365 * 86400
+# A permissionless run's stake must stay slashable until a member's last round is judged and
+# recorded; real runs should use hours or days, the simulator uses this floor.
+MIN_UNBONDING_SECONDS = 60
 # points_per_contribution times a round's batch count (one byte) must fit in u64 without a
 # 128-bit multiply, which BPF lacks
 MAX_POINTS_PER_BATCH = (1 << 56) - 1
@@ -127,7 +130,9 @@ RUN = Struct(
         F("mint", "publicKey"),
         F("members", "publicKey"),
         F("params", "RunParams"),
-        F("treasury", "u64"),
+        F("pending", "RunParams"),  # update_run's new params, in force from pending_at
+        F("pending_at", "i64"),  # 0: nothing pending
+        F("burned", "u64"),  # slashed lamports, locked in this account for good
         F("total_staked", "u64"),
         F("last_round", "u64"),
         F("rounds_recorded", "u64"),

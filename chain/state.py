@@ -25,7 +25,7 @@ class RunParams:
     points_per_validation: int = 2
     required_stake: int = 0
     slash_amount: int = 0
-    unbonding_seconds: int = 0
+    unbonding_seconds: int = spec.MIN_UNBONDING_SECONDS
 
     def check(self) -> None:
         for f in fields(self):
@@ -71,7 +71,9 @@ class RunState:
     mint: Pubkey
     members: Pubkey
     params: RunParams
-    treasury: int
+    pending: RunParams | None  # update_run's params, in force from pending_at
+    pending_at: int
+    burned: int  # slashed lamports, locked in the Run account for good
     total_staked: int
     last_round: int
     rounds_recorded: int
@@ -87,27 +89,32 @@ class RunState:
         return self.last_round if self.rounds_recorded else None
 
 
+def _params(p: Any) -> RunParams:
+    return RunParams(
+        p.points_per_contribution,
+        p.points_per_validation,
+        p.required_stake,
+        p.slash_amount,
+        p.unbonding_seconds,
+    )
+
+
 def run_from_decoded(address: Pubkey, d: Any) -> RunState:
     n = d.rounds_recorded
     ring = [d.recent[i % spec.ROUND_RING] for i in range(max(0, n - spec.ROUND_RING), n)]
     recent = tuple(
         RoundRecord(r.round, bytes(r.root), r.slot, r.contributed, r.validated, r.penalized) for r in ring
     )
-    p = d.params
     return RunState(
         address=address,
         run_id=d.run_id,
         authority=d.authority,
         mint=d.mint,
         members=d.members,
-        params=RunParams(
-            p.points_per_contribution,
-            p.points_per_validation,
-            p.required_stake,
-            p.slash_amount,
-            p.unbonding_seconds,
-        ),
-        treasury=d.treasury,
+        params=_params(d.params),
+        pending=_params(d.pending) if d.pending_at else None,
+        pending_at=d.pending_at,
+        burned=d.burned,
         total_staked=d.total_staked,
         last_round=d.last_round,
         rounds_recorded=d.rounds_recorded,

@@ -87,8 +87,8 @@ class ProgramSvm:
         clock.unix_timestamp = self.pinned_time if self.pinned_time is not None else int(time.time())
         self.svm.set_clock(clock)
 
-    def set_time(self, unix_timestamp: int) -> None:
-        """Pin the clock (tests of unbonding); later transactions see this time."""
+    def set_time(self, unix_timestamp: int | None) -> None:
+        """Pin the clock (tests of unbonding); later transactions see this time (None: wall clock)."""
         self.pinned_time = unix_timestamp
 
     def process(self, tx: Transaction | VersionedTransaction, simulate: bool = False) -> Outcome:

@@ -1,8 +1,8 @@
 """`eranos node`: run a compute node, or claim and inspect its rewards.
 
     eranos node run --keypair id.json --coordinator MULTIADDR [--rpc URL] [--device cuda] [--run NAME]
-    eranos node claim  --keypair id.json --rpc URL --run-id N
-    eranos node status --keypair id.json --rpc URL --run-id N
+    eranos node claim  --keypair id.json --rpc URL --run-id N --authority KEY
+    eranos node status --keypair id.json --rpc URL --run-id N --authority KEY
 
 The node learns the run config from the coordinator, registers on chain if it is not an active
 member yet (authorized runs: join; permissionless: join deposits the stake), then trains.
@@ -23,6 +23,7 @@ from pathlib import Path
 import base58
 from rich.console import Console
 from solders.keypair import Keypair
+from solders.pubkey import Pubkey
 
 from chain.client import EranosClient
 from chain.errors import ChainError, ProgramError, RpcUnavailable
@@ -66,6 +67,12 @@ def parse_args(argv: list[str] | None, prog: str = "eranos node") -> argparse.Na
         sub.add_argument("--keypair", required=True, type=Path, help="solana-keygen JSON keypair")
         sub.add_argument("--rpc", required=True, help="Solana JSON-RPC URL")
         sub.add_argument("--run-id", required=True, type=int, help="on-chain run id")
+        sub.add_argument(
+            "--authority",
+            required=True,
+            type=parse_pubkey,
+            help="the run's authority (the coordinator's key)",
+        )
         sub.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     return p.parse_args(argv)
 
@@ -135,7 +142,7 @@ def coordinator_key(addr: str) -> bytes:
 
 
 def rewards(args: argparse.Namespace, keypair: Keypair) -> None:
-    client = EranosClient.connect(args.rpc, keypair)
+    client = EranosClient.connect(args.rpc, keypair, authority=args.authority)
     try:
         member = client.member(args.run_id, client.key)
         if member is None:
@@ -163,6 +170,13 @@ def main(argv: list[str] | None = None, prog: str = "eranos node") -> None:
         rewards(args, read_keypair(args.keypair))
 
 
+def parse_pubkey(text: str) -> Pubkey:
+    try:
+        return Pubkey.from_string(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a base58 public key: {text!r}") from None
+
+
 def read_keypair(path: Path) -> Keypair:
     try:
         return load_keypair(path)
@@ -186,7 +200,9 @@ def run(args: argparse.Namespace, behaviour: Behaviour | None = None) -> None:
         if config is None:
             return
         if not args.no_chain:
-            client = EranosClient.connect(args.rpc or config.run.rpc, keypair)
+            client = EranosClient.connect(
+                args.rpc or config.run.rpc, keypair, authority=Pubkey.from_bytes(coordinator)
+            )
             register(client, config.run.chain_run_id, coordinator, stop)
         use_deterministic_kernels()
         runtime = NodeRuntime(config, host, coordinator, args.workdir, pick_device(args.device), behaviour)

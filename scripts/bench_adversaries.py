@@ -84,7 +84,7 @@ def run(name: str, rounds: int, out: Path) -> dict:
                 "kind": m["adversary"],
                 "penalized_in_round": (summary["penalized_rounds"].get(str(m["node"])) or [None])[0],
                 "points": m["points"],
-                "accepted_batches": m["accepted_batches"],
+                "work_batches": m["work_batches"],
                 "points_per_batch": m["points_per_batch"],
             }
             for m in cheats
@@ -103,7 +103,7 @@ def _mean(values: list) -> float | None:
 
 def markdown(rows: list[dict]) -> str:
     head = (
-        "| scenario | nodes | rounds | adversary: penalized in round | adversary points/batch | "
+        "| scenario | nodes | rounds | adversary: penalized in round | adversary points/batch of work | "
         "honest points/batch | honest penalized | final verified loss |\n|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
@@ -136,7 +136,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.barh([y + 0.2 for y in ys], honest, height=0.4, label="honest members")
     ax.barh([y - 0.2 for y in ys], cheat, height=0.4, label="adversaries")
     ax.set_yticks(list(ys), names, fontsize=7)
-    ax.set_xlabel("points per accepted batch (0: none accepted)")
+    ax.set_xlabel("points per batch of work paid for (trained or replayed; 0: none)")
     ax.legend()
     fig.tight_layout()
     save_png(fig, path)

@@ -15,6 +15,7 @@ members), and
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -44,8 +45,9 @@ class Meter:
         self.transport = SvmTransport(self.svm)
         self.rows: list[dict] = []
 
-    def client(self, lamports: int = SOL) -> EranosClient:
-        c = EranosClient(self.transport, Keypair())
+    def client(self, lamports: int = SOL, authority: EranosClient | None = None) -> EranosClient:
+        """A funded key, addressing `authority`'s runs (its own by default)."""
+        c = EranosClient(self.transport, Keypair(), authority=authority.key if authority else None)
         c.airdrop(lamports)
         return c
 
@@ -69,8 +71,8 @@ class Meter:
 def single_instructions(m: Meter, run_id: int) -> None:
     a = m.client(100 * SOL)
     table, mint = Keypair(), Keypair()
-    run_key, _ = ixs.run_address(run_id)
-    params = RunParams(10, 2, required_stake=SOL // 10, slash_amount=SOL // 10, unbonding_seconds=0)
+    run_key, _ = ixs.run_address(run_id, a.key)
+    params = RunParams(10, 2, required_stake=SOL // 10, slash_amount=SOL // 10, unbonding_seconds=60)
     m.measure(
         "initialize_run (+ table and mint creation)",
         a,
@@ -83,7 +85,7 @@ def single_instructions(m: Meter, run_id: int) -> None:
     )
     run = a.run(run_id)
     m.measure("update_run", a, [ixs.update_run(a.key, run.address, params, False)])
-    node = m.client()
+    node = m.client(authority=a)
     m.measure("authorize_node", a, [ixs.authorize_node(a.key, run, node.key)])
     m.measure("join (permissioned)", node, [ixs.join(node.key, run)])
     run = a.run(run_id)
@@ -94,18 +96,20 @@ def single_instructions(m: Meter, run_id: int) -> None:
 
     other = m.client(100 * SOL)
     other.create_run(run_id + 1, Mode.PERMISSIONLESS, params)
-    staker = m.client()
+    staker = m.client(authority=other)
     run2 = other.run(run_id + 1)
     m.measure("join (permissionless, stake deposit)", staker, [ixs.join(staker.key, run2)])
     staker.leave(run_id + 1)
+    m.svm.set_time(int(time.time()) + params.unbonding_seconds + 1)  # the unbonding period passes
     m.measure("withdraw_stake", staker, [ixs.withdraw_stake(staker.key, run2)])
+    m.svm.set_time(None)
 
 
 def record_round_at(m: Meter, run_id: int, members: int) -> None:
     a = m.client(100 * SOL)
     a.create_run(run_id, Mode.PERMISSIONLESS, RunParams(10, 2))
     run = a.run(run_id)
-    nodes = [m.client(SOL // 100) for _ in range(members)]
+    nodes = [m.client(SOL // 100, authority=a) for _ in range(members)]
     for i, node in enumerate(track(nodes, description=f"{members} members joining", transient=True)):
         if i == members - 1:
             m.measure(f"join (slot {i}: longest search)", node, [ixs.join(node.key, run)], members=members)

@@ -36,17 +36,19 @@ from solders.keypair import Keypair
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from chain import spec  # noqa: E402
 from chain.client import EranosClient, RpcTransport  # noqa: E402
 from chain.keys import save_keypair  # noqa: E402
 from chain.localnet import Localnet  # noqa: E402
 from chain.state import Mode, RunParams  # noqa: E402
-from coordinator.journal import Journal  # noqa: E402
+from coordinator.journal import Journal, decode_entry  # noqa: E402
 from coordinator.service import initial_state  # noqa: E402
-from coordinator.state import HeartbeatSeen, RecordRound  # noqa: E402
+from coordinator.state import HeartbeatSeen, Publish, RecordRound, VerdictSeen  # noqa: E402
 from node.checkpoint import model_hash  # noqa: E402
 from node.model import Llama  # noqa: E402
 from p2p.host import peer_id_of  # noqa: E402
 from p2p.identity import Identity  # noqa: E402
+from p2p.messages import RoundStart  # noqa: E402
 from protocol.console import HelpFormatter  # noqa: E402
 from protocol.model_config import parameter_shapes, preset  # noqa: E402
 from protocol.run_config import RunConfig, dumps, load  # noqa: E402
@@ -158,7 +160,7 @@ class Sim:
     def create_run(self, rpc: str, authority: Keypair, nodes: list[Keypair], run_id: int) -> EranosClient:
         client = EranosClient(RpcTransport(rpc), authority)
         client.airdrop(100 * SOL)
-        params = RunParams(POINTS_CONTRIBUTION, POINTS_VALIDATION, STAKE, STAKE, unbonding_seconds=0)
+        params = RunParams(POINTS_CONTRIBUTION, POINTS_VALIDATION, STAKE, STAKE, spec.MIN_UNBONDING_SECONDS)
         client.create_run(run_id, Mode.PERMISSIONLESS, params)
         for kp in nodes:
             client.airdrop(SOL, kp.pubkey())
@@ -295,6 +297,21 @@ def watch(sim: Sim, status_url: str) -> dict:
     raise SystemExit(f"eranos sim: the run did not finish within {args.timeout:.0f} s (last status {status})")
 
 
+def work_batches(records: list[RecordRound], effects: list, verdicts: list[VerdictSeen]) -> Counter:
+    """Batches of work each member was paid for: its accepted batches, and the batches of every
+    target it replayed in a round it was credited for validating."""
+    starts = [e.message for e in effects if isinstance(e, Publish) and isinstance(e.message, RoundStart)]
+    shares = {m.round: m.batches for m in starts}
+    credited = {(r.round, k) for r in records for k in r.validated}
+    work = Counter()
+    for r in records:
+        work.update(r.batches)
+    for v in verdicts:
+        if (v.round, v.validator) in credited:
+            work[v.validator] += len(shares[v.round].get(v.target, ()))
+    return work
+
+
 def summarize(
     args, config, chain: EranosClient, nodes: list[Keypair], status: dict, run_id: int, exited: list[str]
 ) -> dict:
@@ -302,21 +319,23 @@ def summarize(
     state = journal.state
     journal.close()
     records = [e for e in effects if isinstance(e, RecordRound)]
-    expected, accepted_batches = Counter(), Counter()
+    expected = Counter()
     for r in records:
-        accepted_batches.update(r.batches)
         for k in r.contributed:
             expected[k] += POINTS_CONTRIBUTION * r.batches[k]
         for k in r.validated:
             expected[k] += POINTS_VALIDATION
-    hashes = defaultdict(set)
+    hashes, verdicts = defaultdict(set), []
     for line in (args.out / "journal.jsonl").read_text().splitlines():
-        entry = json.loads(line)
-        if entry.get("type") == HeartbeatSeen.__name__ and entry["body"]["round"] >= 0:
-            hashes[entry["body"]["round"]].add(entry["body"]["model_hash"]["hex"])
+        event, _ = decode_entry(line)
+        if isinstance(event, HeartbeatSeen) and event.round >= 0:
+            hashes[event.round].add(event.model_hash.hex())
+        elif isinstance(event, VerdictSeen):
+            verdicts.append(event)
+    work = work_batches(records, effects, verdicts)
     members = []
     for i, kp in enumerate(nodes):
-        client = EranosClient(chain.transport, kp)
+        client = EranosClient(chain.transport, kp, authority=chain.key)
         m = client.member(run_id, kp.pubkey())
         claimed = client.claim(run_id) if m is not None and m.unclaimed else 0
         m = client.member(run_id, kp.pubkey())
@@ -327,9 +346,9 @@ def summarize(
                 "adversary": args.adv.get(i),
                 "points": m.points_earned if m else 0,
                 "expected_points": expected[bytes(kp.pubkey())],
-                "accepted_batches": accepted_batches[bytes(kp.pubkey())],
-                "points_per_batch": (m.points_earned / accepted_batches[bytes(kp.pubkey())])
-                if m and accepted_batches[bytes(kp.pubkey())]
+                "work_batches": work[bytes(kp.pubkey())],
+                "points_per_batch": (m.points_earned / work[bytes(kp.pubkey())])
+                if m and work[bytes(kp.pubkey())]
                 else None,
                 "claimed_now": claimed,
                 "tokens": client.token_balance(run_id),

@@ -30,10 +30,12 @@ class World:
 
     def __post_init__(self) -> None:
         self.transport = RpcTransport(self.rpc_url) if self.rpc_url else SvmTransport(self.svm)
-        self.authority = self.client(100 * SOL)
+        self.authority = self.client(100 * SOL, own_runs=True)
 
-    def client(self, lamports: int = SOL) -> EranosClient:
-        c = EranosClient(self.transport, Keypair())
+    def client(self, lamports: int = SOL, own_runs: bool = False) -> EranosClient:
+        """A funded key; its runs are the world authority's unless `own_runs`."""
+        authority = None if own_runs else self.authority.key
+        c = EranosClient(self.transport, Keypair(), authority=authority)
         if lamports:
             c.airdrop(lamports)
         return c

@@ -1,5 +1,7 @@
 """The program's instructions through the client, in LiteSVM: each happy path, then each attack."""
 
+import time
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -44,15 +46,15 @@ def test_initialize_run_binds_table_mint_and_params(any_world):
     assert (run.run_id, run.mode, run.paused, run.member_count) == (RUN_ID, Mode.PERMISSIONED, False, 0)
     assert run.authority == any_world.authority.key
     assert run.params == RunParams(10, 2, 0, 0, 60)
-    assert run.address == ixs.run_address(RUN_ID)[0] and run.bump == ixs.run_address(RUN_ID)[1]
+    assert (run.address, run.bump) == ixs.run_address(RUN_ID, any_world.authority.key)
     assert any_world.svm.account(run.members).owner == any_world.svm.program_id
     assert any_world.svm.account(run.mint).owner == Pubkey.from_string(spec.TOKEN_PROGRAM)
 
 
-def test_update_run_changes_rates_and_pauses(any_world):
-    any_world.permissioned()
+def test_update_run_pauses_at_once_and_changes_rates_after_the_notice(any_world):
+    any_world.permissioned(params=RunParams(10, 2, 0, 0, 0))  # a permissioned run may give no notice
     run = any_world.authority.update_run(RUN_ID, RunParams(7, 3, 0, 0, 5), paused=True)
-    assert run.params == RunParams(7, 3, 0, 0, 5) and run.paused
+    assert run.params == RunParams(7, 3, 0, 0, 5) and run.paused and run.pending is None
 
 
 def test_authorized_node_joins_into_the_next_slot(any_world):
@@ -112,11 +114,13 @@ def test_batch_counts_must_be_one_positive_count_per_contributor(world, batches)
     assert world.authority.members(RUN_ID)[0].points_earned == 0 and run.last_recorded_round is None
 
 
-def test_record_round_slashes_penalized_stake_into_the_treasury(any_world):
+def test_slashed_stake_is_burned_locked_in_the_run_for_good(any_world):
     a, b = any_world.permissionless(2)
+    before = any_world.svm.balance(any_world.authority.run(RUN_ID).address)
     any_world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0], penalized=[1])
     run = any_world.authority.run(RUN_ID)
-    assert (run.treasury, run.total_staked, run.active_count) == (STAKE, STAKE, 1)
+    assert (run.burned, run.total_staked, run.active_count) == (STAKE, STAKE, 1)
+    assert any_world.svm.balance(run.address) == before  # no instruction moves burned lamports
     slashed = any_world.authority.member(RUN_ID, b.key)
     assert (slashed.status, slashed.stake, slashed.penalties) == (MemberStatus.SLASHED, 0, 1)
 
@@ -159,13 +163,59 @@ def test_rejoining_after_leaving_reuses_the_slot(any_world):
     assert any_world.authority.run(RUN_ID).member_count == 2
 
 
-def test_a_leaving_member_is_still_credited_and_slashed_while_unbonding(any_world):
+def test_a_member_that_left_earns_nothing_more_but_is_slashable_while_unbonding(any_world):
     a, b = any_world.permissionless(2)
     a.leave(RUN_ID)
-    any_world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0], penalized=[1])
-    any_world.authority.record_round(RUN_ID, 2, ROOT, penalized=[0])
-    assert any_world.authority.member(RUN_ID, a.key).points_earned == 10
-    assert any_world.authority.member(RUN_ID, a.key).stake == 0
+    with rejects("MemberNotCreditable"):
+        any_world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0])
+    any_world.authority.record_round(RUN_ID, 1, ROOT, contributed=[1], penalized=[0])
+    left = any_world.authority.member(RUN_ID, a.key)
+    assert (left.points_earned, left.stake, left.status) == (0, 0, MemberStatus.SLASHED)
+
+
+def test_a_member_that_withdrew_is_neither_credited_nor_left_with_anything_to_slash(world):
+    (a,) = world.permissionless(1, unbonding=60)
+    a.leave(RUN_ID)
+    world.svm.set_time(int(time.time()) + 61)
+    a.withdraw_stake(RUN_ID)
+    with rejects("MemberNotCreditable"):
+        world.authority.record_round(RUN_ID, 1, ROOT, validated=[0])
+    assert world.authority.member(RUN_ID, a.key).points_earned == 0
+
+
+def test_a_run_id_belongs_to_its_authority_so_it_cannot_be_squatted(world):
+    squatter = world.client(10 * SOL, own_runs=True)
+    squatter.create_run(RUN_ID, Mode.PERMISSIONLESS, RunParams(10, 2, 0, 0, 60))  # takes the id first
+    run = world.authority.create_run(RUN_ID, Mode.PERMISSIONED, RunParams(10, 2))
+    assert run.authority == world.authority.key and run.address != squatter.run(RUN_ID).address
+
+
+def test_a_permissionless_run_keeps_stake_slashable_for_the_minimum_unbonding(world):
+    with rejects("InvalidArgument"):
+        world.authority.create_run(RUN_ID, Mode.PERMISSIONLESS, RunParams(10, 2, STAKE, STAKE, 59))
+
+
+def test_new_params_apply_only_after_the_notice_and_are_logged(world):
+    world.permissionless(0, unbonding=60)
+    raised = RunParams(10, 2, required_stake=2 * STAKE, slash_amount=2 * STAKE, unbonding_seconds=60)
+    run = world.authority.update_run(RUN_ID, raised)
+    assert run.params.required_stake == STAKE and run.pending == raised and run.pending_at > 0
+    assert "Program log: eranos: params pending" in list(world.svm.history.values())[-1].logs
+    early = world.client()
+    assert early.join(RUN_ID).stake == STAKE  # still the stake members were promised
+    world.svm.set_time(int(time.time()) + 61)
+    late = world.client()
+    assert late.join(RUN_ID).stake == 2 * STAKE
+    run = world.authority.run(RUN_ID)
+    assert run.params == raised and run.pending is None
+
+
+def test_a_member_below_a_raised_stake_earns_nothing_until_it_tops_up(world):
+    (a,) = world.permissionless(1, unbonding=60)
+    world.authority.update_run(RUN_ID, RunParams(10, 2, 2 * STAKE, STAKE, 60))
+    world.svm.set_time(int(time.time()) + 61)
+    with rejects("MemberNotCreditable"):
+        world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0])
 
 
 def test_revoked_node_keeps_its_points_claimable(any_world):
@@ -177,7 +227,7 @@ def test_revoked_node_keeps_its_points_claimable(any_world):
 
 def test_a_prefunded_run_address_still_initializes(any_world):
     # Anyone can send lamports to the PDA to block a plain createAccount; initialize tops it up.
-    any_world.svm.airdrop(ixs.run_address(RUN_ID)[0], 1_000_000)
+    any_world.svm.airdrop(ixs.run_address(RUN_ID, any_world.authority.key)[0], 1_000_000)
     assert any_world.authority.create_run(RUN_ID, Mode.PERMISSIONED, RunParams()).run_id == RUN_ID
 
 
@@ -247,11 +297,13 @@ def test_initialize_with_a_run_account_that_is_not_the_pda_is_rejected(world):
     table, mint = Keypair(), Keypair()
     a = world.authority
     ix = ixs.initialize_run(a.key, RUN_ID, table.pubkey(), mint.pubkey(), Mode.PERMISSIONED, RunParams())
-    wrong = with_accounts(ix, {1: AccountMeta(ixs.run_address(RUN_ID + 1)[0], False, True)})
+    wrong = with_accounts(
+        ix, {1: AccountMeta(ixs.run_address(RUN_ID + 1, world.authority.key)[0], False, True)}
+    )
     setup = [
         ixs.create_member_table(a.key, table.pubkey(), world.svm.rent_exempt_minimum(ixs.MEMBER_TABLE_SIZE)),
         *ixs.create_mint(
-            a.key, mint.pubkey(), world.svm.rent_exempt_minimum(82), ixs.run_address(RUN_ID)[0], 0
+            a.key, mint.pubkey(), world.svm.rent_exempt_minimum(82), ixs.run_address(RUN_ID, a.key)[0], 0
         ),
     ]
     with rejects("WrongPda"):
@@ -269,7 +321,7 @@ def test_an_initialized_member_table_cannot_be_bound_to_a_second_run(world):
     run = world.authority.run(RUN_ID)
     a = world.authority
     mint = Keypair()
-    other_run = ixs.run_address(RUN_ID + 1)[0]
+    other_run = ixs.run_address(RUN_ID + 1, world.authority.key)[0]
     with rejects("AlreadyInitialized"):
         a.send(
             [
@@ -422,7 +474,7 @@ def test_claiming_with_the_wrong_mint_is_rejected(world):
     (a,) = world.permissioned(1)
     world.authority.record_round(RUN_ID, 1, ROOT, contributed=[0])
     run = world.authority.run(RUN_ID)
-    other = world.client(10 * SOL)
+    other = world.client(10 * SOL, own_runs=True)
     other.create_run(RUN_ID + 1, Mode.PERMISSIONED, RunParams())
     other_mint = other.run(RUN_ID + 1).mint
     a.send([create_idempotent_associated_token_account(a.key, a.key, other_mint)])
@@ -470,8 +522,9 @@ def test_withdrawing_before_unbonding_is_rejected(world):
 
 
 def test_withdrawing_after_being_slashed_is_rejected(world):
-    (a,) = world.permissionless(1, unbonding=0)
+    (a,) = world.permissionless(1, unbonding=60)
     world.authority.record_round(RUN_ID, 1, ROOT, penalized=[0])
+    world.svm.set_time(int(time.time()) + 61)
     with rejects("NothingToWithdraw"):
         a.withdraw_stake(RUN_ID)
 
@@ -488,7 +541,7 @@ def test_a_paused_run_refuses_joins_and_rounds(world):
 
 def test_another_runs_member_table_is_rejected(world):
     world.permissioned(1)
-    other = world.client(10 * SOL)
+    other = world.client(10 * SOL, own_runs=True)
     other_table = other.create_run(RUN_ID + 1, Mode.PERMISSIONED, RunParams()).members
     ix = with_accounts(_record_ix(world), {2: AccountMeta(other_table, False, True)})
     with rejects("WrongMemberTable"):
@@ -498,7 +551,7 @@ def test_another_runs_member_table_is_rejected(world):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from([ix.name for ix in spec.INSTRUCTIONS]), tail=st.binary(max_size=200))
 def test_arbitrary_instruction_data_gets_a_typed_error_never_a_fault(world, name, tail):
-    if not world.svm.account(ixs.run_address(RUN_ID)[0]):
+    if not world.svm.account(ixs.run_address(RUN_ID, world.authority.key)[0]):
         world.permissioned(1)
     run = world.authority.run(RUN_ID)
     metas = [

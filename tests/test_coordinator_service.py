@@ -67,7 +67,7 @@ def network(tmp_path):
     seeds = [bytes([i]) * 32 for i in (1, 2)]
     nodes = []
     for seed in seeds:
-        client = EranosClient(world.transport, Keypair.from_seed(seed))
+        client = EranosClient(world.transport, Keypair.from_seed(seed), authority=world.authority.key)
         client.airdrop(SOL)
         world.authority.authorize(RUN_ID, client.key)
         client.join(RUN_ID)

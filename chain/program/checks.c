@@ -12,9 +12,19 @@ u64 require_program(const account_t *acc, const pubkey_t *expected) {
     return key_eq(acc->key, expected) ? 0 : ERR_WRONG_PROGRAM;
 }
 
-u64 run_address(const pubkey_t *program_id, u64 run_id, u8 bump, pubkey_t *out) {
-    const seed_t seeds[3] = {{(const u8 *)RUN_SEED, RUN_SEED_LEN}, {(const u8 *)&run_id, 8}, {&bump, 1}};
-    return sol_create_program_address(seeds, 3, program_id, out) ? ERR_WRONG_PDA : 0;
+/* The Run PDA's seeds: the prefix, the authority (so a run id belongs to whoever created it and
+ * cannot be squatted by another key), the run id and, when signing or re-deriving, the bump. */
+void run_seeds(seed_t seeds[4], const pubkey_t *authority, const u64 *run_id, const u8 *bump) {
+    seeds[0] = (seed_t){(const u8 *)RUN_SEED, RUN_SEED_LEN};
+    seeds[1] = (seed_t){authority->x, 32};
+    seeds[2] = (seed_t){(const u8 *)run_id, 8};
+    seeds[3] = (seed_t){bump, 1};
+}
+
+u64 run_address(const pubkey_t *program_id, const run_t *run, pubkey_t *out) {
+    seed_t seeds[4];
+    run_seeds(seeds, &run->authority, &run->run_id, &run->bump);
+    return sol_create_program_address(seeds, 4, program_id, out) ? ERR_WRONG_PDA : 0;
 }
 
 u64 load_run(const ctx_t *ctx, u64 index, int writable, run_t **out) {
@@ -25,7 +35,7 @@ u64 load_run(const ctx_t *ctx, u64 index, int writable, run_t **out) {
     run_t *run = (run_t *)acc->data;
     if (run->discriminator != DISC_RUN) return ERR_BAD_DISCRIMINATOR;
     pubkey_t expected;
-    TRY(run_address(ctx->program_id, run->run_id, run->bump, &expected));
+    TRY(run_address(ctx->program_id, run, &expected));
     if (!key_eq(&expected, acc->key)) return ERR_WRONG_PDA;
     *out = run;
     return 0;
@@ -78,9 +88,24 @@ u64 increment_u32(u32 *counter) {
     return 0;
 }
 
-u64 check_params(const run_params_t *params) {
+u64 check_params(const run_params_t *params, u8 mode) {
     if (params->points_per_contribution > MAX_POINTS_PER_BATCH) return ERR_INVALID_ARGUMENT;
+    if (mode == MODE_PERMISSIONLESS && params->unbonding_seconds < MIN_UNBONDING_SECONDS)
+        return ERR_INVALID_ARGUMENT;
     return params->unbonding_seconds > MAX_UNBONDING_SECONDS ? ERR_INVALID_ARGUMENT : 0;
+}
+
+/* update_run's params take effect once the notice (the unbonding period in force when they
+ * were set) has passed; every instruction that reads the params settles them first. */
+u64 settle_params(run_t *run) {
+    if (!run->pending_at) return 0;
+    i64 now;
+    TRY(now_unix(&now));
+    if (now < run->pending_at) return 0;
+    run->params = run->pending;
+    run->pending_at = 0;
+    log_str("eranos: params in force");
+    return 0;
 }
 
 /* The runtime's formula, (128 + size) * lamports_per_byte_year * threshold, without floating

@@ -7,6 +7,7 @@
 #define MINT_SIZE 82
 #define TOKEN_ACCOUNT_SIZE 165
 #define MAX_UNBONDING_SECONDS 315360000
+#define MIN_UNBONDING_SECONDS 60
 #define MAX_POINTS_PER_BATCH 72057594037927935ULL
 #define RUN_SEED "eranos-run"
 #define RUN_SEED_LEN 10
@@ -98,7 +99,9 @@ typedef struct {
     pubkey_t mint;
     pubkey_t members;
     run_params_t params;
-    u64 treasury;
+    run_params_t pending;
+    i64 pending_at;
+    u64 burned;
     u64 total_staked;
     u64 last_round;
     u64 rounds_recorded;
@@ -110,23 +113,25 @@ typedef struct {
     u8 padding[5];
     round_record_t recent[32];
 } run_t;
-_Static_assert(sizeof(run_t) == 1992, "Run size");
+_Static_assert(sizeof(run_t) == 2040, "Run size");
 _Static_assert(__builtin_offsetof(run_t, run_id) == 8, "Run.run_id");
 _Static_assert(__builtin_offsetof(run_t, authority) == 16, "Run.authority");
 _Static_assert(__builtin_offsetof(run_t, mint) == 48, "Run.mint");
 _Static_assert(__builtin_offsetof(run_t, members) == 80, "Run.members");
 _Static_assert(__builtin_offsetof(run_t, params) == 112, "Run.params");
-_Static_assert(__builtin_offsetof(run_t, treasury) == 152, "Run.treasury");
-_Static_assert(__builtin_offsetof(run_t, total_staked) == 160, "Run.total_staked");
-_Static_assert(__builtin_offsetof(run_t, last_round) == 168, "Run.last_round");
-_Static_assert(__builtin_offsetof(run_t, rounds_recorded) == 176, "Run.rounds_recorded");
-_Static_assert(__builtin_offsetof(run_t, member_count) == 184, "Run.member_count");
-_Static_assert(__builtin_offsetof(run_t, active_count) == 188, "Run.active_count");
-_Static_assert(__builtin_offsetof(run_t, mode) == 192, "Run.mode");
-_Static_assert(__builtin_offsetof(run_t, paused) == 193, "Run.paused");
-_Static_assert(__builtin_offsetof(run_t, bump) == 194, "Run.bump");
-_Static_assert(__builtin_offsetof(run_t, padding) == 195, "Run.padding");
-_Static_assert(__builtin_offsetof(run_t, recent) == 200, "Run.recent");
+_Static_assert(__builtin_offsetof(run_t, pending) == 152, "Run.pending");
+_Static_assert(__builtin_offsetof(run_t, pending_at) == 192, "Run.pending_at");
+_Static_assert(__builtin_offsetof(run_t, burned) == 200, "Run.burned");
+_Static_assert(__builtin_offsetof(run_t, total_staked) == 208, "Run.total_staked");
+_Static_assert(__builtin_offsetof(run_t, last_round) == 216, "Run.last_round");
+_Static_assert(__builtin_offsetof(run_t, rounds_recorded) == 224, "Run.rounds_recorded");
+_Static_assert(__builtin_offsetof(run_t, member_count) == 232, "Run.member_count");
+_Static_assert(__builtin_offsetof(run_t, active_count) == 236, "Run.active_count");
+_Static_assert(__builtin_offsetof(run_t, mode) == 240, "Run.mode");
+_Static_assert(__builtin_offsetof(run_t, paused) == 241, "Run.paused");
+_Static_assert(__builtin_offsetof(run_t, bump) == 242, "Run.bump");
+_Static_assert(__builtin_offsetof(run_t, padding) == 243, "Run.padding");
+_Static_assert(__builtin_offsetof(run_t, recent) == 248, "Run.recent");
 
 typedef struct {
     u64 discriminator;

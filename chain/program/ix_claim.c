@@ -28,10 +28,9 @@ static u64 mint_to(ctx_t *ctx, const run_t *run, u64 amount) {
     infos[0] = *mint;
     infos[1] = *dest;
     infos[2] = *run_acc;
-    u64 run_id = run->run_id;
-    u8 bump = run->bump;
-    const seed_t seeds[3] = {{(const u8 *)RUN_SEED, RUN_SEED_LEN}, {(const u8 *)&run_id, 8}, {&bump, 1}};
-    const signer_seeds_t signer = {seeds, 3};
+    seed_t seeds[4];
+    run_seeds(seeds, &run->authority, &run->run_id, &run->bump);
+    const signer_seeds_t signer = {seeds, 4};
     return sol_invoke_signed_c(&ix, infos, 3, &signer, 1);
 }
 

@@ -16,8 +16,9 @@ static u64 system_call(account_t *acc, const u8 *data, u64 len, const signer_see
 static u64 create_run_account(ctx_t *ctx, u64 run_id, u8 bump) {
     account_t *payer = &ctx->accounts[INITIALIZE_RUN_AUTHORITY];
     account_t *run = &ctx->accounts[INITIALIZE_RUN_RUN];
-    const seed_t seeds[3] = {{(const u8 *)RUN_SEED, RUN_SEED_LEN}, {(const u8 *)&run_id, 8}, {&bump, 1}};
-    const signer_seeds_t signer = {seeds, 3};
+    seed_t seeds[4];
+    run_seeds(seeds, payer->key, &run_id, &bump);
+    const signer_seeds_t signer = {seeds, 4};
     u64 needed;
     TRY(rent_exempt_minimum(sizeof(run_t), &needed));
     if (*run->lamports < needed) TRY(system_transfer(payer, run, needed - *run->lamports, 0));
@@ -60,12 +61,13 @@ u64 ix_initialize_run(ctx_t *ctx) {
     member_table_t *table = (member_table_t *)table_acc->data;
     if (table->discriminator || !key_is_zero(&table->run)) return ERR_ALREADY_INITIALIZED;
     if (args.mode != MODE_PERMISSIONED && args.mode != MODE_PERMISSIONLESS) return ERR_INVALID_MODE;
-    TRY(check_params(&args.params));
+    TRY(check_params(&args.params, args.mode));
 
-    const seed_t seeds[2] = {{(const u8 *)RUN_SEED, RUN_SEED_LEN}, {(const u8 *)&args.run_id, 8}};
-    pubkey_t expected;
+    seed_t seeds[4];
     u8 bump;
-    if (sol_try_find_program_address(seeds, 2, ctx->program_id, &expected, &bump)) return ERR_WRONG_PDA;
+    run_seeds(seeds, authority->key, &args.run_id, &bump);
+    pubkey_t expected;
+    if (sol_try_find_program_address(seeds, 3, ctx->program_id, &expected, &bump)) return ERR_WRONG_PDA;
     if (!key_eq(&expected, run_acc->key)) return ERR_WRONG_PDA;
     TRY(check_mint(&ctx->accounts[INITIALIZE_RUN_MINT], run_acc->key));
     TRY(create_run_account(ctx, args.run_id, bump));

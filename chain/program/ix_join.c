@@ -26,6 +26,7 @@ u64 ix_join(ctx_t *ctx) {
     TRY(require_writable(node));
     TRY(load_run(ctx, JOIN_RUN, 1, &run));
     TRY(load_members(ctx, JOIN_MEMBERS, run, JOIN_RUN, &table));
+    TRY(settle_params(run));
     if (run->paused) return ERR_RUN_PAUSED;
     slot_t slot = find_member(table, run->member_count, node->key);
     if (run->mode == MODE_PERMISSIONED) {

@@ -12,6 +12,7 @@ u64 ix_leave(ctx_t *ctx) {
     TRY(require_signer(node));
     TRY(load_run(ctx, LEAVE_RUN, 1, &run));
     TRY(load_members(ctx, LEAVE_MEMBERS, run, LEAVE_RUN, &table));
+    TRY(settle_params(run));
     slot_t slot = find_member(table, run->member_count, node->key);
     if (slot < 0) return ERR_NOT_MEMBER;
     member_t *m = &table->members[slot];

@@ -23,15 +23,21 @@ static u64 check_batches(const record_round_args_t *a, u64 n_bytes) {
     return 0;
 }
 
-static u64 check_members(const member_table_t *table, const record_round_args_t *a, u64 n_bytes) {
+/* Credit goes only to active members holding the run's required stake: a member that left (or
+ * withdrew, or was slashed) earns nothing more. A penalty reaches active members and members
+ * still unbonding, whose stake stays at risk until their last rounds are judged. */
+static u64 check_members(const run_t *run, const member_table_t *table, const record_round_args_t *a,
+                         u64 n_bytes) {
+    u64 required = run->mode == MODE_PERMISSIONLESS ? run->params.required_stake : 0;
     for (u64 byte = 0; byte < n_bytes; byte++) {
         u8 credited = a->contributed.ptr[byte] | a->validated.ptr[byte];
         u8 penalized = a->penalized.ptr[byte];
         if (credited & penalized) return ERR_CONFLICTING_BITS;
-        u8 any = credited | penalized;
-        for (u32 bit = 0; any >> bit; bit++) {
-            u8 status = table->members[byte * 8 + bit].status;
-            if (any >> bit & 1 && status != STATUS_ACTIVE && status != STATUS_LEFT)
+        for (u32 bit = 0; (credited | penalized) >> bit; bit++) {
+            const member_t *m = &table->members[byte * 8 + bit];
+            if (credited >> bit & 1 && (m->status != STATUS_ACTIVE || m->stake < required))
+                return ERR_MEMBER_NOT_CREDITABLE;
+            if (penalized >> bit & 1 && m->status != STATUS_ACTIVE && m->status != STATUS_LEFT)
                 return ERR_MEMBER_NOT_CREDITABLE;
         }
     }
@@ -50,7 +56,7 @@ static u64 slash(run_t *run, member_t *m, i64 now) {
     u64 amount = m->stake < run->params.slash_amount ? m->stake : run->params.slash_amount;
     m->stake -= amount;
     run->total_staked -= amount;
-    TRY(add_u64(run->treasury, amount, &run->treasury));
+    TRY(add_u64(run->burned, amount, &run->burned)); /* locked in the Run account: nobody gains from a slash */
     if (m->status == STATUS_ACTIVE) run->active_count--;
     m->status = STATUS_SLASHED;
     TRY(increment_u32(&m->penalties));
@@ -93,6 +99,7 @@ u64 ix_record_round(ctx_t *ctx) {
     member_table_t *table;
     TRY(load_authority_run(ctx, RECORD_ROUND_AUTHORITY, RECORD_ROUND_RUN, &run));
     TRY(load_members(ctx, RECORD_ROUND_MEMBERS, run, RECORD_ROUND_RUN, &table));
+    TRY(settle_params(run));
     if (run->paused) return ERR_RUN_PAUSED;
     if (run->rounds_recorded && args.round <= run->last_round) return ERR_ROUND_NOT_INCREASING;
     TRY(check_bitmap(&args.contributed, run->member_count));
@@ -100,7 +107,7 @@ u64 ix_record_round(ctx_t *ctx) {
     TRY(check_bitmap(&args.penalized, run->member_count));
     u64 n_bytes = args.contributed.len;
     TRY(check_batches(&args, n_bytes));
-    TRY(check_members(table, &args, n_bytes));
+    TRY(check_members(run, table, &args, n_bytes));
     counts_t counts = {0, 0, 0};
     TRY(apply_bits(run, table, &args, n_bytes, &counts));
 

@@ -98,6 +98,13 @@ static inline int key_eq(const pubkey_t *a, const pubkey_t *b) {
     return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
+static inline int words_eq(const void *a, const void *b, u64 n_words) {
+    const u64 *x = a, *y = b;
+    for (u64 i = 0; i < n_words; i++)
+        if (x[i] != y[i]) return 0;
+    return 1;
+}
+
 static inline int key_is_zero(const pubkey_t *a) {
     const u64 *x = (const u64 *)a->x;
     return (x[0] | x[1] | x[2] | x[3]) == 0;
