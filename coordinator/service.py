@@ -21,13 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from solders.pubkey import Pubkey
-
 from chain.client import EranosClient
-from chain.errors import ChainError
-from chain.state import MemberStatus
 from coordinator.journal import Journal
 from coordinator.machine import Result
+from coordinator.roster import Roster
 from coordinator.state import (
     CommitSeen,
     Event,
@@ -69,7 +66,6 @@ from protocol.stamps import stamp_error
 log = logging.getLogger("eranos.coordinator")
 TICK_S = 0.2
 RUN_INFO_EVERY_S = 2.0
-ELIGIBILITY_CACHE_S = 2.0
 
 
 def param_spec(config: RunConfig) -> ParamSpec:
@@ -103,7 +99,6 @@ def to_event(envelope: Envelope) -> Event | None:
 class Metrics:
     outcomes: Counter = field(default_factory=Counter)
     removed: Counter = field(default_factory=Counter)
-    refused_joins: Counter = field(default_factory=Counter)
     checks: Counter = field(default_factory=Counter)  # what validation found, by result
     payload_bytes: list[int] = field(default_factory=list)
     losses: dict[int, float] = field(default_factory=dict)  # round -> mean self-reported loss
@@ -133,7 +128,11 @@ class CoordinatorService:
         self.metrics = Metrics()
         self._events: queue.Queue[Event] = queue.Queue()
         self._checks = ThreadPoolExecutor(2, thread_name_prefix="payload-check")
-        self._eligible: dict[bytes, float] = {}
+        self.roster = (
+            Roster(client, config.run.chain_run_id, self._checks, self._events.put, self._member_keys, clock)
+            if client is not None
+            else None
+        )
         self._served: dict[int, list[bytes]] = {}  # round -> payloads kept for validators and appliers
         self._last_run_info = 0.0
         self._config_text = dumps(config)
@@ -150,6 +149,9 @@ class CoordinatorService:
     @property
     def state(self):
         return self.journal.state
+
+    def _member_keys(self) -> set[bytes]:
+        return set(self.state.members)
 
     def start(self) -> CoordinatorService:
         if not self.state.secret:
@@ -193,36 +195,11 @@ class CoordinatorService:
         event = to_event(envelope)
         if event is None:
             return
-        if isinstance(event, JoinRequest):
-            if not self._is_eligible(event.key):
-                return
-            self.host.dial_soon(event.addrs[:4])
+        if isinstance(event, JoinRequest) and self.roster is not None and not self.roster.admit(event):
+            return  # refused, or waiting for the next read of the member table (which emits it)
         result = self._step(event)
-        if isinstance(event, JoinRequest) and event.key in self.state.members:
-            self.host.inbox.pin(event.key)  # a member's messages must never become replayable
         if isinstance(event, CommitSeen) and result.outcome == Outcome.APPLIED:
             self._checks.submit(self._check_payload, event, self.state.round.step, peer_id_of(event.key))
-
-    def _is_eligible(self, key: bytes) -> bool:
-        if self.client is None:
-            return True
-        now = self.clock()
-        if now - self._eligible.get(key, -1e9) < ELIGIBILITY_CACHE_S:
-            return True
-        try:
-            member = self.client.member(self.config.run.chain_run_id, Pubkey.from_bytes(key))
-        except (ChainError, LookupError, ValueError) as exc:
-            self.metrics.refused_joins["chain unreachable"] += 1
-            log.warning("cannot check a join on chain: %s", exc)
-            return False
-        if member is None or member.status != MemberStatus.ACTIVE:
-            reason = (
-                "not a member on chain" if member is None else f"on-chain status {member.status.name.lower()}"
-            )
-            self.metrics.refused_joins[reason] += 1
-            return False
-        self._eligible[key] = now
-        return True
 
     def _check_payload(self, commit: CommitSeen, step: int, origin: str) -> None:
         """Fetch the committed payload, decode it strictly and check its stamp names the
@@ -250,6 +227,9 @@ class CoordinatorService:
 
     def _step(self, event: Event | None) -> Result:
         result = self.journal.step(event, self.clock())
+        if isinstance(event, JoinRequest) and result.outcome == Outcome.APPLIED:
+            self.host.dial_soon(event.addrs[:4])
+            self.host.inbox.pin(event.key)  # a member's messages must never become replayable
         if event is not None:
             self.metrics.outcomes[result.outcome.value] += 1
             if result.outcome == Outcome.APPLIED:
@@ -280,6 +260,8 @@ class CoordinatorService:
     def _record(self, record: RecordRound) -> None:
         self.metrics.penalties += len(record.penalized)
         self.metrics.add_losses(record)
+        if self.roster is not None:
+            self.roster.refresh()  # members that left on chain leave the run before the next round
         # kept one round past its end, for members still fetching what they apply
         for old in [r for r in self._served if r < record.round]:
             for digest in self._served.pop(old):
@@ -359,9 +341,10 @@ def snapshot(service: CoordinatorService) -> dict:
         "chain_recorded": sub.last_recorded if sub else None,
         "chain_pending": service.submitter.pending if service.submitter else 0,
         "chain_last_error": sub.last_error if sub else "",
+        "chain_failed_rounds": {str(k): v for k, v in sub.failed.items()} if sub else {},
         "event_outcomes": dict(m.outcomes),
         "removed": dict(m.removed),
-        "refused_joins": dict(m.refused_joins),
+        "refused_joins": dict(service.roster.refused) if service.roster else {},
         "checks": dict(m.checks),
         "rejected_messages": {str(k): v for k, v in service.host.inbox.rejected.items()},
     }

@@ -1,6 +1,9 @@
 """Records finalized rounds on chain from a background thread, so chain latency never stalls the
-next round. One `record_round` per round, in order; retried while the RPC endpoint is away;
-a round the chain already holds (a restarted coordinator replaying its journal) is skipped.
+next round. One `record_round` per round, in order. Failures that can clear (the endpoint is
+away, a confirmation timed out, a stale blockhash) are retried; a refusal by the program is the
+same every time (the run is paused, a member's state changed), so that round is given up,
+reported in `status.failed` and the log, and later rounds are still recorded. A round the chain
+already holds (a restarted coordinator replaying its journal) is skipped.
 
 Keys become member-table slots here, from a fresh read of the table. A bit for a member the
 program would refuse to credit (it left the table's active or unbonding states since the round,
@@ -29,8 +32,9 @@ class SubmitterStatus:
     recorded: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)  # already on chain
     dropped_bits: Counter = field(default_factory=Counter)  # reason -> count
+    failed: dict[int, str] = field(default_factory=dict)  # round -> why the program refused it
     retries: int = 0
-    last_error: str = ""
+    last_error: str = ""  # the last failure, cleared once a round is recorded again
 
     @property
     def last_recorded(self) -> int | None:
@@ -99,6 +103,11 @@ class ChainSubmitter:
             while not self._stop.is_set():
                 try:
                     self.record(record)
+                    self.status.last_error = ""
+                    break
+                except ProgramError as exc:  # the same answer every time: give the round up
+                    self.status.failed[record.round] = self.status.last_error = str(exc)
+                    log.error("round %d will not be recorded: %s", record.round, exc)
                     break
                 except ChainError as exc:
                     self.status.retries += 1

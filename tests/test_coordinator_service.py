@@ -3,6 +3,7 @@
 import queue
 import threading
 import time
+from collections import Counter
 
 import pytest
 import torch
@@ -10,13 +11,14 @@ from solders.keypair import Keypair
 
 from chain.client import EranosClient
 from chain.state import Mode, RunParams
+from coordinator.roster import MAX_PENDING
 from coordinator.service import CoordinatorService
 from coordinator.state import Phase
 from node.model import Llama, preset
 from optim import DemoOptimizer
 from p2p.host import Host
 from p2p.identity import Identity
-from p2p.messages import FRESH_STATE, Commit, Heartbeat, Join, RoundEnd, RoundStart, RunInfo
+from p2p.messages import FRESH_STATE, Commit, Envelope, Heartbeat, Join, RoundEnd, RoundStart, RunInfo
 from protocol.run_config import RoundsSection, RunConfig, RunSection
 from tests.chain_world import RUN_ID, SOL, World
 
@@ -48,6 +50,18 @@ def distinct_payload(seed: int, origin: bytes, step: int = 0) -> bytes:
     return optimizer.compress(round=0, origin=origin)
 
 
+def join(service, nodes, timeout=20.0):
+    """Each node announces itself; once the coordinator has read them on chain, they report the
+    model they hold (a heartbeat from a key not admitted yet is ignored)."""
+    for host in nodes:
+        host.publish(Join(addrs=host.addrs))
+    deadline = time.monotonic() + timeout
+    while len(service.state.members) < len(nodes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for host in nodes:
+        host.publish(Heartbeat(round=-1, model_hash=H0))
+
+
 def wait_for(host, kind, timeout=20.0, where=lambda m: True):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,12 +79,13 @@ def network(tmp_path):
     world = World()
     world.authority.create_run(RUN_ID, Mode.PERMISSIONED, RunParams(10, 2))
     seeds = [bytes([i]) * 32 for i in (1, 2)]
-    nodes = []
+    nodes, world.clients = [], {}
     for seed in seeds:
         client = EranosClient(world.transport, Keypair.from_seed(seed), authority=world.authority.key)
         client.airdrop(SOL)
         world.authority.authorize(RUN_ID, client.key)
         client.join(RUN_ID)
+        world.clients[bytes(client.key)] = client
         nodes.append(Host(Identity.from_seed(seed), CONFIG.run.name).start())
     coord_host = Host(Identity.from_seed(b"\x09" * 32), CONFIG.run.name).start()
     service = CoordinatorService(CONFIG, coord_host, tmp_path / "journal.jsonl", world.authority).start()
@@ -90,9 +105,7 @@ def network(tmp_path):
 
 def test_two_nodes_complete_a_round_and_it_is_recorded_on_chain(network):
     world, service, nodes = network
-    for host in nodes:
-        host.publish(Join(addrs=host.addrs))
-        host.publish(Heartbeat(round=-1, model_hash=H0))
+    join(service, nodes)
     start = wait_for(nodes[0], RoundStart)
     assert start.round == 0 and sorted(start.members) == sorted(h.identity.public_key for h in nodes)
     assert {h.identity.public_key for h in nodes} <= service.host.inbox.pinned  # never replayable
@@ -126,9 +139,7 @@ def test_two_nodes_complete_a_round_and_it_is_recorded_on_chain(network):
 
 def test_a_commit_from_a_state_no_accepted_payload_left_is_penalized_and_counted(network):
     _, service, nodes = network
-    for host in nodes:
-        host.publish(Join(addrs=host.addrs))
-        host.publish(Heartbeat(round=-1, model_hash=H0))
+    join(service, nodes)
     wait_for(nodes[0], RoundStart)
     for i, host in enumerate(nodes):
         payload = distinct_payload(seed=i, origin=host.identity.public_key)
@@ -143,9 +154,7 @@ def test_a_commit_from_a_state_no_accepted_payload_left_is_penalized_and_counted
 @pytest.mark.parametrize("stamp", ["next step", "another sender"])
 def test_a_payload_stamped_for_another_step_or_sender_is_penalized_and_the_round_ends(network, stamp):
     _, service, nodes = network
-    for host in nodes:
-        host.publish(Join(addrs=host.addrs))
-        host.publish(Heartbeat(round=-1, model_hash=H0))
+    join(service, nodes)
     wait_for(nodes[0], RoundStart)
     honest, cheat = nodes
     bad = (
@@ -167,9 +176,9 @@ def test_a_key_that_is_not_a_member_on_chain_is_refused(network):
         time.sleep(0.5)
         stranger.publish(Join(addrs=stranger.addrs))
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not service.metrics.refused_joins:
+        while time.monotonic() < deadline and not service.roster.refused:
             time.sleep(0.1)
-        assert service.metrics.refused_joins == {"not a member on chain": 1}
+        assert service.roster.refused == {"not an active member on chain": 1}
         assert stranger.identity.public_key not in service.state.members
     finally:
         stranger.close()
@@ -191,3 +200,40 @@ def test_the_status_page_serves_json_and_prometheus_metrics(network):
         assert httpx.get(server.url + "/nope", timeout=5).status_code == 404
     finally:
         server.close()
+
+
+def test_a_flood_of_joins_from_unknown_keys_costs_one_table_read_and_rounds_keep_their_deadline(network):
+    world, service, nodes = network
+    join(service, nodes)
+    start = wait_for(nodes[0], RoundStart)
+    reads = Counter()
+    real_members = service.roster.client.members
+    service.roster.client.members = lambda run_id: reads.update(["read"]) or real_members(run_id)
+    for _ in range(10_000):  # verified, signed Joins from fresh keys: what an attacker can make freely
+        key = Identity.generate().public_key
+        service.host.received.put(Envelope(CONFIG.run.name, key, 0, Join(addrs=["/ip4/127.0.0.1/tcp/1"])))
+    for i, host in enumerate(nodes):
+        payload = distinct_payload(seed=i, origin=host.identity.public_key)
+        host.publish(Commit(0, host.provide(payload), len(payload), H0, 2.5, FRESH_STATE, H0))
+    end = wait_for(nodes[0], RoundEnd, timeout=30)
+    assert time.time() <= start.deadline and sorted(end.accepted) == sorted(
+        h.identity.public_key for h in nodes
+    )
+    assert reads["read"] <= 3  # one table read answers every waiting join
+    assert sum(service.roster.refused.values()) >= 10_000 - MAX_PENDING  # the rest wait, bounded
+
+
+def test_a_member_that_leaves_on_chain_is_removed_after_the_round(network):
+    world, service, nodes = network
+    join(service, nodes)
+    wait_for(nodes[0], RoundStart)
+    leaver = nodes[1].identity.public_key
+    world.clients[leaver].leave(RUN_ID)
+    for i, host in enumerate(nodes):
+        payload = distinct_payload(seed=i, origin=host.identity.public_key)
+        host.publish(Commit(0, host.provide(payload), len(payload), H0, 2.5, FRESH_STATE, H0))
+    wait_for(nodes[0], RoundEnd)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and leaver in service.state.members:
+        time.sleep(0.1)
+    assert leaver not in service.state.members

@@ -1,5 +1,7 @@
 """The chain submitter: one record_round per round, slots from keys, no double credit."""
 
+import time
+
 from chain.errors import RpcUnavailable
 from coordinator.state import RecordRound
 from coordinator.submitter import ChainSubmitter
@@ -68,3 +70,19 @@ def test_the_background_thread_retries_until_the_endpoint_is_back_and_keeps_orde
     sub.close(drain_timeout=30)
     assert sub.status.recorded == [0, 1, 2] and sub.status.retries == 3
     assert w.authority.member(RUN_ID, a.key).points_earned == 30
+
+
+def test_a_round_the_program_refuses_is_given_up_reported_and_later_rounds_still_recorded():
+    w = World()
+    (a,) = w.permissioned(1)
+    sub = ChainSubmitter(w.authority, RUN_ID, retry_s=0.01).start()
+    w.authority.update_run(RUN_ID, paused=True)
+    sub.submit(record(0, contributed=[bytes(a.key)]))
+    deadline = time.monotonic() + 30
+    while 0 not in sub.status.failed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    w.authority.update_run(RUN_ID, paused=False)
+    sub.submit(record(1, contributed=[bytes(a.key)]))
+    sub.close(drain_timeout=30)
+    assert "RunPaused" in sub.status.failed[0] and sub.status.recorded == [1]
+    assert sub.status.last_error == "" and sub.status.retries == 0

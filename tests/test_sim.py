@@ -68,7 +68,7 @@ def test_a_hostile_peer_is_ignored_and_nothing_crashes(tmp_path):
     assert all(
         rejected.get(reason, 0) > 0 for reason in ("malformed", "bad_signature", "replayed", "wrong_run")
     )
-    assert s["hostile_peer"]["refused_joins"].get("not a member on chain", 0) > 0
+    assert s["hostile_peer"]["refused_joins"].get("not an active member on chain", 0) > 0
     assert s["processes_exited_early"] == [] and s["penalized_rounds"] == {} and s["lost_batches"] == 0
     assert all(s["model_hash_agreement"].values()) and s["chain_points_match_coordinator"]
 
