@@ -121,7 +121,9 @@ class RoundsSection:
     max_removals: int = 3  # removed for missed rounds more often than this: banned from the run
     max_unavailable: int = 3  # rounds in a row withheld from checks before a penalty
     validation_rate: float = 0.5  # share of contributions replayed, drawn after commits close
-    audit_rate: float = 0.5  # share of accepting verdicts replayed again by a third member
+    # share of accepting verdicts replayed again by a member from neither side: below 1, a colluding
+    # validator covers for a partner unseen with probability 1 - audit_rate per check
+    audit_rate: float = 1.0
     weight_by_throughput: bool = True
     seed: int = 0
 

@@ -6,7 +6,7 @@ the verified loss, and whether the run finished.
     python scripts/bench_adversaries.py --only "rubber stamp" --rounds 12 --json
     python scripts/bench_adversaries.py --markdown BENCHMARKS-adversaries.md --plot docs/img/adversaries.png
 
-Every run uses configs/sim.toml (validation_rate 0.5, audit_rate 0.5, exact replay).
+Every run uses configs/sim.toml (validation_rate 0.5, audit_rate 1.0, exact replay).
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from solders.pubkey import Pubkey
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from coordinator.journal import decode_entry  # noqa: E402
+from coordinator.state import VerdictSeen  # noqa: E402
 from scripts.plotting import save_png, subplots  # noqa: E402
 from scripts.sim import parse_args, run_sim  # noqa: E402
 
@@ -71,6 +76,7 @@ def run(name: str, rounds: int, out: Path) -> dict:
     members = summary["members"]
     honest = [m for m in members if not m["adversary"]]
     cheats = [m for m in members if m["adversary"]]
+    covered = partner_accepts(out / "journal.jsonl", cheats)
     return {
         "scenario": name,
         "nodes": scenario.nodes,
@@ -86,6 +92,7 @@ def run(name: str, rounds: int, out: Path) -> dict:
                 "points": m["points"],
                 "work_batches": m["work_batches"],
                 "points_per_batch": m["points_per_batch"],
+                "accepted_a_partner": covered[m["key"]],  # times it vouched for another adversary
             }
             for m in cheats
         ],
@@ -94,6 +101,18 @@ def run(name: str, rounds: int, out: Path) -> dict:
         "chain_points_match_coordinator": summary["chain_points_match_coordinator"],
         "lost_batches": summary["lost_batches"],
     }
+
+
+def partner_accepts(journal: Path, cheats: list[dict]) -> Counter:
+    """How often each adversary sent an accept for another adversary's contribution: the only
+    dishonest act of an accomplice, which has none when it is never drawn to check a partner."""
+    keys = {bytes(Pubkey.from_string(m["key"])): m["key"] for m in cheats}
+    out = Counter()
+    for line in journal.read_text().splitlines():
+        event, _ = decode_entry(line)
+        if isinstance(event, VerdictSeen) and event.accept and {event.validator, event.target} <= set(keys):
+            out[keys[event.validator]] += 1
+    return out
 
 
 def _mean(values: list) -> float | None:
