@@ -123,7 +123,9 @@ class CoordinatorService:
         self.config, self.host, self.client, self.clock = config, host, client, clock
         self.spec = param_spec(config)
         self.max_payload = max_payload_bytes(self.spec)
-        self.journal, replayed = Journal.open(journal_path, initial_state(config))
+        self.journal, replayed = Journal.open(
+            journal_path, initial_state(config), config.rounds.snapshot_every
+        )
         self.submitter = ChainSubmitter(client, config.run.chain_run_id) if client else None
         self.metrics = Metrics()
         self._events: queue.Queue[Event] = queue.Queue()

@@ -126,6 +126,7 @@ class RoundsSection:
     audit_rate: float = 1.0
     weight_by_throughput: bool = True
     seed: int = 0
+    snapshot_every: int = 50  # the coordinator snapshots its state and starts a new journal this often
 
     def check(self) -> None:
         for f in fields(self):

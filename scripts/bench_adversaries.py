@@ -109,7 +109,7 @@ def partner_accepts(journal: Path, cheats: list[dict]) -> Counter:
     keys = {bytes(Pubkey.from_string(m["key"])): m["key"] for m in cheats}
     out = Counter()
     for line in journal.read_text().splitlines():
-        event, _ = decode_entry(line)
+        _, event, _ = decode_entry(line)
         if isinstance(event, VerdictSeen) and event.accept and {event.validator, event.target} <= set(keys):
             out[keys[event.validator]] += 1
     return out

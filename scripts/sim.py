@@ -220,7 +220,12 @@ def run_sim(args: argparse.Namespace) -> dict:
             base,
             run=replace(base.run, rpc=rpc),
             model=replace(base.model, hash=initial_model_hash(base)),
-            rounds=replace(base.rounds, rounds=args.rounds, min_nodes=min(base.rounds.min_nodes, args.nodes)),
+            rounds=replace(
+                base.rounds,
+                rounds=args.rounds,
+                min_nodes=min(base.rounds.min_nodes, args.nodes),
+                snapshot_every=args.rounds + 1,  # the summary reads every round's events from the journal
+            ),
         )
         (args.out / "run.toml").write_text(dumps(config))
         port, http_port = free_port(), free_port()
@@ -327,7 +332,7 @@ def summarize(
             expected[k] += POINTS_VALIDATION
     hashes, verdicts = defaultdict(set), []
     for line in (args.out / "journal.jsonl").read_text().splitlines():
-        event, _ = decode_entry(line)
+        _, event, _ = decode_entry(line)
         if isinstance(event, HeartbeatSeen) and event.round >= 0:
             hashes[event.round].add(event.model_hash.hex())
         elif isinstance(event, VerdictSeen):

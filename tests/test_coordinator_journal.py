@@ -1,6 +1,13 @@
 """A restarted coordinator rebuilds its state from the journal and re-records nothing twice."""
 
+import json
+import tempfile
+import zlib
+from pathlib import Path
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coordinator.journal import Journal, JournalError
 from coordinator.state import (
@@ -67,3 +74,87 @@ def test_a_corrupt_entry_in_the_middle_is_an_error_naming_the_line(tmp_path):
     path.write_text('garbage\n{"t": 0, "tick": true}\n')
     with pytest.raises(JournalError, match="journal.jsonl:1"):
         Journal.open(path, State(CFG))
+
+
+def test_a_value_changed_on_disk_is_refused_not_replayed_into_another_state(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    j, _ = Journal.open(path, State(CFG))
+    run_one_round(j)
+    j.close()
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].replace('"t": 5', '"t": 6')  # a flipped value that still parses
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(JournalError, match="journal.jsonl:4.*checksum"):
+        Journal.open(path, State(CFG))
+
+
+def sealed_line(entry):
+    body = json.dumps(entry, sort_keys=True)
+    return json.dumps({**entry, "c": zlib.crc32(body.encode())}, sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {
+            "n": 1,
+            "t": 0,
+            "type": "JoinRequest",
+            "body": {"key": {"hex": "00"}, "addrs": [], "model_hash": []},
+        },
+        {"n": 1, "t": 0, "type": "JoinRequest", "body": []},
+        {"n": 1, "t": "x", "tick": True},
+        {"n": 1, "t": 0, "type": "Nope", "body": {}},
+        {
+            "n": 1,
+            "t": 0,
+            "type": "HeartbeatSeen",
+            "body": {"key": {"hex": "zz"}, "round": 0, "model_hash": 1},
+        },
+    ],
+    ids=["wrong field types", "body not an object", "time not a number", "unknown type", "bad hex"],
+)
+def test_a_well_sealed_entry_of_the_wrong_shape_is_an_error_not_a_crash(tmp_path, entry):
+    path = tmp_path / "journal.jsonl"
+    path.write_text(sealed_line(entry) + "\n" + sealed_line({"n": 2, "t": 0, "tick": True}) + "\n")
+    with pytest.raises(JournalError):
+        Journal.open(path, State(CFG))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_arbitrary_journal_text_is_replayed_or_refused_never_a_crash(text):
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "journal.jsonl"
+        path.write_text(text + "\n" + sealed_line({"n": 1, "t": 0, "tick": True}) + "\n")
+        try:
+            Journal.open(path, State(CFG))[0].close()
+        except JournalError:
+            pass
+
+
+def test_a_snapshot_every_few_rounds_keeps_the_journal_short_and_rebuilds_the_same_state(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    j, _ = Journal.open(path, State(CFG), snapshot_every=1)
+    run_one_round(j)  # round 0 finalized: a snapshot, then a fresh journal
+    j.step(HeartbeatSeen(B, 0, H1), 9)
+    live = j.state
+    j.close()
+    covered = json.loads((tmp_path / "journal.jsonl.snapshot").read_text())["n"]
+    assert all(json.loads(line)["n"] > covered for line in path.read_text().splitlines())
+    again, effects = Journal.open(path, State(CFG), snapshot_every=1)
+    assert again.state == live
+    assert [e.round for e in effects if isinstance(e, RecordRound)] == [0]  # still re-submittable
+
+
+def test_a_crash_between_snapshot_and_new_journal_replays_nothing_twice(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    j, _ = Journal.open(path, State(CFG), snapshot_every=1)
+    run_one_round(j)
+    j.close()
+    full = path.read_text()
+    j, _ = Journal.open(path, State(CFG), snapshot_every=1)
+    live = j.state
+    j.close()
+    path.write_text(full)  # as if the old journal had survived the snapshot
+    assert Journal.open(path, State(CFG), snapshot_every=1)[0].state == live
