@@ -327,7 +327,7 @@ def _settlements(s: State, now: float) -> dict[bytes, Settlement | Ask | None]:
     # a dispute needs a strict majority of every member of the run but the target, not only of
     # the round's: members that joined after the round began cannot vote, but a coalition that
     # happens to fill a round must not decide it
-    voters = {t: sum(1 for k in s.members if k != t) for t in r.commits}
+    voters = {t: frozenset(k for k in s.members if k != t) for t in r.commits}
     return {t: verdicts.settle(r, t, now, s.config, s.exact, voters[t]) for t in sorted(r.commits)}
 
 

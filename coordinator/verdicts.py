@@ -15,7 +15,8 @@ For a committed target T (a member given batches), in this order:
     W unavailable): rejected, with a strike when two validators found it unavailable.
 - V or W rejected, or two accepts disagree on the evidence (the replayed gradient's digest,
   which only a replay can know): every other member of the round is asked. The side holding a
-  strict majority of all the run's members other than T wins: T is accepted or penalized,
+  strict majority of all the run's members other than T wins, once every asked member has voted
+  or the dispute's deadline passed: T is accepted or penalized,
   the winners credited, every available voter on the losing side penalized. No majority by the
   deadline: rejected, nobody penalized. So no coalition smaller than half the members can get
   an honest validator or target penalized.
@@ -61,10 +62,10 @@ WAIT = None  # the verdicts this stage needs are still due
 
 
 def settle(
-    r: Round, target: bytes, now: float, cfg: RoundsSection, exact: bool, voters: int
+    r: Round, target: bytes, now: float, cfg: RoundsSection, exact: bool, voters: frozenset[bytes]
 ) -> Settlement | Ask | None:
     """Settle `target`, or say what must happen first (None: wait). `voters`: the run's members
-    other than the target, the size a dispute's majority is counted against. `exact`: honest
+    other than the target, whose count a dispute's majority is measured against. `exact`: honest
     replays agree to the bit, so accepts must carry equal evidence."""
     timeout = cfg.verdict_timeout_s
     if r.checks.get(target) is False or not r.commits[target].chained:
@@ -118,13 +119,17 @@ def _agree(a: VerdictInfo, b: VerdictInfo, exact: bool) -> bool:
 
 
 def _dispute(
-    r: Round, target: bytes, now: float, timeout: float, exact: bool, voters: int
+    r: Round, target: bytes, now: float, timeout: float, exact: bool, voters: frozenset[bytes]
 ) -> Settlement | None:
     votes = {v: info for (v, t), info in r.verdicts.items() if t == target and info.available}
     sides = Counter((info.accept, info.evidence if exact else b"") for info in votes.values())
-    winner = next((side for side, n in sides.items() if 2 * n > voters), None)
+    winner = next((side for side, n in sides.items() if 2 * n > len(voters)), None)
+    asked = {k for k in voters if k in r.batches}  # the run's members that hold the round's model
+    everyone = asked <= {v for v, t in r.verdicts if t == target}
+    if now < r.disputes[target] + timeout and (winner is None or not everyone):
+        return WAIT  # every asked vote counts: a dishonest one that comes late is still penalized
     if winner is None:
-        return WAIT if now < r.disputes[target] + timeout else Settlement(Settled.REJECTED)
+        return Settlement(Settled.REJECTED)
     won = tuple(sorted(v for v, i in votes.items() if (i.accept, i.evidence if exact else b"") == winner))
     lost = tuple(sorted(set(votes) - set(won)))
     if winner[0]:

@@ -792,3 +792,16 @@ def test_a_hostile_minority_neither_stalls_the_run_nor_gets_an_honest_member_pen
     assert d.state.finalized_rounds >= 1, f"no round finalized within {BOUND} s (phase {d.state.phase})"
     for record in d.records():
         assert not set(record.penalized) & set(HONEST), "an honest member was penalized"
+
+
+def test_a_dishonest_vote_cast_after_the_majority_is_still_penalized():
+    d = committed()
+    v = d.validator_of(A)
+    settle_others(d, A)
+    d.verdict(v, A, accept=False)
+    honest, colluder = d.asked(A)
+    d.verdict(honest, A, accept=False)  # the majority is reached here...
+    assert d.records() == []  # ...but every asked member's vote is awaited
+    d.verdict(colluder, A)
+    (record,) = d.records()
+    assert set(record.penalized) == {A, colluder} and {v, honest} <= set(record.validated)
