@@ -56,6 +56,13 @@ def _pubkey(value: object) -> Pubkey:
         raise InvalidParams(f"invalid pubkey {value!r}") from None
 
 
+def _hash(value: object) -> Hash:
+    try:
+        return Hash.from_string(str(value))
+    except Exception:  # solders raises ParseHashError, which is no ValueError
+        raise InvalidParams(f"invalid blockhash {value!r}") from None
+
+
 def _config(params: list, index: int) -> dict:
     cfg = params[index] if len(params) > index else {}
     if cfg is None:
@@ -112,7 +119,7 @@ class Localnet:
         )
 
     def is_blockhash_valid(self, params: list) -> dict:
-        return self._context(self.svm.blockhash_valid(Hash.from_string(params[0])))
+        return self._context(self.svm.blockhash_valid(_hash(params[0])))
 
     def _decode_tx(self, params: list) -> VersionedTransaction:
         encoding = _config(params, 1).get("encoding", "base58")
@@ -281,7 +288,7 @@ class Localnet:
     def handle_body(self, body: bytes) -> bytes:
         try:
             request = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # bad JSON or UTF-8, integers over 4,300 digits, deep nesting
             return json.dumps(_error(None, -32700, "Parse error")).encode()
         if isinstance(request, list):
             if not request or len(request) > 64:
@@ -322,9 +329,10 @@ class Server:
     def __init__(self, localnet: Localnet, host: str, port: int) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
+                header = self.headers.get("Content-Length") or "0"
+                length = int(header) if header.isdigit() else -1
                 if not 0 < length <= MAX_BODY_BYTES:
-                    self.send_error(413 if length else 411)
+                    self.send_error(400 if length < 0 else 413 if length else 411)
                     return
                 reply = localnet.handle_body(self.rfile.read(length))
                 self.send_response(200)

@@ -24,6 +24,7 @@ from solders.transaction_metadata import FailedTransactionMetadata, SimulatedTra
 from chain.errors import error_json
 from chain.instructions import PROGRAM_ID
 
+MAX_HISTORY = 10_000
 PROGRAM_PATH = Path(__file__).resolve().parent / "program" / "eranos.so"
 BLOCKHASH_WINDOW = 150
 
@@ -58,7 +59,7 @@ class ProgramSvm:
         self._blockhashes: OrderedDict[Hash, int] = OrderedDict()
         self._remember_blockhash()
         self.touched: set[Pubkey] = set()
-        self.history: dict[str, Outcome] = {}
+        self.history: OrderedDict[str, Outcome] = OrderedDict()  # the last MAX_HISTORY outcomes
 
     @property
     def slot(self) -> int:
@@ -100,7 +101,7 @@ class ProgramSvm:
             return _outcome(signature, self.slot, self.svm.simulate_transaction(tx))
         outcome = _outcome(signature, self.slot, self.svm.send_transaction(tx))
         if outcome.err != "AlreadyProcessed":
-            self.history[signature] = outcome
+            self._remember(signature, outcome)
             self.touched.update(tx.message.account_keys)
             self._tick()
         return outcome
@@ -110,10 +111,16 @@ class ProgramSvm:
         if isinstance(result, FailedTransactionMetadata):
             raise RuntimeError(f"airdrop failed: {error_json(result.err())}")
         signature = str(result.signature())
-        self.history[signature] = _outcome(signature, self.slot, result)
+        self._remember(signature, _outcome(signature, self.slot, result))
         self.touched.add(pubkey)
         self._tick()
         return signature
+
+    def _remember(self, signature: str, outcome: Outcome) -> None:
+        """Keep a bounded history: a real validator forgets statuses too (150 slots)."""
+        self.history[signature] = outcome
+        while len(self.history) > MAX_HISTORY:
+            self.history.popitem(last=False)
 
     def account(self, pubkey: Pubkey) -> Account | None:
         return self.svm.get_account(pubkey)

@@ -20,6 +20,7 @@ from chain.client import EranosClient, RpcTransport
 from chain.errors import ProgramError, RpcError, RpcUnavailable
 from chain.localnet import Localnet
 from chain.state import Mode, RunParams
+from chain.svm import MAX_HISTORY, ProgramSvm
 from tests.chain_world import RUN_ID, SOL, World
 
 ROOT = bytes(32)
@@ -36,6 +37,38 @@ def localnet():
 def rpc(url, method, params=None, rid=1):
     body = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params or []}
     return httpx.post(url, json=body, timeout=10).json()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"id": ' + b"9" * 5000 + b"}"],
+    ids=["nested 100,000 deep", "a 5,000-digit integer"],
+)
+def test_json_that_python_cannot_hold_is_a_parse_error_not_an_internal_one(localnet, body):
+    _, url = localnet
+    reply = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=10)
+    assert reply.json()["error"]["code"] == -32700
+
+
+def test_a_malformed_blockhash_is_an_invalid_params_error(localnet):
+    _, url = localnet
+    assert rpc(url, "isBlockhashValid", ["not-a-hash"])["error"]["code"] == -32602
+
+
+def test_a_malformed_content_length_gets_a_reply_and_the_server_keeps_serving(localnet):
+    _, url = localnet
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n\r\n")
+        assert conn.recv(100).startswith(b"HTTP/1.0 400")
+    assert "result" in rpc(url, "getHealth")
+
+
+def test_the_transaction_history_is_bounded():
+    svm = ProgramSvm()
+    for _ in range(MAX_HISTORY + 5):
+        svm.airdrop(Keypair().pubkey(), 1)
+    assert len(svm.history) == MAX_HISTORY
 
 
 def test_an_unknown_method_is_a_method_not_found_error(localnet):
