@@ -51,8 +51,14 @@ def _outcome(signature: str, slot: int, result: object) -> Outcome:
 
 
 class ProgramSvm:
-    def __init__(self, program_path: Path = PROGRAM_PATH, program_id: Pubkey = PROGRAM_ID) -> None:
+    def __init__(
+        self,
+        program_path: Path = PROGRAM_PATH,
+        program_id: Pubkey = PROGRAM_ID,
+        max_history: int = MAX_HISTORY,
+    ) -> None:
         self.svm = LiteSVM().with_blockhash_check(False)
+        self.max_history = max_history
         self.program_id = program_id
         self.svm.add_program(program_id, program_path.read_bytes())
         self.pinned_time: int | None = None
@@ -117,9 +123,9 @@ class ProgramSvm:
         return signature
 
     def _remember(self, signature: str, outcome: Outcome) -> None:
-        """Keep a bounded history: a real validator forgets statuses too (150 slots)."""
+        """Keep a bounded history (`max_history`): a real validator forgets statuses too."""
         self.history[signature] = outcome
-        while len(self.history) > MAX_HISTORY:
+        while len(self.history) > self.max_history:
             self.history.popitem(last=False)
 
     def account(self, pubkey: Pubkey) -> Account | None:

@@ -65,10 +65,10 @@ def test_a_malformed_content_length_gets_a_reply_and_the_server_keeps_serving(lo
 
 
 def test_the_transaction_history_is_bounded():
-    svm = ProgramSvm()
-    for _ in range(MAX_HISTORY + 5):
-        svm.airdrop(Keypair().pubkey(), 1)
-    assert len(svm.history) == MAX_HISTORY
+    assert MAX_HISTORY == 10_000
+    svm = ProgramSvm(max_history=10)
+    signatures = [svm.airdrop(Keypair().pubkey(), 1) for _ in range(15)]
+    assert list(svm.history) == signatures[5:]
 
 
 def test_an_unknown_method_is_a_method_not_found_error(localnet):
