@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 
 BLOB_PROTOCOL = TProtocol("/eranos/blob/1.0.0")
 _RESPONSE = struct.Struct("<BQ")
+MAX_RECEIVED = 20_000  # verified messages waiting for the owner's loop
+MAX_KNOWN = 2048  # peers learnt from announcements, re-dialled when they drop
+MAX_REDIALS = 10  # failed re-dials in a row before such a peer is forgotten
 MIN_BLOB_RATE = 256 * 1024  # bytes/s a transfer must average, beyond the first chunk timeout
 _HAVE, _MISSING = 0, 1
 
@@ -64,6 +67,11 @@ _HAVE, _MISSING = 0, 1
 def peer_id_of(public_key: bytes) -> str:
     """The libp2p peer id (12D3KooW...) of an ed25519 public key: no handshake needed."""
     return ID.from_pubkey(Ed25519PublicKey.from_bytes(public_key)).to_string()
+
+
+def redial_delay(failures: int) -> float:
+    """Seconds before the next re-dial of a peer that failed `failures` times in a row."""
+    return min(60.0, 2.0 * 2 ** max(0, failures - 1))
 
 
 async def _read_exactly(stream, n: int, timeout: float) -> bytes:
@@ -92,12 +100,16 @@ class Host:
         self.identity, self.run, self.topic = identity, run, f"eranos/{run}"
         self.listen, self.chunk_timeout = multiaddr.Multiaddr(listen), chunk_timeout
         self.inbox = Inbox(run, pinned=frozenset(pinned))
-        self.received: queue.Queue[Envelope] = queue.Queue()
+        # verified messages for the owner's loop; bounded, so a flood costs drops (counted), not memory
+        self.received: queue.Queue[Envelope] = queue.Queue(maxsize=MAX_RECEIVED)
         self.blobs = BlobStore()
         # whom a blob is served to (peer id, digest): everyone that asks, unless an operator limits it
         self.serves: Callable[[str, bytes], bool] = lambda peer, digest: True
         self.scores: Counter[str] = Counter()  # peer id -> score; failures push it down
         self.known: dict[str, str] = {}  # peer id -> multiaddr, re-dialled when a connection drops
+        self._sticky: set[str] = set()  # known peers the owner connected to itself: never forgotten
+        self._failures: Counter[str] = Counter()  # consecutive failed re-dials, for the back-off
+        self._next_dial: dict[str, float] = {}
         self._bootstrap = list(bootstrap)
         self._seq = itertools.count(time.time_ns() // 1000)
         self._ready, self._failure = threading.Event(), None
@@ -177,11 +189,29 @@ class Host:
     async def _peers_async(self) -> list[str]:
         return sorted(p.to_string() for p in self._host.get_connected_peers())
 
-    def connect(self, addr: str, timeout: float = 10.0) -> str:
+    def connect(self, addr: str, timeout: float = 10.0, sticky: bool = True) -> str:
+        """Dial `addr` and keep re-dialling it whenever the connection drops (with back-off);
+        a peer that is not `sticky` is forgotten after MAX_REDIALS failures in a row."""
         info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
-        self.known[info.peer_id.to_string()] = addr
+        peer = info.peer_id.to_string()
+        self._remember(peer, addr, sticky)
         self._call(self._connect_async, info, timeout)
-        return info.peer_id.to_string()
+        return peer
+
+    def _remember(self, peer: str, addr: str, sticky: bool) -> None:
+        if sticky:
+            self._sticky.add(peer)
+        self.known.pop(peer, None)
+        self.known[peer] = addr
+        self._failures.pop(peer, None)
+        forgettable = [p for p in self.known if p not in self._sticky]
+        for old in forgettable[: max(0, len(forgettable) - MAX_KNOWN)]:
+            self._forget_peer(old)
+
+    def _forget_peer(self, peer: str) -> None:
+        self.known.pop(peer, None)
+        self._failures.pop(peer, None)
+        self._next_dial.pop(peer, None)
 
     def dial_soon(self, addrs: Sequence[str], timeout: float = 5.0) -> None:
         """Connect to the first of `addrs` that answers, on a short-lived thread: for callers
@@ -190,7 +220,7 @@ class Host:
         def dial() -> None:
             for addr in addrs:
                 try:
-                    self.connect(addr, timeout)
+                    self.connect(addr, timeout, sticky=False)
                     return
                 except (LocalError, RemoteError, ValueError) as err:
                     log.debug("cannot dial %s: %s", addr, err)
@@ -208,16 +238,27 @@ class Host:
             ) from None
 
     async def _redial_forever(self) -> None:
-        """A dropped peer is re-dialled every 2 s, so a killed relay never partitions the rest."""
+        """A dropped peer is re-dialled, so a killed relay never partitions the rest: first after
+        2 s, then backing off to once a minute; a peer the owner did not dial itself is forgotten
+        after MAX_REDIALS failures in a row."""
         while True:
             await trio.sleep(2.0)
-            connected = set(await self._peers_async())
+            connected, now = set(await self._peers_async()), trio.current_time()
             for peer, addr in list(self.known.items()):
-                if peer not in connected:
-                    try:
-                        await self._connect_async(info_from_p2p_addr(multiaddr.Multiaddr(addr)), 2.0)
-                    except PeerUnreachable as err:
-                        log.debug("re-dial failed: %s", err)
+                if peer in connected:
+                    self._failures.pop(peer, None)
+                    continue
+                if now < self._next_dial.get(peer, 0.0):
+                    continue
+                try:
+                    await self._connect_async(info_from_p2p_addr(multiaddr.Multiaddr(addr)), 2.0)
+                    self._failures.pop(peer, None)
+                except PeerUnreachable as err:
+                    self._failures[peer] += 1
+                    self._next_dial[peer] = now + redial_delay(self._failures[peer])
+                    if self._failures[peer] >= MAX_REDIALS and peer not in self._sticky:
+                        self._forget_peer(peer)
+                    log.debug("re-dial failed (%d in a row): %s", self._failures[peer], err)
 
     # -- gossip ----------------------------------------------------------------------------
     def publish(self, message: Message) -> None:
@@ -245,7 +286,10 @@ class Host:
             message = await subscription.get()
             envelope = self.inbox.receive(message.data)
             if envelope is not None:
-                self.received.put(envelope)
+                try:
+                    self.received.put_nowait(envelope)
+                except queue.Full:
+                    self.inbox.rejected["overloaded"] += 1
 
     # -- blobs -----------------------------------------------------------------------------
     def provide(self, data: bytes) -> bytes:

@@ -17,7 +17,7 @@ import trio
 from libp2p.custom_types import TProtocol
 
 from p2p.errors import BlobUnavailable, PeerUnreachable
-from p2p.host import _RESPONSE, BLOB_PROTOCOL, Host
+from p2p.host import _RESPONSE, BLOB_PROTOCOL, MAX_KNOWN, MAX_RECEIVED, Host, redial_delay
 from p2p.identity import Identity
 from p2p.messages import Heartbeat, seal
 from p2p.workarounds import GOSSIP_PROTOCOL, SafePubsub
@@ -110,6 +110,29 @@ def test_fetch_returns_the_blob_and_a_fetcher_that_keeps_it_serves_it_after(host
     a.blobs.forget(digest)
     c.connect(b.addrs[0])
     assert c.fetch(digest, len(data), [a.peer_id, b.peer_id]) == data
+
+
+def test_re_dials_back_off_to_once_a_minute():
+    assert [redial_delay(n) for n in (1, 2, 3, 4, 5, 6, 7, 20)] == [2, 4, 8, 16, 32, 60, 60, 60]
+
+
+def test_peers_learnt_from_announcements_are_bounded_but_peers_dialled_by_the_owner_stay(hosts):
+    (h,) = hosts(1)
+    h._remember("owner-dialled", "/ip4/127.0.0.1/tcp/1", sticky=True)
+    for i in range(MAX_KNOWN + 10):
+        h._remember(f"announced-{i}", "/ip4/127.0.0.1/tcp/2", sticky=False)
+    assert len(h.known) == MAX_KNOWN + 1 and "owner-dialled" in h.known and "announced-0" not in h.known
+
+
+def test_a_flood_of_verified_messages_is_dropped_and_counted_once_the_queue_is_full(hosts):
+    a, b = hosts(2)
+    for _ in range(MAX_RECEIVED):
+        b.received.put_nowait(None)
+    deadline = time.time() + 15
+    while not b.inbox.rejected.get("overloaded") and time.time() < deadline:
+        a.publish(Heartbeat(round=1, model_hash=HASH))
+        time.sleep(0.2)
+    assert b.inbox.rejected["overloaded"] >= 1 and b.received.qsize() == MAX_RECEIVED
 
 
 def test_a_fetched_blob_is_not_kept_unless_asked(hosts):
