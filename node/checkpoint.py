@@ -69,13 +69,16 @@ def read_weights(model: torch.nn.Module, path: str | Path) -> None:
         for name, p in sorted(model.named_parameters()):
             header = f"{name}|{p.dtype}|{tuple(p.shape)}\n".encode()
             if f.read(len(header)) != header:
-                raise ValueError(f"{path}: weights do not match this model at {name}")
+                raise CheckpointError(f"{path}: weights do not match this model at {name}")
             raw = f.read(p.numel() * p.element_size())
             if len(raw) != p.numel() * p.element_size():
-                raise ValueError(f"{path}: truncated at {name}")
-            loaded.append((p, torch.frombuffer(bytearray(raw), dtype=p.dtype).view(p.shape)))
+                raise CheckpointError(f"{path}: truncated at {name}")
+            value = torch.frombuffer(bytearray(raw), dtype=p.dtype).view(p.shape)
+            if not torch.isfinite(value).all():
+                raise CheckpointError(f"{path}: non-finite weights at {name}")
+            loaded.append((p, value))
         if f.read(1):
-            raise ValueError(f"{path}: trailing bytes after the last parameter")
+            raise CheckpointError(f"{path}: trailing bytes after the last parameter")
     for p, value in loaded:
         p.copy_(value)
 
@@ -94,15 +97,28 @@ def hf_config(cfg: ModelConfig, dtype: torch.dtype) -> dict:
     return out
 
 
+class CheckpointError(ValueError):
+    """A checkpoint or weights file (perhaps from a peer) is malformed, mismatched or non-finite."""
+
+
 def config_from_hf(raw: dict) -> ModelConfig:
+    if not isinstance(raw, dict):
+        raise CheckpointError("config.json is not an object")
     if raw.get("model_type") != "llama":
-        raise ValueError(f"not a Llama config: model_type {raw.get('model_type')!r}")
+        raise CheckpointError(f"not a Llama config: model_type {raw.get('model_type')!r}")
     if raw.get("rope_scaling"):
-        raise ValueError("rope_scaling is not supported")
+        raise CheckpointError("rope_scaling is not supported")
     defaults = {f.name: f.default for f in fields(ModelConfig)}
     values = {ours: raw.get(hf, defaults[ours]) for ours, hf in _HF_KEYS.items()}
     values["n_kv_heads"] = values["n_kv_heads"] or values["n_heads"]
-    return ModelConfig(**values)
+    if isinstance(values["rope_theta"], int) and not isinstance(values["rope_theta"], bool):
+        values["rope_theta"] = float(values["rope_theta"])
+    cfg = ModelConfig(**values)
+    try:
+        cfg.check()
+    except (ValueError, TypeError, ZeroDivisionError) as exc:
+        raise CheckpointError(str(exc)) from None
+    return cfg
 
 
 def save(
@@ -128,40 +144,61 @@ def save(
 
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Llama:
-    """Load our checkpoint or a Hugging Face Llama directory (one or several *.safetensors files)."""
+    """Load our checkpoint or a Hugging Face Llama directory (one or several *.safetensors files);
+    CheckpointError for anything malformed, mismatched or non-finite."""
     directory = Path(directory)
-    cfg = config_from_hf(json.loads((directory / CONFIG).read_text()))
+    try:
+        cfg = config_from_hf(json.loads((directory / CONFIG).read_text()))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{directory / CONFIG}: {exc}") from None
     model = Llama(cfg)
     state: dict[str, torch.Tensor] = {}
     for shard in sorted(directory.glob("*.safetensors")):
         if shard.name != OPTIMIZER:
-            state.update(load_file(shard))
+            state.update(_load_safetensors(shard))
     if cfg.tie_embeddings:
         state.pop("lm_head.weight", None)
     expected = dict(model.named_parameters())
     if set(state) != set(expected):
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        raise ValueError(
+        raise CheckpointError(
             f"{directory}: weights do not match the config: missing {missing[:3]}, extra {unexpected[:3]}"
         )
     with torch.no_grad():
         for name, p in expected.items():
             if state[name].shape != p.shape:
-                raise ValueError(
+                raise CheckpointError(
                     f"{directory}: {name} has shape {tuple(state[name].shape)}, config says {tuple(p.shape)}"
                 )
+            if not torch.isfinite(state[name]).all():
+                raise CheckpointError(f"{directory}: non-finite weights in {name}")
             p.copy_(state[name])
     return model.to(device)
 
 
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except Exception as exc:  # safetensors raises its own SafetensorError and assorted others
+        raise CheckpointError(f"{path}: not a safetensors file ({type(exc).__name__}: {exc})") from None
+
+
 def load_optimizer(directory: str | Path, optimizer: DemoOptimizer) -> None:
+    """Load the optimizer's state; CheckpointError (optimizer untouched) for anything malformed."""
     path = Path(directory) / OPTIMIZER
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata()
-    tensors = load_file(path)
+    tensors = _load_safetensors(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        step, digest = int(metadata["step"]), str(metadata["spec_digest"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: bad metadata ({exc})") from None
+    if step < 0 or not all(torch.isfinite(t).all() for t in tensors.values()):
+        raise CheckpointError(f"{path}: negative step or non-finite state")
     groups = {
         g: {k.split("/", 1)[1]: t for k, t in tensors.items() if k.startswith(g + "/")} for g in _OPT_GROUPS
     }
-    optimizer.load_state_dict(
-        {"step": int(metadata["step"]), "spec_digest": metadata["spec_digest"], **groups}
-    )
+    try:
+        optimizer.load_state_dict({"step": step, "spec_digest": digest, **groups})
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: does not fit this optimizer ({exc})") from None

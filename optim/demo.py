@@ -190,10 +190,18 @@ class DemoOptimizer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the state; ValueError (state untouched) unless every tensor is there with
+        exactly its shape: a broadcastable one must not spread across a whole tensor."""
         if state["spec_digest"] != self.spec.digest.hex():
             raise ValueError("optimizer state was saved for a different parameter spec")
-        for name, m in zip(self.names, self.momentum):
-            m.copy_(state["momentum"][name])
-        for name, v in zip(self.names, self.second_moment):
-            v.copy_(state["second_moment"][name])
+        pairs = [
+            (target, state[group].get(name))
+            for group, targets in (("momentum", self.momentum), ("second_moment", self.second_moment))
+            for name, target in zip(self.names, targets)
+        ]
+        for target, value in pairs:
+            if not isinstance(value, torch.Tensor) or value.shape != target.shape:
+                raise ValueError("optimizer state is missing a tensor or has one of the wrong shape")
+        for target, value in pairs:
+            target.copy_(value)
         self.step = int(state["step"])

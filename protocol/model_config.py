@@ -22,6 +22,18 @@ class ModelConfig:
     tie_embeddings: bool = False
 
     def check(self) -> None:
+        """ValueError unless every field has its type and a size a real model could have (a
+        config can come from a peer: a hostile one must not make us allocate terabytes)."""
+        for name, kind, low, high in _BOUNDS:
+            value = getattr(self, name)
+            if (
+                not isinstance(value, kind)
+                or isinstance(value, bool) != (kind is bool)
+                or not low <= value <= high
+            ):
+                raise ValueError(
+                    f"model config {name} = {value!r} is not a {kind.__name__} in [{low}, {high}]"
+                )
         if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
             raise ValueError(
                 f"dim {self.dim}, heads {self.n_heads}, kv heads {self.n_kv_heads} do not divide"
@@ -33,6 +45,19 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.dim // self.n_heads
 
+
+_BOUNDS = (  # field, type, smallest, largest
+    ("vocab_size", int, 2, 1 << 20),
+    ("dim", int, 2, 1 << 16),
+    ("n_layers", int, 1, 512),
+    ("n_heads", int, 1, 1024),
+    ("n_kv_heads", int, 1, 1024),
+    ("ffn_dim", int, 1, 1 << 18),
+    ("max_seq_len", int, 2, 1 << 20),
+    ("rope_theta", float, 1.0, 1e9),
+    ("norm_eps", float, 1e-12, 1e-2),
+    ("tie_embeddings", bool, False, True),
+)
 
 PRESETS = {
     "tiny": ModelConfig(),  # ~0.8M parameters: tests and CPU simulations (byte vocabulary)

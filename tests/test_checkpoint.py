@@ -1,9 +1,21 @@
 import json
+import struct
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from node.checkpoint import load_model, load_optimizer, model_hash, save
+from node.checkpoint import (
+    CheckpointError,
+    config_from_hf,
+    load_model,
+    load_optimizer,
+    model_hash,
+    read_weights,
+    save,
+    write_weights,
+)
 from node.model import Llama, preset
 from optim import DemoConfig, DemoOptimizer
 
@@ -79,3 +91,96 @@ def test_weights_of_another_shape_or_truncated_are_refused_and_leave_the_model_u
     with pytest.raises(ValueError, match="truncated"):
         read_weights(model, tmp_path / "cut.bin")
     assert model_hash(model) == before
+
+
+# --- files from peers are hostile: every failure is a CheckpointError, and nothing is loaded ---
+
+
+def tiny_weights(tmp_path):
+    model = Llama(preset("tiny", n_layers=1), seed=2)
+    write_weights(model, tmp_path / "w.bin")
+    return model, (tmp_path / "w.bin").read_bytes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_mutated_weights_load_exactly_or_raise_a_checkpoint_error_leaving_the_model(tmp_path, data):
+    model, raw = tiny_weights(tmp_path)
+    target = Llama(preset("tiny", n_layers=1), seed=3)
+    before = model_hash(target)
+    at = data.draw(st.integers(0, len(raw)))
+    cut = data.draw(st.integers(0, 16))
+    junk = data.draw(st.binary(max_size=16))
+    (tmp_path / "m.bin").write_bytes(raw[:at] + junk + raw[at + cut :])
+    try:
+        read_weights(target, tmp_path / "m.bin")
+    except CheckpointError:
+        assert model_hash(target) == before
+    else:
+        assert torch.isfinite(torch.cat([p.flatten() for p in target.parameters()])).all()
+
+
+def test_non_finite_weights_from_a_peer_are_refused(tmp_path):
+    model, raw = tiny_weights(tmp_path)
+    header_end = raw.index(b"\n") + 1
+    (tmp_path / "nan.bin").write_bytes(
+        raw[:header_end] + struct.pack("<f", float("nan")) + raw[header_end + 4 :]
+    )
+    with pytest.raises(CheckpointError, match="non-finite"):
+        read_weights(Llama(preset("tiny", n_layers=1)), tmp_path / "nan.bin")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "model_type",
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "intermediate_size",
+                "vocab_size",
+                "rope_theta",
+                "rms_norm_eps",
+                "tie_word_embeddings",
+                "max_position_embeddings",
+            ]
+        ),
+        st.one_of(
+            st.integers(-5, 10**12),
+            st.floats(allow_nan=True),
+            st.text(max_size=5),
+            st.none(),
+            st.booleans(),
+            st.just("llama"),
+        ),
+    )
+)
+def test_any_config_json_gives_a_bounded_model_config_or_a_checkpoint_error(raw):
+    try:
+        cfg = config_from_hf(raw)
+    except CheckpointError:
+        return
+    cfg.check()
+    assert cfg.dim <= 1 << 16 and cfg.n_layers <= 512 and cfg.vocab_size <= 1 << 20
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda d: (d / "model.safetensors").write_bytes(b"\xff" * 64),
+        lambda d: (d / "config.json").write_text("[1, 2"),
+        lambda d: (d / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 10**9})),
+        lambda d: (d / "optimizer.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}"),
+    ],
+    ids=["garbage safetensors", "broken json", "absurd size", "empty optimizer file"],
+)
+def test_a_mangled_checkpoint_directory_is_a_checkpoint_error(tmp_path, mangle):
+    model, opt = trained_pair()
+    save(tmp_path, model, opt)
+    mangle(tmp_path)
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path)
+        load_optimizer(tmp_path, DemoOptimizer(model.named_parameters(), opt.config))
