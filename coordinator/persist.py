@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import sys
 import types
@@ -83,8 +84,13 @@ def _dataclass(data: Any, cls: type, depth: int) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     if not isinstance(data, dict) or set(data) != names:
         raise PersistError(f"{cls.__name__} needs fields {sorted(names)}")
-    hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+    hints = _hints(cls)
     return cls(**{name: decode(data[name], hints[name], depth + 1) for name in names})
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
 
 
 def _scalar(data: Any, hint: Any) -> Any:

@@ -112,3 +112,16 @@ def test_validation_benchmark_flags_every_dishonest_contribution_and_no_honest_o
         "noise": 1.0,
         "stale": 1.0,
     }
+
+
+def test_journal_benchmark_restarts_long_runs_from_a_snapshot_and_a_short_tail():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench_journal.py"), "--rounds", "10", "300", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    rows = json.loads(out.stdout)["rows"]
+    assert [r["rounds"] for r in rows] == [10, 300]
+    assert rows[1]["journal_lines"] <= 50 * 7  # at most one snapshot interval of lines to replay
