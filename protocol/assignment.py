@@ -1,5 +1,5 @@
-"""Who trains which batches and who validates whom in a round: pure functions of the round seed
-and the member list, so any party can recompute what the coordinator published."""
+"""Who trains which batches in a round: pure functions of the round seed and the member list,
+so any party can recompute what the coordinator published (who checks whom: protocol/checks.py)."""
 
 import math
 from collections.abc import Hashable, Mapping, Sequence
@@ -46,28 +46,3 @@ def assign_batches(
         out[member] = sorted(int(b) for b in shuffled[start : start + count])
         start += count
     return out
-
-
-def choose_validators(seed: int, members: Sequence[Hashable], rate: float) -> dict:
-    """validator -> target for ceil(rate * n) sampled targets. Members sit on a ring shuffled by
-    the seed and each target is checked by its successor, so nobody checks itself and no
-    validator has two targets. Fewer than two members: nobody can be checked."""
-    if not 0 <= rate <= 1:
-        raise ValueError("the validation rate is a fraction in [0, 1]")
-    if len(members) < 2:
-        return {}
-    ring = [sorted(members)[i] for i in np.random.default_rng([seed, 1]).permutation(len(members))]
-    n_targets = math.ceil(rate * len(ring))
-    return {ring[(i + 1) % len(ring)]: ring[i] for i in range(n_targets)}
-
-
-def choose_tiebreaker(
-    seed: int, members: Sequence[Hashable], target: Hashable, exclude: set
-) -> Hashable | None:
-    """The second validator for a contested target: a member other than the target and anyone
-    in `exclude` (the first validator), chosen by the seed; None when nobody is left."""
-    eligible = sorted(m for m in members if m != target and m not in exclude)
-    if not eligible:
-        return None
-    index = sorted(members).index(target)
-    return eligible[int(np.random.default_rng([seed, 2, index]).integers(len(eligible)))]
