@@ -3,6 +3,7 @@
     eranos node run --keypair id.json --coordinator MULTIADDR [--rpc URL] [--device cuda] [--run NAME]
     eranos node claim  --keypair id.json --rpc URL --run-id N --authority KEY
     eranos node status --keypair id.json --rpc URL --run-id N --authority KEY
+    eranos node audit  --keypair id.json --rpc URL --run-id N --authority KEY [--workdir DIR]
 
 The node learns the run config from the coordinator, registers on chain if it is not an active
 member yet (authorized runs: join; permissionless: join deposits the stake), then trains.
@@ -29,6 +30,7 @@ from chain.client import EranosClient
 from chain.errors import ChainError, ProgramError, RpcUnavailable
 from chain.keys import load_keypair
 from chain.state import MemberStatus
+from node.audit import LOG, audit, read_log
 from node.runtime import Behaviour, NodeRuntime
 from node.train import pick_device, use_deterministic_kernels
 from p2p.errors import LocalError, PeerUnreachable
@@ -60,7 +62,12 @@ def parse_args(argv: list[str] | None, prog: str = "eranos node") -> argparse.Na
     run.add_argument("--workdir", type=Path, default=Path("eranos-node"), help="where weights are kept")
     run.add_argument("--no-chain", action="store_true", help="do not register on chain")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logs")
-    for name, summary in (("status", "show this key's membership and points"), ("claim", "claim rewards")):
+    commands_on_chain = (
+        ("status", "show this key's membership and points"),
+        ("claim", "claim rewards"),
+        ("audit", "check the chain's record of this node against its own log"),
+    )
+    for name, summary in commands_on_chain:
         sub = commands.add_parser(
             name, help=summary, description=summary.capitalize() + ".", formatter_class=HelpFormatter
         )
@@ -74,6 +81,10 @@ def parse_args(argv: list[str] | None, prog: str = "eranos node") -> argparse.Na
             help="the run's authority (the coordinator's key)",
         )
         sub.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+        if name == "audit":
+            sub.add_argument(
+                "--workdir", type=Path, default=Path("eranos-node"), help="the node's work directory"
+            )
     return p.parse_args(argv)
 
 
@@ -150,6 +161,8 @@ def rewards(args: argparse.Namespace, keypair: Keypair) -> None:
         if args.command == "claim":
             amount = client.claim(args.run_id) if member.unclaimed else 0
             print(f"claimed {amount} tokens; balance {client.token_balance(args.run_id)}")
+        elif args.command == "audit":
+            run_audit(args, client, member)
         else:
             print(
                 f"{client.key}: {member.status.name.lower()}, slot {member.slot}, stake {member.stake}, "
@@ -159,6 +172,19 @@ def rewards(args: argparse.Namespace, keypair: Keypair) -> None:
             )
     except ChainError as exc:
         raise SystemExit(f"eranos node: {exc}") from None
+
+
+def run_audit(args: argparse.Namespace, client: EranosClient, member) -> None:
+    log = read_log(args.workdir)
+    roots = {r.round: r.root for r in client.run(args.run_id).recent}
+    findings = audit(bytes(client.key), log, roots, member.contributions)
+    checked = sum(1 for entry in log if entry.round in roots and entry.complete)
+    print(f"{len(log)} rounds in {args.workdir / LOG}, {checked} checked against the chain's recent record")
+    for finding in findings:
+        print(f"MISMATCH {finding}")
+    if findings:
+        raise SystemExit(1)
+    print("the chain's record of this node matches its own log")
 
 
 def main(argv: list[str] | None = None, prog: str = "eranos node") -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from node import machine
+from node.audit import LoggedRound, log_round
 from node.checkpoint import model_hash, read_weights, write_weights
 from node.data import TokenDataset, default_corpus, text_path_corpus, token_file_corpus
 from node.model import Llama
@@ -292,6 +293,9 @@ class NodeRuntime:
     def _apply(self, job: machine.Apply) -> machine.Applied:
         rs, end = job.start, job.end
         own = self._settle_state(end)
+        seen = {k: job.commits[k].payload_hash for k in end.accepted if k in job.commits}
+        batches = {k: len(rs.batches.get(k, ())) for k in end.accepted}
+        log_round(self.workdir, LoggedRound(end.round, seen, batches, len(seen) == len(end.accepted)))
         if self.hash != rs.model_hash:
             return machine.Applied(end.round, None)  # not holding the round's model: a sync catches up
         payloads = {}

@@ -83,6 +83,7 @@ def run(name: str, rounds: int, out: Path) -> dict:
         "rounds_finished": len(summary["model_hash_agreement"]),
         "seconds": round(time.monotonic() - started),
         "honest_penalized": [m["node"] for m in honest if m["penalties"]],
+        "honest_audit_findings": [f for m in honest for f in m["audit_findings"]],
         "honest_points_per_batch": _mean([m["points_per_batch"] for m in honest]),
         "adversaries": [
             {

@@ -44,6 +44,7 @@ from chain.state import Mode, RunParams  # noqa: E402
 from coordinator.journal import Journal, decode_entry  # noqa: E402
 from coordinator.service import initial_state  # noqa: E402
 from coordinator.state import HeartbeatSeen, Publish, RecordRound, VerdictSeen  # noqa: E402
+from node.audit import audit, read_log  # noqa: E402
 from node.checkpoint import model_hash  # noqa: E402
 from node.model import Llama  # noqa: E402
 from p2p.host import peer_id_of  # noqa: E402
@@ -342,6 +343,10 @@ def summarize(
     for i, kp in enumerate(nodes):
         client = EranosClient(chain.transport, kp, authority=chain.key)
         m = client.member(run_id, kp.pubkey())
+        roots = {r.round: r.root for r in chain.run(run_id).recent}
+        findings = (
+            audit(bytes(kp.pubkey()), read_log(args.out / f"node-{i}"), roots, m.contributions) if m else []
+        )
         claimed = client.claim(run_id) if m is not None and m.unclaimed else 0
         m = client.member(run_id, kp.pubkey())
         members.append(
@@ -360,6 +365,7 @@ def summarize(
                 "penalties": m.penalties if m else 0,
                 "stake": m.stake if m else 0,
                 "status": m.status.name.lower() if m else "none",
+                "audit_findings": findings,  # eranos node audit: the chain's record against the node's log
             }
         )
     n_params = sum(math.prod(shape) for _, shape in parameter_shapes(preset(config.model.preset)))

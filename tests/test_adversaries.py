@@ -22,7 +22,7 @@ def test_cheating_does_not_pay_and_honest_members_are_never_penalized(name, hone
     r = run(name, ROUNDS, tmp_path)
     assert "stalled" not in r, r.get("stalled")
     assert r["rounds_finished"] == ROUNDS and r["lost_batches"] == 0 and r["chain_points_match_coordinator"]
-    assert r["honest_penalized"] == []
+    assert r["honest_penalized"] == [] and r["honest_audit_findings"] == []
     for a in r["adversaries"]:
         ppb = a["points_per_batch"] or 0.0
         never_cheated = a["kind"] == "accomplice" and a["accepted_a_partner"] == 0  # no chance: honest work

@@ -32,6 +32,7 @@ def test_four_nodes_twenty_rounds(tmp_path):
     assert all(s["model_hash_agreement"].values()) and len(s["model_hash_agreement"]) == 20
     assert s["chain_points_match_coordinator"]
     assert all(m["tokens"] == m["points"] > 0 for m in s["members"])  # every node took part
+    assert all(m["audit_findings"] == [] for m in s["members"])  # each node's log matches the chain
     assert (tmp_path / "out" / "loss.png").stat().st_size > 0
 
 
