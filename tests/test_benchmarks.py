@@ -125,3 +125,25 @@ def test_journal_benchmark_restarts_long_runs_from_a_snapshot_and_a_short_tail()
     rows = json.loads(out.stdout)["rows"]
     assert [r["rounds"] for r in rows] == [10, 300]
     assert rows[1]["journal_lines"] <= 50 * 7  # at most one snapshot interval of lines to replay
+
+
+def fuzz(inputs: int) -> list[dict]:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/fuzz_decoders.py"), "--inputs", str(inputs), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=3600,
+    )
+    return json.loads(out.stdout)
+
+
+def test_every_decoder_of_hostile_bytes_answers_with_its_own_typed_error_within_bounds():
+    for row in fuzz(300):
+        assert row.get("untyped", 0) == 0 and row.get("slow", 0) == 0, row
+
+
+@pytest.mark.slow
+def test_every_decoder_survives_100_000_mutated_inputs():
+    for row in fuzz(100_000):
+        assert row.get("untyped", 0) == 0 and row.get("slow", 0) == 0, row
