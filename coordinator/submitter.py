@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 from chain.client import EranosClient
 from chain.errors import ChainError, ProgramError
-from chain.state import MemberStatus
+from chain.state import MemberStatus, Mode
 from coordinator.state import RecordRound
 
 log = logging.getLogger("eranos.coordinator.chain")
-CREDITABLE = (MemberStatus.ACTIVE, MemberStatus.LEFT)
+PENALIZABLE = (MemberStatus.ACTIVE, MemberStatus.LEFT)  # stake still at risk while unbonding
 
 
 @dataclass
@@ -45,28 +45,34 @@ MAX_BATCH_COUNT = 255  # one byte per contributor on chain; more batches in a ro
 
 
 def slots_for(
-    record: RecordRound, members: list, status: SubmitterStatus
+    record: RecordRound, members: list, status: SubmitterStatus, required_stake: int = 0
 ) -> tuple[dict[int, int], list[int], list[int]]:
     """Member-table slots for the record's key lists (contributors with their accepted batches),
-    dropping keys the program would refuse."""
+    dropping, and counting, the bits the program would refuse: credit for a member that is not
+    active with the required stake (it left or was slashed since the round), a penalty for one
+    neither active nor unbonding. One member leaving mid-round must not cost everyone the round."""
     by_key = {bytes(m.key): m for m in members}
 
-    def creditable(keys: tuple[bytes, ...], kind: str) -> list[tuple[bytes, int]]:
+    def allowed(keys: tuple[bytes, ...], kind: str, ok) -> list[tuple[bytes, int]]:
         out = []
         for key in keys:
             m = by_key.get(key)
-            if m is None or m.status not in CREDITABLE:
+            if m is None or not ok(m):
                 status.dropped_bits[f"{kind}: {'not on chain' if m is None else m.status.name.lower()}"] += 1
                 continue
             out.append((key, m.slot))
         return out
 
+    def creditable(m) -> bool:
+        return m.status == MemberStatus.ACTIVE and m.stake >= required_stake
+
     contributed = {
         slot: min(record.batches[key], MAX_BATCH_COUNT)
-        for key, slot in creditable(record.contributed, "contributed")
+        for key, slot in allowed(record.contributed, "contributed", creditable)
     }
-    validated = [slot for _, slot in creditable(record.validated, "validated")]
-    return contributed, validated, [slot for _, slot in creditable(record.penalized, "penalized")]
+    validated = [slot for _, slot in allowed(record.validated, "validated", creditable)]
+    penalized = allowed(record.penalized, "penalized", lambda m: m.status in PENALIZABLE)
+    return contributed, validated, [slot for _, slot in penalized]
 
 
 class ChainSubmitter:
@@ -124,7 +130,8 @@ class ChainSubmitter:
             self.status.skipped.append(record.round)
             return
         members = self.client.members(self.run_id)
-        contributed, validated, penalized = slots_for(record, members, self.status)
+        required = run.params.required_stake if run.mode == Mode.PERMISSIONLESS else 0
+        contributed, validated, penalized = slots_for(record, members, self.status, required)
         try:
             self.client.record_round(
                 self.run_id, record.round, record.root, contributed, validated, penalized

@@ -86,3 +86,22 @@ def test_a_round_the_program_refuses_is_given_up_reported_and_later_rounds_still
     sub.close(drain_timeout=30)
     assert "RunPaused" in sub.status.failed[0] and sub.status.recorded == [1]
     assert sub.status.last_error == "" and sub.status.retries == 0
+
+
+def test_a_member_that_left_since_the_round_loses_its_credit_not_everyones():
+    w = World()
+    a, b = w.permissionless(2, unbonding=60)
+    b.leave(RUN_ID)  # between the round's end and its record
+    sub = ChainSubmitter(w.authority, RUN_ID)
+    sub.record(record(0, contributed=[bytes(a.key), bytes(b.key)], penalized=[]))
+    assert [m.points_earned for m in w.authority.members(RUN_ID)] == [10, 0]
+    assert sub.status.recorded == [0] and sub.status.dropped_bits == {"contributed: left": 1}
+
+
+def test_a_member_still_unbonding_can_be_penalized():
+    w = World()
+    a, b = w.permissionless(2, unbonding=60)
+    b.leave(RUN_ID)
+    sub = ChainSubmitter(w.authority, RUN_ID)
+    sub.record(record(0, contributed=[bytes(a.key)], penalized=[bytes(b.key)]))
+    assert w.authority.member(RUN_ID, b.key).stake == 0 and sub.status.dropped_bits == {}
