@@ -93,6 +93,13 @@ def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Nam
     )
     p.add_argument("--join", action="append", default=[], metavar="NODE@ROUND", help="start a node late")
     p.add_argument(
+        "--leave",
+        action="append",
+        default=[],
+        metavar="NODE@ROUND",
+        help="the node leaves the run on chain after this many rounds and withdraws once unbonded",
+    )
+    p.add_argument(
         "--adversary",
         action="append",
         default=[],
@@ -126,8 +133,9 @@ def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Nam
         p.error("--rounds must be positive")
     args.kills = {n: r for n, r in ((int(a), b) for a, b in at_pairs(args.kill, "--kill"))}
     args.joins = {n: r for n, r in ((int(a), b) for a, b in at_pairs(args.join, "--join"))}
+    args.leaves = {n: r for n, r in ((int(a), b) for a, b in at_pairs(args.leave, "--leave"))}
     args.adv = {n: k for k, n in at_pairs(args.adversary, "--adversary", tuple(KINDS))}
-    for n in [*args.kills, *args.joins, *args.adv]:
+    for n in [*args.kills, *args.joins, *args.leaves, *args.adv]:
         if not 0 <= n < args.nodes:
             p.error(f"node {n} does not exist (nodes are 0..{args.nodes - 1})")
     return args
@@ -140,6 +148,10 @@ class Sim:
         (self.out / "journal.jsonl").unlink(missing_ok=True)  # a new run, not a restart
         self.procs: dict[str, subprocess.Popen] = {}
         self.killed: set[str] = set()  # processes the simulator killed on purpose
+        self.left: dict[int, dict] = {}  # node -> when it left on chain and what it held then
+        self.chain: EranosClient | None = None
+        self.nodes: list[Keypair] = []
+        self.run_id = 0
         self.server = None
         self.coordinator_cmd: list[str] = []
         self.node_cmd: Callable[[int], list[str]] = lambda i: []
@@ -166,6 +178,30 @@ class Sim:
         for kp in nodes:
             client.airdrop(SOL, kp.pubkey())
         return client
+
+    def member_client(self, node: int) -> EranosClient:
+        return EranosClient(self.chain.transport, self.nodes[node], authority=self.chain.key)
+
+    def leave(self, node: int, finalized: int) -> None:
+        """The node leaves the run on chain (its process keeps running, as a careless operator's)."""
+        client = self.member_client(node)
+        client.leave(self.run_id)
+        m = client.member(self.run_id, client.key)
+        self.left[node] = {
+            "after_round": finalized,
+            "points_at_leave": m.points_earned,
+            "unbond_at": m.unbond_at,
+        }
+
+    def withdraw_left(self) -> None:
+        """Withdraw what each node that left still has staked, once its unbonding ended."""
+        for node, info in self.left.items():
+            time.sleep(max(0.0, info["unbond_at"] - time.time() + 1))
+            client = self.member_client(node)
+            m = client.member(self.run_id, client.key)
+            info["withdrawn"] = m.stake
+            if m.stake:
+                client.withdraw_stake(self.run_id)
 
     def spawn(self, name: str, cmd: list[str]) -> None:
         log = open(self.out / f"{name}.log", "w")
@@ -217,6 +253,7 @@ def run_sim(args: argparse.Namespace) -> dict:
         authority, nodes = sim.keys()
         run_id = base.run.chain_run_id
         chain = sim.create_run(rpc, authority, nodes, run_id)
+        sim.chain, sim.nodes, sim.run_id = chain, nodes, run_id
         config = replace(
             base,
             run=replace(base.run, rpc=rpc),
@@ -251,7 +288,13 @@ def run_sim(args: argparse.Namespace) -> dict:
         status = watch(sim, f"http://127.0.0.1:{http_port}/status.json")
         exited = sorted(n for n, p in sim.procs.items() if p.poll() is not None and n not in sim.killed)
         sim.stop_processes()
-        return summarize(args, config, chain, nodes, status, run_id, exited)
+        sim.withdraw_left()
+        summary = summarize(args, config, chain, nodes, status, run_id, exited)
+        summary["left"] = {
+            str(n): {**info, "points_at_end": summary["members"][n]["points"]} for n, info in sim.left.items()
+        }
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
     finally:
         sim.close()
 
@@ -293,6 +336,9 @@ def watch(sim: Sim, status_url: str) -> dict:
                 if name not in sim.killed and status["round"] >= at and status["phase"] == "training":
                     sim.procs[name].kill()
                     sim.killed.add(name)
+            for node, at in args.leaves.items():
+                if node not in sim.left and status["finalized_rounds"] >= at:
+                    sim.leave(node, status["finalized_rounds"])
             for node, at in args.joins.items():
                 if node not in joined and status["finalized_rounds"] >= at:
                     sim.spawn(f"node-{node}", sim.node_cmd(node))
@@ -393,7 +439,10 @@ def summarize(
         "batches_carried_over_at_end": len(state.carry_over),
         "penalized_rounds": {k: v for k, v in penalized.items() if v},
         "validation_checks": status.get("checks", {}),  # the coordinator's count, by result
-        "chain_points_match_coordinator": all(m["points"] == m["expected_points"] for m in members),
+        # a node that left is credited on chain only for rounds recorded before it left
+        "chain_points_match_coordinator": all(
+            m["points"] == m["expected_points"] for i, m in enumerate(members) if i not in args.leaves
+        ),
         "processes_exited_early": exited,  # crashed: none expected
         "members": members,
     }

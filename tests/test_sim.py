@@ -81,6 +81,14 @@ def test_a_restarted_coordinator_records_no_round_twice(tmp_path):
     assert s["chain_points_match_coordinator"]
 
 
+def test_a_node_that_leaves_earns_nothing_more_and_withdraws_its_stake_after_unbonding(tmp_path):
+    s = sim(tmp_path, "--nodes", "4", "--rounds", "8", "--leave", "2@3")
+    left = s["left"]["2"]
+    assert left["points_at_end"] == left["points_at_leave"] and left["withdrawn"] == 10**8
+    assert s["members"][2]["stake"] == 0 and s["members"][2]["status"] == "left"
+    assert s["chain_points_match_coordinator"] and s["lost_batches"] == 0 and s["penalized_rounds"] == {}
+
+
 def test_make_sim_is_the_readme_command():
     assert shutil.which("make") and "$(VENV)/bin/eranos sim" in (ROOT / "Makefile").read_text()
     out = subprocess.run(
