@@ -29,7 +29,7 @@ from coordinator.persist import PersistError, decode, encode
 from coordinator.state import Effect, Event, HeartbeatSeen, RecordRound, State
 
 EVENT_TYPES = {cls.__name__: cls for cls in typing.get_args(Event)}
-KEEP_RECORDS = 256  # rounds whose records a restart can still re-submit (a longer chain outage loses them)
+KEEP_RECORDS = 64  # rounds whose records a restart can still re-submit (a longer chain outage loses them)
 
 
 class JournalError(Exception):

@@ -3,7 +3,8 @@
 Drives the real round machine through its journal for N rounds (two members, every round
 committed, checked and reported), closes it, and times `Journal.open`: with snapshots every
 `--snapshot-every` rounds the restart replays one snapshot and the lines after it, so its time
-should not grow with N. Runs in a temporary directory (tmpfs when /dev/shm exists).
+should not grow with N. Each restart is timed 7 times (median). Runs in a temporary directory
+(tmpfs when /dev/shm exists).
 
     python scripts/bench_journal.py --rounds 10 10000 --json
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -25,6 +27,7 @@ from coordinator.state import CommitSeen, HeartbeatSeen, JoinRequest, PayloadChe
 from protocol.run_config import RoundsSection  # noqa: E402
 
 A, B, H = bytes([1]) * 32, bytes([2]) * 32, bytes([16]) * 32
+REPEATS = 7  # restarts timed per run length; the median is reported
 CONFIG = RoundsSection(min_nodes=2, global_batch=4, validation_rate=0.0, heartbeat_timeout_s=1e9)
 
 
@@ -50,11 +53,16 @@ def measure(rounds: int, snapshot_every: int, root: Path) -> dict:
     started = time.perf_counter()
     write_run(path, rounds, snapshot_every)
     written = time.perf_counter() - started
-    started = time.perf_counter()
-    journal, _ = Journal.open(path, State(replace(CONFIG, rounds=rounds + 1), model_hash=H), snapshot_every)
-    restart = time.perf_counter() - started
-    assert journal.state.finalized_rounds == rounds, journal.state.finalized_rounds
-    journal.close()
+    times = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        journal, _ = Journal.open(
+            path, State(replace(CONFIG, rounds=rounds + 1), model_hash=H), snapshot_every
+        )
+        times.append(time.perf_counter() - started)
+        assert journal.state.finalized_rounds == rounds, journal.state.finalized_rounds
+        journal.close()
+    restart = statistics.median(times)
     return {
         "rounds": rounds,
         "restart_s": restart,
