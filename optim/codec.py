@@ -243,7 +243,8 @@ def _decode_values(mode: ValueMode, reader: _Reader, chunk_ids: list, ks: list[i
     if mode == ValueMode.SIGN:
         flat = reader.take_bits(total, "sign bits").astype(np.float64) * 2 - 1
     elif mode == ValueMode.INT8:
-        scales = np.frombuffer(reader.take(4 * sum(rows), "int8 scales"), dtype="<f4").astype(np.float64)
+        with np.errstate(invalid="ignore"):  # a NaN scale is refused just below
+            scales = np.frombuffer(reader.take(4 * sum(rows), "int8 scales"), dtype="<f4").astype(np.float64)
         if not (np.isfinite(scales) & (scales > 0)).all():
             raise ValueRangeError("int8 scales must be finite and positive")
         q = np.frombuffer(reader.take(total, "int8 values"), dtype=np.int8)
