@@ -12,6 +12,7 @@ import argparse
 import json
 import random
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,6 +28,12 @@ from coordinator.journal import decode_entry as decode_journal_entry  # noqa: E4
 from coordinator.journal import encode_entry  # noqa: E402
 from coordinator.persist import PersistError  # noqa: E402
 from coordinator.state import CommitSeen  # noqa: E402
+from node.checkpoint import (  # noqa: E402
+    CheckpointError,
+    read_weights,
+    write_weights,  # noqa: E402
+)
+from node.model import Llama, preset  # noqa: E402
 from optim import DemoConfig, DemoOptimizer  # noqa: E402
 from optim.codec import TensorPayload, decode, encode  # noqa: E402
 from optim.config import ValueMode  # noqa: E402
@@ -83,6 +90,10 @@ def targets() -> dict[str, tuple[bytes, Callable[[bytes], object], tuple[type, .
         {"jsonrpc": "2.0", "id": 1, "method": "getBalance", "params": ["11111111111111111111111111111111"]}
     )
     config = Path(__file__).resolve().parent.parent.joinpath("configs", "sim.toml").read_bytes()
+    model = Llama(preset("tiny", n_layers=1, dim=32, n_heads=2, n_kv_heads=1, ffn_dim=64), seed=0)
+    scratch = Path(tempfile.mkdtemp()) / "weights.bin"
+    write_weights(model, scratch)
+    weights = scratch.read_bytes()
     return {
         "payload codec (optim/codec.py)": (payload, lambda b: decode(spec, b), (PayloadError,)),
         "optimizer state (optim/state.py)": (state, lambda b: load_state(opt, b), (StateError,)),
@@ -98,7 +109,20 @@ def targets() -> dict[str, tuple[bytes, Callable[[bytes], object], tuple[type, .
             lambda b: loads(b.decode("utf-8", "replace")),
             (ConfigError,),
         ),
+        "model weights from a peer (node/checkpoint.py)": (
+            weights,
+            _weights(model, scratch),
+            (CheckpointError,),
+        ),
     }
+
+
+def _weights(model: torch.nn.Module, path: Path) -> Callable[[bytes], object]:
+    def load(data: bytes) -> object:
+        path.write_bytes(data)
+        return read_weights(model, path)
+
+    return load
 
 
 class Refused(Exception):
