@@ -313,7 +313,10 @@ class EranosClient:
         return ixs.decode_run(address, data, self.program_id)
 
     def members(self, run_id: int) -> list[Member]:
-        run = self.run(run_id)
+        return self.members_of(self.run(run_id))
+
+    def members_of(self, run: RunState) -> list[Member]:
+        """The member table of a run already read (one account read, not two)."""
         data = self.transport.account_data(run.members)
         return ixs.decode_members(data, run.member_count, self.program_id) if data else []
 

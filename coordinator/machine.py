@@ -327,8 +327,8 @@ def _settlements(s: State, now: float) -> dict[bytes, Settlement | Ask | None]:
     # a dispute needs a strict majority of every member of the run but the target, not only of
     # the round's: members that joined after the round began cannot vote, but a coalition that
     # happens to fill a round must not decide it
-    voters = {t: frozenset(k for k in s.members if k != t) for t in r.commits}
-    return {t: verdicts.settle(r, t, now, s.config, s.exact, voters[t]) for t in sorted(r.commits)}
+    members = frozenset(s.members)
+    return {t: verdicts.settle(r, t, now, s.config, s.exact, members) for t in sorted(r.commits)}
 
 
 def _escalate(s: State, asks: dict[bytes, Ask], now: float, effects: list[Effect]) -> State:
@@ -342,8 +342,7 @@ def _escalate(s: State, asks: dict[bytes, Ask], now: float, effects: list[Effect
             disputes[target] = now
             assignments[target] = [k for k in pool if k != target and k not in voted]
         else:
-            first = next((v for v, t in r.validators.items() if t == target), None)
-            w = choose_second(r.audit_secret, pool, target, voted | {first})
+            w = choose_second(r.audit_secret, pool, target, voted | {r.validator_of(target)})
             seconds[target] = (w, now)
             if w is not None:
                 assignments[target] = [w]

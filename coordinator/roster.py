@@ -72,7 +72,7 @@ class Roster:
     def _read(self) -> None:
         try:
             run = self.client.run(self.run_id)
-            table = self.client.members(self.run_id)
+            table = self.client.members_of(run)
         except (ChainError, LookupError) as exc:
             log.warning("cannot read the member table: %s", exc)
             with self._lock:

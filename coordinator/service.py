@@ -206,11 +206,14 @@ class CoordinatorService:
     def _check_payload(self, commit: CommitSeen, step: int, origin: str) -> None:
         """Fetch the committed payload, decode it strictly and check its stamp names the
         committer, the round and its step; a blob nobody serves is not the committer's provable
-        fault, so it gets no event (the round leaves it out at the timeout)."""
+        fault alone, so it is reported as unavailable (ok None) and the round settles it. What
+        was fetched stays served to validators and members until a round after its end."""
         ok = True
         try:
             limit = min(commit.size, self.max_payload)
-            data = self.host.fetch(commit.payload_hash, size_limit=limit, peers=[origin, *self.host.peers()])
+            peers = [origin, *self.host.peers()]
+            data = self.host.fetch(commit.payload_hash, size_limit=limit, peers=peers, keep=True)
+            self._served.setdefault(commit.round, []).append(commit.payload_hash)
             if commit.size > self.max_payload or len(data) != commit.size:
                 ok = False
             else:
@@ -219,7 +222,6 @@ class CoordinatorService:
                     log.info("payload of %s refused: %s", commit.key.hex()[:8], why)
                 ok = why is None
                 self.metrics.payload_bytes.append(len(data))
-                self._served.setdefault(commit.round, []).append(self.host.provide(data))
         except PayloadError:
             ok = False
         except (BlobError, LocalError) as exc:
@@ -265,7 +267,7 @@ class CoordinatorService:
         if self.roster is not None:
             self.roster.refresh()  # members that left on chain leave the run before the next round
         # kept one round past its end, for members still fetching what they apply
-        for old in [r for r in self._served if r < record.round]:
+        for old in [r for r in list(self._served) if r < record.round]:  # the check threads add to it
             for digest in self._served.pop(old):
                 self.host.blobs.forget(digest)
         if self.submitter is not None:

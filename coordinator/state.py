@@ -84,6 +84,10 @@ class Round:
     def members(self) -> tuple[bytes, ...]:
         return tuple(sorted(self.batches))
 
+    def validator_of(self, target: bytes) -> bytes | None:
+        """The first validator drawn for `target`, once revealed (None: it is not checked)."""
+        return next((v for v, t in self.validators.items() if t == target), None)
+
     @property
     def workers(self) -> tuple[bytes, ...]:
         """Members given at least one batch: only they commit, and only they hold a round open."""

@@ -129,7 +129,7 @@ class ChainSubmitter:
         if run.last_recorded_round is not None and record.round <= run.last_recorded_round:
             self.status.skipped.append(record.round)
             return
-        members = self.client.members(self.run_id)
+        members = self.client.members_of(run)
         required = run.params.required_stake if run.mode == Mode.PERMISSIONLESS else 0
         contributed, validated, penalized = slots_for(record, members, self.status, required)
         try:

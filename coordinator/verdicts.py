@@ -62,10 +62,10 @@ WAIT = None  # the verdicts this stage needs are still due
 
 
 def settle(
-    r: Round, target: bytes, now: float, cfg: RoundsSection, exact: bool, voters: frozenset[bytes]
+    r: Round, target: bytes, now: float, cfg: RoundsSection, exact: bool, members: frozenset[bytes]
 ) -> Settlement | Ask | None:
-    """Settle `target`, or say what must happen first (None: wait). `voters`: the run's members
-    other than the target, whose count a dispute's majority is measured against. `exact`: honest
+    """Settle `target`, or say what must happen first (None: wait). `members`: the run's members;
+    those other than the target are the voters a dispute's majority is measured against. `exact`: honest
     replays agree to the bit, so accepts must carry equal evidence."""
     timeout = cfg.verdict_timeout_s
     if r.checks.get(target) is False or not r.commits[target].chained:
@@ -75,8 +75,8 @@ def settle(
     if r.checks[target] is None:
         return Settlement(Settled.REJECTED, strike=True)
     if target in r.disputes:
-        return _dispute(r, target, now, timeout, exact, voters)
-    v = next((k for k, t in r.validators.items() if t == target), None)
+        return _dispute(r, target, now, timeout, exact, members - {target})
+    v = r.validator_of(target)
     if v is None:
         return Settlement(Settled.ACCEPTED)
     first = r.verdicts.get((v, target))

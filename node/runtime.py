@@ -212,6 +212,8 @@ class NodeRuntime:
             except (BlobError, LocalError, ValueError) as exc:
                 log.warning("cannot fetch model %s yet: %s", job.model_hash.hex()[:8], exc)
                 return machine.Synced(None, job.round)
+            finally:
+                path.unlink(missing_ok=True)  # loaded; the model is served from weights.bin below
             self.hash, self.optimizer.step = job.model_hash, job.step
             self.progress.synced += 1
             self._serve_weights()

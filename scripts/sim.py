@@ -385,11 +385,10 @@ def summarize(
         elif isinstance(event, VerdictSeen):
             verdicts.append(event)
     work = work_batches(records, effects, verdicts)
-    members = []
+    members, roots = [], {r.round: r.root for r in chain.run(run_id).recent}
     for i, kp in enumerate(nodes):
         client = EranosClient(chain.transport, kp, authority=chain.key)
         m = client.member(run_id, kp.pubkey())
-        roots = {r.round: r.root for r in chain.run(run_id).recent}
         findings = (
             audit(bytes(kp.pubkey()), read_log(args.out / f"node-{i}"), roots, m.contributions) if m else []
         )

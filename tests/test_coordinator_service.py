@@ -207,8 +207,8 @@ def test_a_flood_of_joins_from_unknown_keys_costs_one_table_read_and_rounds_keep
     join(service, nodes)
     start = wait_for(nodes[0], RoundStart)
     reads = Counter()
-    real_members = service.roster.client.members
-    service.roster.client.members = lambda run_id: reads.update(["read"]) or real_members(run_id)
+    real_members = service.roster.client.members_of
+    service.roster.client.members_of = lambda run: reads.update(["read"]) or real_members(run)
     for _ in range(10_000):  # verified, signed Joins from fresh keys: what an attacker can make freely
         key = Identity.generate().public_key
         service.host.received.put(Envelope(CONFIG.run.name, key, 0, Join(addrs=["/ip4/127.0.0.1/tcp/1"])))
