@@ -172,6 +172,10 @@ def _rpc_failure(method: str, exc: RPCException) -> Exception:
     return RpcError(method, code, message)
 
 
+FEE_MARGIN_LAMPORTS = 10_000_000  # 0.01 SOL: a transaction's fees with room to spare
+MINT_DECIMALS_OFFSET = 44  # in an SPL Mint account: after the authority option (36) and supply (8)
+
+
 class EranosClient:
     """One participant's view of the program: `keypair` signs and pays for what it sends; the
     runs it addresses are `authority`'s (a run id is per authority: the coordinator's key for a
@@ -227,6 +231,12 @@ class EranosClient:
             [table, mint],
         )
         return self.run(run_id)
+
+    def creation_cost(self) -> int:
+        """Lamports create_run takes from the authority: rent for the member table, the mint and
+        the Run account, plus a margin for fees."""
+        sizes = (ixs.MEMBER_TABLE_SIZE, ixs.spec.MINT_SIZE, ixs.RUN_SIZE)
+        return sum(self.transport.rent_exempt_minimum(size) for size in sizes) + FEE_MARGIN_LAMPORTS
 
     def update_run(
         self, run_id: int, params: RunParams | None = None, paused: bool | None = None
@@ -332,6 +342,10 @@ class EranosClient:
     def token_balance(self, run_id: int, owner: Pubkey | None = None) -> int:
         run = self.run(run_id)
         return self.transport.token_balance(ixs.token_account(owner or self.key, run.mint))
+
+    def token_decimals(self, run: RunState) -> int:
+        data = self.transport.account_data(run.mint)
+        return data[MINT_DECIMALS_OFFSET] if data and len(data) > MINT_DECIMALS_OFFSET else 0
 
     def balance(self, key: Pubkey | None = None) -> int:
         return self.transport.balance(key or self.key)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from solders.keypair import Keypair
+from solders.pubkey import Pubkey
 
 
 def load_keypair(path: str | Path) -> Keypair:
@@ -31,3 +32,10 @@ def save_keypair(keypair: Keypair, path: str | Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(list(bytes(keypair)), f)
+
+
+def parse_pubkey(text: str) -> Pubkey:
+    try:
+        return Pubkey.from_string(text)
+    except ValueError:
+        raise ValueError(f"not a base58 public key: {text!r}") from None

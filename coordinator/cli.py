@@ -25,33 +25,41 @@ from rich.table import Table
 from chain.client import EranosClient
 from chain.errors import ChainError, RpcUnavailable
 from chain.keys import load_keypair
+from coordinator import membership
 from coordinator.service import CoordinatorService, snapshot
 from coordinator.status import StatusServer
+from p2p.addresses import parse_announce, parse_listen
 from p2p.errors import LocalError
 from p2p.host import Host
 from p2p.identity import Identity
-from protocol.console import HelpFormatter, setup_logging
+from protocol.console import HelpFormatter, Parser, arg_type, read_environment, setup_logging
 from protocol.run_config import ConfigError, load
 
+listen_addr, announce_addrs = arg_type(parse_listen), arg_type(parse_announce)
 log = logging.getLogger("eranos.coordinator")
 RPC_RETRY_S = 5.0
+DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
 
 
 def parse_args(argv: list[str] | None, prog: str = "eranos coordinator") -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
-    )
+    p = Parser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--config", required=True, type=Path, help="the run config (TOML)")
     p.add_argument(
         "--keypair", required=True, type=Path, help="solana-keygen JSON keypair: the run's authority"
     )
-    p.add_argument("--listen", default="/ip4/0.0.0.0/tcp/4001", help="p2p listen multiaddr")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, type=listen_addr, help="p2p listen multiaddr")
+    p.add_argument(
+        "--announce",
+        type=announce_addrs,
+        help="multiaddrs nodes dial, comma-separated (default: derived)",
+    )
     p.add_argument("--journal", type=Path, default=Path("eranos-journal.jsonl"), help="journal file")
     p.add_argument("--http", default="127.0.0.1:8080", help="status page HOST:PORT ('off' to disable)")
     p.add_argument("--rpc", help="Solana JSON-RPC URL (overrides the config's run.rpc)")
     p.add_argument("--no-chain", action="store_true", help="run without recording rounds on chain")
     p.add_argument("--no-live", action="store_true", help="no live status view (logs only)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+    read_environment(p)
     return p.parse_args(argv)
 
 
@@ -85,6 +93,7 @@ def status_table(snap: dict) -> Table:
     table = Table(title=f"eranos coordinator: {snap['run']}", show_header=False)
     for key in (
         "phase",
+        "why",
         "round",
         "finalized_rounds",
         "members",
@@ -126,12 +135,16 @@ def main(argv: list[str] | None = None, prog: str = "eranos coordinator") -> Non
         ) from None
     identity = Identity.from_seed(bytes(keypair)[:32])
     try:
-        host = Host(identity, config.run.name, listen=args.listen).start()
+        host = Host(identity, config.run.name, listen=args.listen, announce=args.announce or ()).start()
     except LocalError as exc:
-        raise SystemExit(f"eranos coordinator: {exc}") from None
+        raise SystemExit(
+            f"eranos coordinator: cannot listen on {args.listen}: {exc.__cause__ or exc}"
+        ) from None
     service = CoordinatorService(config, host, args.journal, client).start()
     server = StatusServer(lambda: snapshot(service), *http) if http else None
-    print(f"coordinator {identity.address} listening on {', '.join(host.addrs)}", flush=True)
+    print(f"coordinator {identity.address} of run {config.run.name!r}; nodes join with", flush=True)
+    for addr in host.addrs:
+        print(f"  --coordinator {addr}", flush=True)
     if server:
         print(f"status: {server.url}/status.json  metrics: {server.url}/metrics", flush=True)
 
@@ -148,14 +161,13 @@ def main(argv: list[str] | None = None, prog: str = "eranos coordinator") -> Non
     worker.start()
     try:
         if args.no_live or not sys.stdout.isatty():
-            announced = False
+            said = ""
             while not stop.wait(1.0):
-                if service.state.phase.value == "finished" and not announced:
-                    announced = True  # the status page stays up until the operator stops it
-                    print(
-                        f"run finished after {service.state.finalized_rounds} rounds; Ctrl-C to stop",
-                        flush=True,
-                    )
+                why = membership.why(service.state)
+                if why and why != said and not why.startswith("warming"):
+                    finished = service.state.phase.value == "finished"
+                    print(why + ("; Ctrl-C to stop" if finished else ""), flush=True)
+                said = why
         else:
             with Live(status_table(snapshot(service)), console=Console(), refresh_per_second=2) as live:
                 while not stop.wait(0.5):

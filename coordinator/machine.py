@@ -251,8 +251,8 @@ def tick(s: State, now: float) -> Result:
 
 
 def _tick_waiting(s: State, now: float, effects: list[Effect]) -> State:
-    needed = s.config.min_nodes if s.finalized_rounds else max(s.config.min_nodes, s.config.start_nodes)
-    return _change_phase(s, now, Phase.WARMUP) if s.secret and len(s.members) >= needed else s
+    ready = s.secret and len(s.members) >= membership.needed(s)
+    return _change_phase(s, now, Phase.WARMUP) if ready else s
 
 
 def _tick_warmup(s: State, now: float, effects: list[Effect]) -> State:

@@ -69,3 +69,21 @@ def tally(s: State, verified: set[bytes], penalized: set[bytes], effects: list[E
         if members.pop(k, None) is not None:
             effects.append(Removed(k, "penalized"))
     return replace(s, members=members, removals=removals, banned=s.banned | banned)
+
+
+def needed(s: State) -> int:
+    """Members the run waits for: `start_nodes` before its first round, `min_nodes` after."""
+    return s.config.min_nodes if s.finalized_rounds else max(s.config.min_nodes, s.config.start_nodes)
+
+
+def why(s: State) -> str:
+    """What the run is waiting for, in a line ('' while rounds run)."""
+    if s.phase == Phase.WAITING:
+        return f"waiting for {needed(s)} members, have {len(s.members)}"
+    if s.phase == Phase.WARMUP:
+        return f"warming up: {len(s.ready_members)} of {len(s.members)} members hold the model"
+    if s.phase == Phase.PAUSED:
+        return "paused by the run's authority"
+    if s.phase == Phase.FINISHED:
+        return f"finished after {s.finalized_rounds} rounds"
+    return ""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chain.client import EranosClient
+from coordinator import membership
 from coordinator.journal import Journal
 from coordinator.machine import Result
 from coordinator.roster import Roster
@@ -46,7 +47,8 @@ from optim.codec import decode, max_payload_bytes
 from optim.errors import PayloadError
 from optim.spec import ParamSpec
 from p2p.errors import BlobError, LocalError
-from p2p.host import Host, peer_id_of
+from p2p.host import Host
+from p2p.identity import peer_id_of
 from p2p.messages import (
     Commit,
     Envelope,
@@ -316,6 +318,8 @@ class CoordinatorService:
                 last_finalized=s.last_finalized,
                 model_hash=s.model_hash or bytes(32),
                 step=s.finalized_rounds,
+                members=len(s.members),
+                needed=membership.needed(s),
             )
         )
 
@@ -328,6 +332,7 @@ def snapshot(service: CoordinatorService) -> dict:
     return {
         "run": service.config.run.name,
         "phase": s.phase.value,
+        "why": membership.why(s),
         "round": s.round.number if s.round is not None else s.next_round,
         "finalized_rounds": s.finalized_rounds,
         "last_finalized": s.last_finalized,

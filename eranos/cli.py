@@ -1,6 +1,9 @@
 """`eranos`: one command, a subcommand per part, the way `solana` and `accelerate` work.
 
-    eranos node run|status|claim ...   a compute node, and its rewards on chain
+    eranos keygen -o id.json           a new keypair
+    eranos airdrop 10 --keypair id.json  SOL from a local chain's faucet
+    eranos run create|update|show ...  the run on chain, from its run config
+    eranos node run|status|claim|leave|withdraw ...  a compute node, and its membership on chain
     eranos coordinator ...             the rounds of one run
     eranos localnet ...                Solana JSON-RPC over an in-process LiteSVM with the program
     eranos sim ...                     a whole multi-node run on 127.0.0.1 with the embedded chain
@@ -17,17 +20,21 @@ import importlib
 import sys
 
 from eranos import __version__
+from protocol.console import Parser
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "node": ("node.cli", "run a compute node, or check and claim its rewards"),
+    "keygen": ("eranos.wallet:keygen", "write a new keypair (solana-keygen's JSON format)"),
+    "airdrop": ("eranos.wallet:airdrop", "request SOL from a local chain's faucet"),
+    "run": ("eranos.runs", "create, update or show a run on chain from its run config"),
     "coordinator": ("coordinator.cli", "run the rounds of one run and record them on chain"),
+    "node": ("node.cli", "run a compute node; its standing, rewards, leaving and stake on chain"),
     "localnet": ("chain.localnet", "serve Solana JSON-RPC on 127.0.0.1 with the eranos program"),
     "sim": ("scripts.sim", "a whole multi-node run on 127.0.0.1 with the embedded chain"),
 }
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="eranos",
         description="Train one model across independently owned GPU boxes.",
         epilog="'eranos COMMAND --help' lists a command's own options.",
@@ -51,8 +58,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(2)
         parser().parse_args(argv)
         return
-    module = importlib.import_module(COMMANDS[command][0])
-    module.main(rest, prog=f"eranos {command}")
+    module, _, function = COMMANDS[command][0].partition(":")
+    entry = getattr(importlib.import_module(module), function or "main")
+    entry(rest, prog=f"eranos {command}")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ class NodeState:
     applied_round: int = -1
     admitted: bool = False
     phase: str = "starting"  # the run's phase, as the coordinator last said
+    members: tuple[int, int] = (0, 0)  # (members, members needed), as the coordinator last said
     rounds: dict[int, RoundView] = field(default_factory=dict)
     early: dict[int, dict[bytes, Commit]] = field(default_factory=dict)
     dialled: frozenset[bytes] = frozenset()
@@ -195,7 +196,8 @@ def _received(s: NodeState, e: Received, effects: list[Effect]) -> NodeState:
 
 
 def _run_info(s: NodeState, info: RunInfo, sender: bytes, effects: list[Effect]) -> NodeState:
-    s = replace(s, phase=info.phase, admitted=s.admitted and info.phase != "waiting")
+    admitted = s.admitted and info.phase != "waiting"
+    s = replace(s, phase=info.phase, members=(info.members, info.needed), admitted=admitted)
     behind = info.model_hash != bytes(32) and info.model_hash != s.model_hash
     if behind and info.phase in ("warmup", "waiting") and not s.busy:
         effects.append(Sync(info.model_hash, info.last_finalized, info.step))

@@ -45,7 +45,8 @@ from optim.codec import decode, max_payload_bytes
 from optim.errors import PayloadError
 from optim.state import load_state, reset_state, state_bytes, state_drift, state_size
 from p2p.errors import BlobError, LocalError
-from p2p.host import Host, peer_id_of
+from p2p.host import Host
+from p2p.identity import peer_id_of
 from p2p.messages import FRESH_STATE, Commit, RoundEnd, RoundStart, Verdict
 from protocol.model_config import preset
 from protocol.run_config import RunConfig
@@ -60,6 +61,7 @@ class Progress:
 
     round: int = -1
     phase: str = "starting"
+    members: tuple[int, int] = (0, 0)  # the run's members and how many it needs, as the coordinator says
     loss: float | None = None
     payload_bytes: int = 0
     applied: int = -1
@@ -160,6 +162,7 @@ class NodeRuntime:
         result = machine.step(self.state, event, self.clock())
         self.state = result.state
         self.progress.phase, self.progress.round = self.state.phase, max(self.state.rounds, default=-1)
+        self.progress.members = self.state.members
         for effect in result.effects:
             self._do(effect)
 

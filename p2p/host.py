@@ -30,7 +30,6 @@ from typing import Any
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.crypto.ed25519 import Ed25519PublicKey
 from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
@@ -38,6 +37,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2p import workarounds
+from p2p.addresses import announced, local_ipv4s
 from p2p.blobs import CHUNK, BlobStore, FileSink, MemorySink
 from p2p.errors import (
     BlobError,
@@ -50,7 +50,7 @@ from p2p.errors import (
     PeerUnreachable,
     RemoteError,
 )
-from p2p.identity import Identity
+from p2p.identity import Identity, peer_id_of
 from p2p.messages import Envelope, Inbox, Message, seal
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,11 @@ MIN_BLOB_RATE = 256 * 1024  # bytes/s a transfer must average, beyond the first 
 _HAVE, _MISSING = 0, 1
 
 
-def peer_id_of(public_key: bytes) -> str:
-    """The libp2p peer id (12D3KooW...) of an ed25519 public key: no handshake needed."""
-    return ID.from_pubkey(Ed25519PublicKey.from_bytes(public_key)).to_string()
+TOPIC_PREFIX = "eranos/"
+
+
+def topic_of(run: str) -> str:
+    return TOPIC_PREFIX + run
 
 
 def redial_delay(failures: int) -> float:
@@ -91,15 +93,17 @@ class Host:
     def __init__(
         self,
         identity: Identity,
-        run: str,
+        run: str | None,
         listen: str = "/ip4/127.0.0.1/tcp/0",
         bootstrap: Sequence[str] = (),
         chunk_timeout: float = 10.0,
         pinned: Sequence[bytes] = (),
+        announce: Sequence[str] = (),
     ):
-        self.identity, self.run, self.topic = identity, run, f"eranos/{run}"
+        self.identity, self.run = identity, run  # run None: on no topic until join_run
         self.listen, self.chunk_timeout = multiaddr.Multiaddr(listen), chunk_timeout
-        self.inbox = Inbox(run, pinned=frozenset(pinned))
+        self.announce = list(announce)  # what peers are told to dial; empty: derived from `listen`
+        self.inbox = Inbox(run or "", pinned=frozenset(pinned))
         # verified messages for the owner's loop; bounded, so a flood costs drops (counted), not memory
         self.received: queue.Queue[Envelope] = queue.Queue(maxsize=MAX_RECEIVED)
         self.blobs = BlobStore()
@@ -156,15 +160,34 @@ class Host:
         gossipsub = workarounds.gossipsub()
         self._pubsub = workarounds.SafePubsub(self._host, gossipsub)
         async with self._host.run(listen_addrs=[self.listen]), trio.open_nursery() as nursery:
+            self._nursery = nursery
             self._host.set_stream_handler(BLOB_PROTOCOL, self._serve_blob)
             async with background_trio_service(self._pubsub), background_trio_service(gossipsub):
                 await self._pubsub.wait_until_ready()
-                subscription = await self._pubsub.subscribe(self.topic)
-                nursery.start_soon(self._drain, subscription)
+                if self.run is not None:
+                    await self._subscribe(self.run)
                 nursery.start_soon(self._redial_forever)
                 self._ready.set()
                 await self._stop.wait()
                 nursery.cancel_scope.cancel()
+
+    async def _subscribe(self, run: str) -> None:
+        self._nursery.start_soon(self._drain, await self._pubsub.subscribe(topic_of(run)))
+
+    def join_run(self, run: str) -> None:
+        """Take the run's topic, for a host started on none (`run=None`)."""
+        if self.run is not None:
+            raise LocalError(f"already on run {self.run!r}")
+        self.run, self.inbox = run, Inbox(run, pinned=frozenset(self.inbox.pinned))
+        self._call(self._subscribe, run)
+
+    def runs_of(self, peer: str) -> list[str]:
+        """The runs whose topics a connected peer subscribes to (from its gossip subscriptions)."""
+        return self._call(self._runs_of_async, peer)
+
+    async def _runs_of_async(self, peer: str) -> list[str]:
+        topics = [t for t, peers in self._pubsub.peer_topics.items() if any(str(p) == peer for p in peers)]
+        return sorted(t.removeprefix(TOPIC_PREFIX) for t in topics if t.startswith(TOPIC_PREFIX))
 
     async def _stop_async(self) -> None:
         self._stop.set()
@@ -179,9 +202,9 @@ class Host:
 
     @property
     def addrs(self) -> list[str]:
-        return [
-            f"{a}/p2p/{self.peer_id}" if "/p2p/" not in str(a) else str(a) for a in self._host.get_addrs()
-        ]
+        """The multiaddrs peers can dial this host at (never 0.0.0.0)."""
+        listening = [str(a) for a in self._host.get_addrs()]
+        return announced(listening, self.announce, local_ipv4s(), self.peer_id)
 
     def peers(self) -> list[str]:
         return self._call(self._peers_async)
@@ -263,6 +286,8 @@ class Host:
     # -- gossip ----------------------------------------------------------------------------
     def publish(self, message: Message) -> None:
         """Sign and publish on the run's topic; raises LocalError if libp2p refuses it."""
+        if self.run is None:
+            raise LocalError("not on any run's topic yet")
         self._call(self._publish_async, seal(self.identity, self.run, next(self._seq), message))
 
     def publish_raw(self, data: bytes) -> None:
@@ -276,7 +301,7 @@ class Host:
             await trio.sleep(wait)
         self._last_publish = trio.current_time()
         try:
-            await self._pubsub.publish(self.topic, data)
+            await self._pubsub.publish(topic_of(self.run), data)
         except Exception as err:
             raise LocalError(f"publish failed: {err}") from err
 

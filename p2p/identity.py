@@ -36,6 +36,10 @@ class Identity:
         return cls.from_seed(os.urandom(32))
 
     @property
+    def peer_id(self) -> str:
+        return peer_id_of(self.public_key)
+
+    @property
     def address(self) -> str:
         """The base58 Solana address."""
         return base58.b58encode(self.public_key).decode()
@@ -55,6 +59,11 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
 # A libp2p peer id of an ed25519 key is an identity multihash (0x00, length 36) of the key's
 # protobuf encoding (field 1 = Ed25519, field 2 = 32 key bytes): the key is readable from it.
 _ED25519_PEER_PREFIX = bytes.fromhex("002408011220")
+
+
+def peer_id_of(public_key: bytes) -> str:
+    """The libp2p peer id (12D3KooW...) of an ed25519 public key: its identity multihash."""
+    return base58.b58encode(_ED25519_PEER_PREFIX + public_key).decode()
 
 
 def key_of_peer_id(peer_id: str) -> bytes:

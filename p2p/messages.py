@@ -96,6 +96,8 @@ class RunInfo:
     last_finalized: int  # -1 before the first round ends
     model_hash: bytes  # the model every member holds after `last_finalized` (zeros: not agreed yet)
     step: int  # optimizer steps taken by the run so far
+    members: int = 0  # members the coordinator counts now
+    needed: int = 0  # members it waits for before the next round can start
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ the wrong type and out-of-range values, naming the offending `section.key`.
     [optim]      chunk = 64; topk = 4; beta = 0.99; lr = 1e-3; precondition = "adam"; ...
     [rounds]     min_nodes = 2; rounds = 20; global_batch = 8; round_timeout_s = 60.0; ...
     [validation] exact = true; min_match = 0.95; max_state_drift = 1e-3 (band mode only)
+    [chain]      mode = "permissionless"; stake_sol = 0.1; slash_sol = 0.1; points_per_batch = 5; ...
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from chain.spec import MIN_UNBONDING_SECONDS
 from optim.config import PRECONDITIONS, DemoConfig, ValueMode
 from optim.schedule import LrSchedule
 from protocol.model_config import PRESETS
@@ -162,6 +164,47 @@ class ValidationSection:
         _require(self.max_state_drift >= 0, "validation.max_state_drift", self.max_state_drift)
 
 
+LAMPORTS_PER_SOL = 10**9
+CHAIN_MODES = ("permissionless", "permissioned")
+
+
+@dataclass(frozen=True)
+class ChainSection:
+    """What `eranos run create` writes on chain: who may join, what they stake, what they earn."""
+
+    mode: str = "permissionless"  # anyone joins by staking; "permissioned": keys the authority authorizes
+    stake_sol: float = 0.0  # deposited by each member of a permissionless run when it joins
+    slash_sol: float = 0.0  # burned from a member's stake per penalty
+    points_per_batch: int = 10  # reward tokens per accepted batch
+    points_per_validation: int = 2  # per check nobody contradicted
+    unbonding_s: int = MIN_UNBONDING_SECONDS  # a member that leaves withdraws its stake this much later
+    token_decimals: int = 0  # of the run's reward token
+
+    @property
+    def stake_lamports(self) -> int:
+        return round(self.stake_sol * LAMPORTS_PER_SOL)
+
+    @property
+    def slash_lamports(self) -> int:
+        return round(self.slash_sol * LAMPORTS_PER_SOL)
+
+    def check(self) -> None:
+        _require(self.mode in CHAIN_MODES, "chain.mode", self.mode, f"one of {list(CHAIN_MODES)}")
+        _require(0 <= self.stake_sol < 1e9, "chain.stake_sol", self.stake_sol, "SOL, >= 0")
+        _require(
+            0 <= self.slash_sol <= self.stake_sol, "chain.slash_sol", self.slash_sol, "0 <= slash <= stake"
+        )
+        _require(self.points_per_batch >= 0, "chain.points_per_batch", self.points_per_batch)
+        _require(self.points_per_validation >= 0, "chain.points_per_validation", self.points_per_validation)
+        _require(
+            self.unbonding_s >= MIN_UNBONDING_SECONDS,
+            "chain.unbonding_s",
+            self.unbonding_s,
+            f">= {MIN_UNBONDING_SECONDS}",
+        )
+        _require(0 <= self.token_decimals <= 9, "chain.token_decimals", self.token_decimals, "0 to 9")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     run: RunSection = field(default_factory=RunSection)
@@ -170,6 +213,7 @@ class RunConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     rounds: RoundsSection = field(default_factory=RoundsSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
+    chain: ChainSection = field(default_factory=ChainSection)
 
     def check(self) -> None:
         for f in fields(self):

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from node.runtime import Behaviour, NodeRuntime
 from p2p.errors import BlobError, LocalError
-from p2p.host import peer_id_of
+from p2p.identity import peer_id_of
 from p2p.messages import RoundStart, Verdict
 from scripts import tampering
 

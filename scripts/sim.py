@@ -36,21 +36,22 @@ from solders.keypair import Keypair
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chain import spec  # noqa: E402
 from chain.client import EranosClient, RpcTransport  # noqa: E402
 from chain.keys import save_keypair  # noqa: E402
 from chain.localnet import Localnet  # noqa: E402
-from chain.state import Mode, RunParams  # noqa: E402
 from coordinator.journal import Journal, decode_entry  # noqa: E402
 from coordinator.service import initial_state  # noqa: E402
 from coordinator.state import HeartbeatSeen, Publish, RecordRound, VerdictSeen  # noqa: E402
+from eranos.runs import MODES, run_params  # noqa: E402
 from node.audit import audit, read_log  # noqa: E402
 from node.checkpoint import model_hash  # noqa: E402
 from node.model import Llama  # noqa: E402
-from p2p.host import peer_id_of  # noqa: E402
-from p2p.identity import Identity  # noqa: E402
+from p2p.identity import (
+    Identity,  # noqa: E402
+    peer_id_of,  # noqa: E402
+)
 from p2p.messages import RoundStart  # noqa: E402
-from protocol.console import HelpFormatter  # noqa: E402
+from protocol.console import HelpFormatter, Parser  # noqa: E402
 from protocol.model_config import parameter_shapes, preset  # noqa: E402
 from protocol.run_config import RunConfig, dumps, load  # noqa: E402
 from scripts.adversaries import KINDS, PARTNERED  # noqa: E402
@@ -58,8 +59,6 @@ from scripts.plotting import save_png, subplots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SOL = 10**9
-STAKE = SOL // 10
-POINTS_CONTRIBUTION, POINTS_VALIDATION = 5, 4  # per accepted batch; per uncontradicted check
 console = Console(stderr=True)
 
 
@@ -83,9 +82,7 @@ def at_pairs(values: list[str], flag: str, kinds: tuple[str, ...] | None = None)
 
 
 def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
-    )
+    p = Parser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--nodes", type=int, default=4, help="compute nodes to start")
     p.add_argument("--rounds", type=int, default=20, help="rounds to run")
     p.add_argument(
@@ -170,11 +167,14 @@ class Sim:
             save_keypair(kp, self.out / "keys" / f"node-{i}.json")
         return authority, nodes
 
-    def create_run(self, rpc: str, authority: Keypair, nodes: list[Keypair], run_id: int) -> EranosClient:
+    def create_run(
+        self, rpc: str, authority: Keypair, nodes: list[Keypair], config: RunConfig
+    ) -> EranosClient:
+        """What `eranos run create` does with the config's [chain] section, and funded node keys."""
         client = EranosClient(RpcTransport(rpc), authority)
         client.airdrop(100 * SOL)
-        params = RunParams(POINTS_CONTRIBUTION, POINTS_VALIDATION, STAKE, STAKE, spec.MIN_UNBONDING_SECONDS)
-        client.create_run(run_id, Mode.PERMISSIONLESS, params)
+        chain = config.chain
+        client.create_run(config.run.chain_run_id, MODES[chain.mode], run_params(chain), chain.token_decimals)
         for kp in nodes:
             client.airdrop(SOL, kp.pubkey())
         return client
@@ -252,7 +252,7 @@ def run_sim(args: argparse.Namespace) -> dict:
         rpc = sim.start_chain()
         authority, nodes = sim.keys()
         run_id = base.run.chain_run_id
-        chain = sim.create_run(rpc, authority, nodes, run_id)
+        chain = sim.create_run(rpc, authority, nodes, base)
         sim.chain, sim.nodes, sim.run_id = chain, nodes, run_id
         config = replace(
             base,
@@ -290,6 +290,7 @@ def run_sim(args: argparse.Namespace) -> dict:
         sim.stop_processes()
         sim.withdraw_left()
         summary = summarize(args, config, chain, nodes, status, run_id, exited)
+        summary["interrupted"] = status.get("interrupted", False)
         summary["left"] = {
             str(n): {**info, "points_at_end": summary["members"][n]["points"]} for n, info in sim.left.items()
         }
@@ -300,12 +301,22 @@ def run_sim(args: argparse.Namespace) -> dict:
 
 
 def watch(sim: Sim, status_url: str) -> dict:
-    """Poll the coordinator's status until the run finishes, killing and starting nodes on cue."""
-    args, status = sim.args, {}
+    """Poll the coordinator's status until the run finishes, killing and starting nodes on cue;
+    Ctrl-C ends it early with the last status, marked interrupted (the summary is still written)."""
+    status: dict = {}
+    try:
+        return poll(sim, status_url, status)
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping the run and writing the partial summary (Ctrl-C again aborts)")
+        return {**status, "interrupted": True}
+
+
+def poll(sim: Sim, status_url: str, status: dict) -> dict:
+    args = sim.args
     deadline = time.monotonic() + args.timeout
     joined, restarted = set(), False
     with Progress(console=console, transient=not console.is_terminal) as progress:
-        task = progress.add_task("rounds", total=args.rounds)
+        task = progress.add_task("starting the coordinator and nodes", total=args.rounds)
         while time.monotonic() < deadline:
             time.sleep(0.5)
             if (
@@ -318,18 +329,18 @@ def watch(sim: Sim, status_url: str) -> dict:
                 sim.procs["coordinator"].wait()
                 sim.spawn("coordinator-restarted", sim.coordinator_cmd)
                 sim.procs["coordinator"] = sim.procs.pop("coordinator-restarted")
-                status = {}
+                status.clear()
                 continue
             if sim.procs["coordinator"].poll() is not None:
                 raise SystemExit(f"eranos sim: the coordinator exited; see {args.out / 'coordinator.log'}")
             try:
-                status = httpx.get(status_url, timeout=2).json()
+                status.update(httpx.get(status_url, timeout=2).json())
             except (httpx.HTTPError, ValueError):
                 continue
             progress.update(
                 task,
                 completed=status["finalized_rounds"],
-                description=f"round {status['round']} [{status['phase']}] loss {status['loss']}",
+                description=progress_text(status),
             )
             for node, at in args.kills.items():
                 name = f"node-{node}"
@@ -347,6 +358,12 @@ def watch(sim: Sim, status_url: str) -> dict:
             if status["phase"] == "finished" and recorded:
                 return status
     raise SystemExit(f"eranos sim: the run did not finish within {args.timeout:.0f} s (last status {status})")
+
+
+def progress_text(status: dict) -> str:
+    loss = "-" if status.get("loss") is None else f"{status['loss']:.3f}"
+    why = f" {status['why']}" if status.get("why") else ""
+    return f"round {status['round']} [{status['phase']}{why}] loss {loss}"
 
 
 def work_batches(records: list[RecordRound], effects: list, verdicts: list[VerdictSeen]) -> Counter:
@@ -374,9 +391,9 @@ def summarize(
     expected = Counter()
     for r in records:
         for k in r.contributed:
-            expected[k] += POINTS_CONTRIBUTION * r.batches[k]
+            expected[k] += config.chain.points_per_batch * r.batches[k]
         for k in r.validated:
-            expected[k] += POINTS_VALIDATION
+            expected[k] += config.chain.points_per_validation
     hashes, verdicts = defaultdict(set), []
     for line in (args.out / "journal.jsonl").read_text().splitlines():
         _, event, _ = decode_entry(line)

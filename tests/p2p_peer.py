@@ -9,8 +9,8 @@ import sys
 import threading
 import time
 
-from p2p.host import Host, peer_id_of
-from p2p.identity import Identity
+from p2p.host import Host
+from p2p.identity import Identity, peer_id_of
 from p2p.messages import Commit
 
 

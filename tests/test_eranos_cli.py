@@ -56,7 +56,9 @@ def test_node_status_help_lists_only_its_own_options():
 def test_node_run_help_shows_defaults():
     out = eranos("node", "run", "--help")
     assert out.returncode == 0 and "--run-id" not in out.stdout
-    assert "(default: auto)" in out.stdout and "(default: eranos-node)" in out.stdout
+    text = " ".join(out.stdout.split())
+    assert "(default: auto)" in text and "(default: eranos-node-<key>)" in text
+    assert "[env ERANOS_DEVICE]" in text and "(default: /ip4/0.0.0.0/tcp/4002)" in text
 
 
 def test_coordinator_help_shows_its_journal_default():

@@ -15,7 +15,7 @@ from p2p.errors import (
     UnknownType,
     WrongRun,
 )
-from p2p.identity import Identity, key_of_peer_id, load_keypair, save_keypair, verify
+from p2p.identity import Identity, key_of_peer_id, load_keypair, peer_id_of, save_keypair, verify
 from p2p.messages import MAX_MESSAGE_BYTES, Commit, Heartbeat, Inbox, RoundEnd, RoundStart, open_message, seal
 
 ALICE = Identity.from_seed(bytes(range(32)))
@@ -209,9 +209,15 @@ def test_a_pinned_sender_is_never_evicted_so_its_messages_stay_unreplayable():
     assert inbox.receive(coordinator_message) is None and inbox.rejected["replayed"] == 1
 
 
-def test_a_peer_id_gives_back_its_ed25519_key():
-    from p2p.host import peer_id_of
+def test_a_peer_id_is_the_one_libp2p_derives_from_the_key():
+    from libp2p.crypto.ed25519 import Ed25519PublicKey
+    from libp2p.peer.id import ID
 
+    expected = ID.from_pubkey(Ed25519PublicKey.from_bytes(ALICE.public_key)).to_string()
+    assert peer_id_of(ALICE.public_key) == expected == ALICE.peer_id
+
+
+def test_a_peer_id_gives_back_its_ed25519_key():
     assert key_of_peer_id(peer_id_of(ALICE.public_key)) == ALICE.public_key
 
 

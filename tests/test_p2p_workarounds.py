@@ -17,8 +17,8 @@ from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTr
 
 from p2p import workarounds
 from p2p.errors import PeerUnreachable
-from p2p.host import Host, peer_id_of
-from p2p.identity import Identity
+from p2p.host import Host
+from p2p.identity import Identity, peer_id_of
 from p2p.messages import MAX_MESSAGE_BYTES
 
 

@@ -1,0 +1,224 @@
+"""One `eranos node run`: reach the coordinator, learn its run, check this machine can take
+part, register on chain, train, and stop when the run finishes.
+
+Everything a person can get wrong is caught before any stake is deposited and reported in one
+line: a coordinator serving another run than `--run`, a data file this machine lacks, a device it
+lacks. Waits say what they wait for, once, and again at most once a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import NoReturn
+
+import base58
+from rich.console import Console
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from chain.client import EranosClient
+from chain.errors import ProgramError, RpcUnavailable
+from chain.state import MemberStatus
+from node.runtime import Behaviour, NodeRuntime, Progress
+from node.train import pick_device, use_deterministic_kernels
+from p2p.errors import LocalError, PeerUnreachable
+from p2p.host import Host
+from p2p.identity import Identity, peer_id_of
+from p2p.messages import RunInfo
+from protocol.run_config import ConfigError, RunConfig, loads
+
+RETRY_S = 5.0
+REPEAT_S = 60.0  # a wait that goes on is reported again this often, not at every retry
+FIND_RUN_S = 15.0  # how long the coordinator's gossip subscriptions may take to arrive
+
+
+def say(message: str) -> None:
+    print(f"eranos node: {message}", file=sys.stderr, flush=True)
+
+
+def fail(message: str) -> NoReturn:
+    raise SystemExit(f"eranos node: {message}")
+
+
+class Reporter:
+    """A waiting line said once, then at most every REPEAT_S while the wait goes on."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock, self.last, self.count = clock, float("-inf"), 0
+
+    def __call__(self, message: str) -> None:
+        self.count += 1
+        if self.clock() - self.last >= REPEAT_S:
+            self.last = self.clock()
+            say(message if self.count == 1 else f"{message} ({self.count} attempts so far)")
+
+
+class Session:
+    def __init__(
+        self, args: argparse.Namespace, keypair: Keypair, workdir: Path, stop: threading.Event
+    ) -> None:
+        self.args, self.keypair, self.workdir, self.stop = args, keypair, workdir, stop
+        self.address, self.coordinator = args.coordinator
+        self.peer = peer_id_of(self.coordinator)
+
+    def run(self, behaviour: Behaviour | None = None) -> None:
+        try:
+            device = pick_device(self.args.device)
+        except ValueError as exc:
+            fail(str(exc))
+        identity = Identity.from_seed(bytes(self.keypair)[:32])
+        try:
+            host = Host(
+                identity, self.args.run, listen=self.args.listen, pinned=[self.coordinator],
+                announce=self.args.announce or (),
+            ).start()  # fmt: skip
+        except LocalError as exc:
+            fail(f"cannot listen on {self.args.listen}: {exc.__cause__ or exc}")
+        runtime = None
+        try:
+            say(f"{identity.address} reachable at {', '.join(host.addrs)}")
+            config = self.join_run(host)
+            if config is None:
+                return
+            use_deterministic_kernels()
+            runtime = NodeRuntime(config, host, self.coordinator, self.workdir, device, behaviour)
+            worker = threading.Thread(target=runtime.run, args=(self.stop,), name="node", daemon=True)
+            worker.start()
+            show_progress(runtime.progress, self.stop)
+            worker.join(10)
+        finally:
+            self.stop.set()
+            if runtime is not None:
+                runtime.close()
+            host.close()
+
+    def join_run(self, host: Host) -> RunConfig | None:
+        """Connect, take the coordinator's run, check its config here, register on chain."""
+        if not self.connect(host):
+            return None
+        self.find_run(host)
+        config = self.wait_for_config(host)
+        if config is None:
+            return None
+        check_data(config)
+        if not self.args.no_chain:
+            authority = Pubkey.from_bytes(self.coordinator)
+            client = EranosClient.connect(self.args.rpc or config.run.rpc, self.keypair, authority=authority)
+            register(client, config.run.chain_run_id, self.coordinator, self.stop)
+        return config
+
+    def connect(self, host: Host) -> bool:
+        report = Reporter()
+        while not self.stop.is_set():
+            try:
+                host.connect(self.address, timeout=10)
+                return True
+            except (PeerUnreachable, LocalError):
+                report(f"cannot reach the coordinator at {self.address}; retrying every {RETRY_S:.0f} s")
+                self.stop.wait(RETRY_S)
+        return False
+
+    def find_run(self, host: Host) -> None:
+        """The run the coordinator serves, from its gossip subscriptions: taken when --run is not
+        given, and refused in one line when --run names another."""
+        deadline = time.monotonic() + FIND_RUN_S
+        runs = []
+        while not runs and time.monotonic() < deadline and not self.stop.is_set():
+            runs = host.runs_of(self.peer)
+            self.stop.wait(0.2)
+        wanted = self.args.run
+        if wanted is not None and runs and wanted not in runs:
+            served = ", ".join(repr(r) for r in runs)
+            fail(f"the coordinator serves run {served}, not {wanted!r}: fix --run or leave it out")
+        if wanted is None:
+            if len(runs) != 1:
+                fail(f"cannot tell which run the coordinator serves ({runs}); pass --run NAME")
+            host.join_run(runs[0])
+
+    def wait_for_config(self, host: Host) -> RunConfig | None:
+        """The run config from the coordinator's RunInfo (other senders' are ignored)."""
+        report = Reporter()
+        started = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                envelope = host.received.get(timeout=1.0)
+            except queue.Empty:
+                if time.monotonic() - started > 10:
+                    report(f"waiting for run {host.run!r}'s config from the coordinator")
+                continue
+            if isinstance(envelope.body, RunInfo) and envelope.sender == self.coordinator:
+                try:
+                    return loads(envelope.body.config)
+                except ConfigError as exc:
+                    fail(f"the coordinator sent an invalid run config: {exc}")
+        return None
+
+
+def check_data(config: RunConfig) -> None:
+    corpus = config.data.corpus
+    if corpus != "stdlib" and not Path(corpus).exists():
+        fail(
+            f"run {config.run.name!r} trains on {corpus}, which is not on this machine: "
+            "put it at that path and start again"
+        )
+
+
+def register(client: EranosClient, run_id: int, coordinator: bytes, stop: threading.Event) -> None:
+    """Make sure this key is an active member of the run on chain, whose authority must be the
+    coordinator that sent the run config (before any stake is deposited)."""
+    report = Reporter()
+    while not stop.is_set():
+        try:
+            authority = bytes(client.run(run_id).authority)
+            if authority != coordinator:
+                theirs, ours = (base58.b58encode(k).decode() for k in (authority, coordinator))
+                fail(
+                    f"run {run_id}'s authority on chain is {theirs}, not the coordinator "
+                    f"{ours}: refusing to join"
+                )
+            member = client.member(run_id, client.key)
+            if member is None or member.status != MemberStatus.ACTIVE:
+                client.join(run_id)
+                say(f"joined run {run_id} on chain")
+            return
+        except RpcUnavailable as exc:
+            report(f"{exc}; retrying every {RETRY_S:.0f} s")
+            stop.wait(RETRY_S)
+        except (ProgramError, LookupError) as exc:
+            fail(f"cannot join run {run_id}: {exc}")
+
+
+def progress_line(p: Progress) -> str:
+    if p.phase == "waiting":
+        have, needed = p.members
+        return f"round {p.round} [waiting for {needed} members, have {have}]"
+    loss = "-" if p.loss is None else f"{p.loss:.3f}"
+    return (
+        f"round {p.round} [{p.phase}] loss {loss} payload {p.payload_bytes} B "
+        f"applied {p.applied} verdicts {p.verdicts} syncs {p.synced}"
+    )
+
+
+def show_progress(progress: Progress, stop: threading.Event) -> None:
+    """A live status line on a terminal, a line per change otherwise; returns when the run has
+    finished (saying so) or the node is stopped."""
+    console = Console(stderr=True)
+    last = None
+    with console.status("starting", spinner="dots") if console.is_terminal else nullcontext() as status:
+        while not stop.wait(0.5):
+            if progress.phase == "finished":
+                say(f"the run has finished (the last round this node applied: {progress.applied})")
+                return
+            line = progress_line(progress)
+            key = (progress.applied, progress.phase == "waiting" and progress.members)
+            if status is not None:
+                status.update(line)
+            elif key != last:
+                print(line, file=sys.stderr, flush=True)
+            last = key

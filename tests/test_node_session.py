@@ -1,0 +1,134 @@
+"""A node process against a real coordinator process (no chain): it takes the coordinator's run,
+refuses in one line what a person got wrong, says why it waits, and exits 0 when the run ends."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from solders.keypair import Keypair
+
+from chain.keys import save_keypair
+from node.cli import default_workdir
+from p2p.identity import Identity
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = """
+[run]
+name = "alpha"
+[model]
+preset = "tiny"
+[data]
+corpus = "{corpus}"
+seq_len = 32
+batch_size = 2
+[rounds]
+min_nodes = 1
+rounds = {rounds}
+global_batch = 2
+round_timeout_s = 30.0
+verdict_timeout_s = 5.0
+cooldown_s = 0.5
+warmup_timeout_s = 30.0
+validation_rate = 0.0
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def eranos(*args, cwd=ROOT) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "eranos", *map(str, args)]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
+
+
+@pytest.fixture
+def coordinator(tmp_path, request):
+    corpus, rounds = getattr(request, "param", ("stdlib", 1))
+    (tmp_path / "run.toml").write_text(RUN.format(corpus=corpus, rounds=rounds))
+    key = Keypair()
+    save_keypair(key, tmp_path / "coordinator.json")
+    port = free_port()
+    proc = eranos(
+        "coordinator", "--config", tmp_path / "run.toml", "--keypair", tmp_path / "coordinator.json",
+        "--listen", f"/ip4/127.0.0.1/tcp/{port}", "--journal", tmp_path / "journal.jsonl",
+        "--http", "off", "--no-chain", "--no-live",
+    )  # fmt: skip
+    peer = Identity.from_seed(bytes(key)[:32]).peer_id
+    yield f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer}", proc
+    proc.terminate()
+    proc.communicate(timeout=30)
+
+
+def node(tmp_path: Path, coordinator: str, *extra) -> subprocess.Popen:
+    save_keypair(Keypair(), tmp_path / "node.json")
+    return eranos(
+        "node", "run", "--keypair", tmp_path / "node.json", "--coordinator", coordinator,
+        "--listen", "/ip4/127.0.0.1/tcp/0", "--device", "cpu", "--no-chain", *extra, cwd=tmp_path,
+    )  # fmt: skip
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def test_a_node_takes_the_run_the_coordinator_serves_and_exits_0_when_it_finishes(tmp_path, coordinator):
+    addr, coord = coordinator
+    code, err = finish(node(tmp_path, addr), timeout=240)
+    assert code == 0, err
+    assert "the run has finished" in err and "Traceback" not in err
+    key = Keypair.from_json((tmp_path / "node.json").read_text())
+    assert (tmp_path / default_workdir(key.pubkey()) / "rounds.jsonl").exists()
+
+
+def test_a_run_name_the_coordinator_does_not_serve_is_one_line(tmp_path, coordinator):
+    addr, _ = coordinator
+    code, err = finish(node(tmp_path, addr, "--run", "beta"), timeout=60)
+    lines = [line for line in err.splitlines() if "reachable at" not in line]
+    assert code == 1 and len(lines) == 1
+    assert "the coordinator serves run 'alpha', not 'beta'" in lines[0]
+
+
+@pytest.mark.parametrize("coordinator", [("/data/not-here.bin", 1)], indirect=True)
+def test_a_data_file_missing_on_the_node_is_one_line_before_joining(tmp_path, coordinator):
+    addr, _ = coordinator
+    code, err = finish(node(tmp_path, addr), timeout=60)
+    lines = [line for line in err.splitlines() if "reachable at" not in line]
+    assert code == 1 and len(lines) == 1
+    assert "trains on /data/not-here.bin, which is not on this machine" in lines[0]
+
+
+def test_cuda_on_a_machine_without_it_is_one_line(tmp_path):
+    addr = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWEffxhcmT9QcHPF3bG9HsnUYML1fcmeSMGZDy38d8NBp1"
+    save_keypair(Keypair(), tmp_path / "node.json")
+    proc = eranos(
+        "node", "run", "--keypair", tmp_path / "node.json", "--coordinator", addr, "--device", "cuda"
+    )
+    code, err = finish(proc, timeout=60)
+    if "no CUDA device" not in err:
+        pytest.skip("this machine has CUDA")
+    assert code == 1 and len(err.splitlines()) == 1 and "use --device cpu" in err
+
+
+def test_an_unreachable_coordinator_is_said_once_not_per_dial(tmp_path):
+    addr = f"/ip4/127.0.0.1/tcp/{free_port()}/p2p/12D3KooWEffxhcmT9QcHPF3bG9HsnUYML1fcmeSMGZDy38d8NBp1"
+    proc = node(tmp_path, addr)
+    time.sleep(20)
+    proc.terminate()
+    _, err = finish(proc, timeout=30)
+    lines = [line for line in err.splitlines() if "reachable at" not in line]
+    assert lines == [f"eranos node: cannot reach the coordinator at {addr}; retrying every 5 s"]
+
+
+def test_two_nodes_in_one_directory_get_their_own_work_directories():
+    a, b = Keypair(), Keypair()
+    assert default_workdir(a.pubkey()) != default_workdir(b.pubkey())
+    assert default_workdir(a.pubkey()).name == f"eranos-node-{str(a.pubkey())[:8]}"
