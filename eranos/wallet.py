@@ -1,7 +1,9 @@
 """`eranos keygen` and `eranos airdrop`: a key to act with, and SOL to pay with on a local chain.
 
-eranos keygen -o id.json            # a new solana-keygen JSON keypair; refuses to overwrite
-eranos airdrop 10 --keypair id.json # 10 SOL from the chain's faucet (localnet, test validators)
+eranos keygen -o id.json             # a new solana-keygen JSON keypair; refuses to overwrite
+eranos keygen --pubkey id.json       # its public key (a coordinator's: the run's authority)
+eranos keygen --peer-id id.json      # its libp2p peer id (the /p2p/ part of its multiaddr)
+eranos airdrop 10 --keypair id.json  # 10 SOL from the chain's faucet (localnet, test validators)
 eranos airdrop 1 --to <pubkey>
 """
 
@@ -28,13 +30,23 @@ def keygen_parser(prog: str) -> argparse.ArgumentParser:
         description="Write a new keypair in solana-keygen's JSON format.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("-o", "--outfile", required=True, type=Path, help="where to write the keypair")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("-o", "--outfile", type=Path, help="where to write a new keypair")
+    what.add_argument("--pubkey", type=Path, metavar="FILE", help="print this keypair's public key")
+    what.add_argument("--peer-id", type=Path, metavar="FILE", help="print this keypair's libp2p peer id")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     return p
 
 
 def keygen(argv: list[str] | None = None, prog: str = "eranos keygen") -> None:
     args = keygen_parser(prog).parse_args(argv)
+    if args.outfile is None:
+        try:
+            keypair = load_keypair(args.pubkey or args.peer_id)
+        except ValueError as exc:
+            raise SystemExit(f"{prog}: {exc}") from None
+        print(keypair.pubkey() if args.pubkey else Identity.from_seed(bytes(keypair)[:32]).peer_id)
+        return
     if args.outfile.exists() and not args.force:
         raise SystemExit(f"{prog}: {args.outfile} exists; refusing to overwrite it (--force to replace it)")
     keypair = Keypair()
