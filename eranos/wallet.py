@@ -35,6 +35,7 @@ def keygen_parser(prog: str) -> argparse.ArgumentParser:
     what.add_argument("--pubkey", type=Path, metavar="FILE", help="print this keypair's public key")
     what.add_argument("--peer-id", type=Path, metavar="FILE", help="print this keypair's libp2p peer id")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    read_environment(p)
     return p
 
 

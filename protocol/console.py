@@ -88,12 +88,19 @@ def _converted(parser: argparse.ArgumentParser, action: argparse.Action, value: 
         if isinstance(value, bool) or text in TRUE + FALSE:
             return value if isinstance(value, bool) else text in TRUE
         parser.error(f"{source}: expected true or false, got {value!r}")
+    if isinstance(action, argparse._AppendAction):
+        items = value if isinstance(value, list) else str(value).split(",")
+        return [_converted(parser, _one(action), item, source) for item in items if str(item).strip()]
     if isinstance(value, list):
         value = ",".join(str(v) for v in value)
     try:
         return action.type(str(value)) if action.type else str(value)
     except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
         parser.error(f"{source}: {exc}")
+
+
+def _one(action: argparse.Action) -> argparse.Action:
+    return argparse.Action(action.option_strings, action.dest, type=action.type)
 
 
 def set_defaults(parser: argparse.ArgumentParser, values: Mapping[str, object], where: str) -> None:

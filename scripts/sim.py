@@ -51,7 +51,7 @@ from p2p.identity import (
     peer_id_of,  # noqa: E402
 )
 from p2p.messages import RoundStart  # noqa: E402
-from protocol.console import HelpFormatter, Parser  # noqa: E402
+from protocol.console import HelpFormatter, Parser, read_environment  # noqa: E402
 from protocol.model_config import parameter_shapes, preset  # noqa: E402
 from protocol.run_config import RunConfig, dumps, load  # noqa: E402
 from scripts.adversaries import KINDS, PARTNERED  # noqa: E402
@@ -123,6 +123,7 @@ def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Nam
     p.add_argument(
         "-v", "--verbose", action="store_true", help="detailed logs from every process (out/*.log)"
     )
+    read_environment(p)
     args = p.parse_args(argv)
     if not 1 <= args.nodes <= 64:
         p.error("--nodes must be between 1 and 64")

@@ -76,3 +76,10 @@ def test_a_plain_host_and_port_for_the_coordinator_says_the_form(capsys):
         parse_args(["run", "--keypair", "k.json", "--coordinator", "10.0.0.5:4001"])
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "'10.0.0.5:4001' is not a multiaddr" in err and "/p2p/" in err
+
+
+def test_a_repeatable_option_takes_a_comma_separated_list_from_the_environment(monkeypatch):
+    from scripts.sim import parse_args as sim_args
+
+    monkeypatch.setenv("ERANOS_KILL", "1@3,2@5")
+    assert sim_args([]).kills == {1: 3, 2: 5}

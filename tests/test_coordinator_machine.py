@@ -5,6 +5,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coordinator import membership
 from coordinator.machine import step
 from coordinator.state import (
     CommitSeen,
@@ -128,6 +129,19 @@ def test_waiting_for_members_until_min_nodes():
     d = Driver()
     d.send(JoinRequest(A, (), H0))
     assert d.state.phase == Phase.WAITING and d.published(RoundStart) == []
+
+
+def test_a_waiting_run_says_how_many_members_it_waits_for():
+    d = Driver(replace(CFG, start_nodes=3))
+    d.send(JoinRequest(A, (), H0))
+    assert membership.why(d.state) == "waiting for 3 members, have 1"
+
+
+def test_a_finished_run_says_after_how_many_rounds():
+    d = started()
+    for _ in range(3):
+        finish_round(d, [A, B], H1)
+    assert membership.why(d.state) == "finished after 3 rounds"
 
 
 def test_enough_members_holding_the_same_model_start_round_zero():

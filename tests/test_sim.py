@@ -98,3 +98,22 @@ def test_make_sim_is_the_readme_command():
         check=True,
     )
     assert "--adversary" in out.stdout and "--kill" in out.stdout
+
+
+def test_ctrl_c_on_the_simulator_writes_the_partial_summary(tmp_path):
+    import json
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "eranos", "sim", "--nodes", "2", "--rounds", "20", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (out / "journal.jsonl").exists():
+        time.sleep(1)
+    time.sleep(30)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    summary = json.loads((out / "summary.json").read_text())
+    assert proc.returncode == 0 and "writing the partial summary" in err
+    assert summary["interrupted"] is True and 0 < len(summary["loss_per_round"]) < 20
