@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None, prog: str = "eranos coordinator") -> Non
         host = Host(identity, config.run.name, listen=args.listen, announce=args.announce or ()).start()
     except LocalError as exc:
         raise SystemExit(
-            f"eranos coordinator: cannot listen on {args.listen}: {exc.__cause__ or exc}"
+            f"eranos coordinator: {exc}; pick another port with --listen /ip4/0.0.0.0/tcp/PORT"
         ) from None
     service = CoordinatorService(config, host, args.journal, client).start()
     server = StatusServer(lambda: snapshot(service), *http) if http else None

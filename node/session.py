@@ -79,7 +79,7 @@ class Session:
                 announce=self.args.announce or (),
             ).start()  # fmt: skip
         except LocalError as exc:
-            fail(f"cannot listen on {self.args.listen}: {exc.__cause__ or exc}")
+            fail(f"{exc}; pick another port with --listen /ip4/0.0.0.0/tcp/PORT")
         runtime = None
         try:
             say(f"{identity.address} reachable at {', '.join(host.addrs)}")

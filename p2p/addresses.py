@@ -60,6 +60,19 @@ def local_ipv4s() -> list[str]:
     return public or ["127.0.0.1"]
 
 
+def bind_error(listen: str) -> str:
+    """Why a TCP listen multiaddr cannot be bound here, as the OS says it ('' if it can)."""
+    addr = multiaddr.Multiaddr(listen)
+    host = addr.value_for_protocol("ip4") if "/ip4/" in listen else "0.0.0.0"
+    try:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, int(addr.value_for_protocol("tcp"))))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
+
+
 def parse_listen(text: str) -> str:
     """A listen multiaddr: /ip4/<address>/tcp/<port>."""
     try:

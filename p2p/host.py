@@ -37,7 +37,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2p import workarounds
-from p2p.addresses import announced, local_ipv4s
+from p2p.addresses import announced, bind_error, local_ipv4s
 from p2p.blobs import CHUNK, BlobStore, FileSink, MemorySink
 from p2p.errors import (
     BlobError,
@@ -131,6 +131,9 @@ class Host:
             raise LocalError("p2p host did not start in time")
         if self._failure is not None:
             raise LocalError(f"p2p host failed to start: {self._failure}") from self._failure
+        if not self._host.get_addrs():  # libp2p logs a failed bind and carries on deaf
+            self.close()
+            raise LocalError(f"cannot listen on {self.listen}: {bind_error(str(self.listen))}")
         for addr in self._bootstrap:
             try:
                 self.connect(addr)

@@ -132,3 +132,15 @@ def test_two_nodes_in_one_directory_get_their_own_work_directories():
     a, b = Keypair(), Keypair()
     assert default_workdir(a.pubkey()) != default_workdir(b.pubkey())
     assert default_workdir(a.pubkey()).name == f"eranos-node-{str(a.pubkey())[:8]}"
+
+
+def test_a_listen_port_in_use_is_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        addr = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWEffxhcmT9QcHPF3bG9HsnUYML1fcmeSMGZDy38d8NBp1"
+        proc = node(tmp_path, addr, "--listen", f"/ip4/127.0.0.1/tcp/{port}")
+        code, err = finish(proc, timeout=60)
+    assert code == 1 and len(err.splitlines()) == 1
+    assert f"cannot listen on /ip4/127.0.0.1/tcp/{port}: Address already in use" in err
