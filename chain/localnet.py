@@ -11,11 +11,9 @@ at start and saves them on exit, so a local run survives restarts.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import logging
-import signal
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -354,42 +352,3 @@ class Server:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-def main(argv: list[str] | None = None, prog: str = "eranos localnet") -> None:
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Solana JSON-RPC over an in-process LiteSVM with the eranos program"
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8899, help="listen port (default: %(default)s)")
-    parser.add_argument(
-        "--state", type=Path, help="restore accounts from this file at start, save them on exit"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every request and transaction")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
-    )
-    localnet = Localnet()
-    if args.state and args.state.exists():
-        try:
-            log.info("restored %d accounts from %s", localnet.restore(args.state), args.state)
-        except (OSError, ValueError, KeyError) as exc:
-            parser.exit(2, f"{prog}: --state {args.state}: {exc}\n")
-    try:
-        server = localnet.serve(args.host, args.port)
-    except OSError as exc:
-        parser.exit(2, f"{prog}: cannot listen on {args.host}:{args.port}: {exc}\n")
-    log.info("serving %s (program %s)", server.url, spec.PROGRAM_ID)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    server.close()
-    if args.state:
-        localnet.save(args.state)
-        log.info("saved state to %s", args.state)
-
-
-if __name__ == "__main__":
-    main()

@@ -26,13 +26,15 @@ from chain.client import EranosClient
 from chain.errors import ChainError, RpcUnavailable
 from chain.keys import load_keypair
 from coordinator import membership
-from coordinator.service import CoordinatorService, snapshot
+from coordinator.service import CoordinatorService
 from coordinator.status import StatusServer
+from coordinator.telemetry import snapshot
 from p2p.addresses import parse_announce, parse_listen
 from p2p.errors import LocalError
 from p2p.host import Host
 from p2p.identity import Identity
 from protocol.console import HelpFormatter, Parser, arg_type, read_environment, setup_logging
+from protocol.events import EventLog
 from protocol.run_config import ConfigError, load
 
 listen_addr, announce_addrs = arg_type(parse_listen), arg_type(parse_announce)
@@ -54,6 +56,9 @@ def parse_args(argv: list[str] | None, prog: str = "eranos coordinator") -> argp
         help="multiaddrs nodes dial, comma-separated (default: derived)",
     )
     p.add_argument("--journal", type=Path, default=Path("eranos-journal.jsonl"), help="journal file")
+    p.add_argument(
+        "--events", type=Path, default=Path("eranos-events.jsonl"), help="event log (for eranos timeline)"
+    )
     p.add_argument("--http", default="127.0.0.1:8080", help="status page HOST:PORT ('off' to disable)")
     p.add_argument("--rpc", help="Solana JSON-RPC URL (overrides the config's run.rpc)")
     p.add_argument("--no-chain", action="store_true", help="run without recording rounds on chain")
@@ -140,7 +145,8 @@ def main(argv: list[str] | None = None, prog: str = "eranos coordinator") -> Non
         raise SystemExit(
             f"eranos coordinator: {exc}; pick another port with --listen /ip4/0.0.0.0/tcp/PORT"
         ) from None
-    service = CoordinatorService(config, host, args.journal, client).start()
+    events = EventLog(args.events, "coordinator")
+    service = CoordinatorService(config, host, args.journal, client, events=events).start()
     server = StatusServer(lambda: snapshot(service), *http) if http else None
     print(f"coordinator {identity.address} of run {config.run.name!r}; nodes join with", flush=True)
     for addr in host.addrs:
@@ -176,6 +182,7 @@ def main(argv: list[str] | None = None, prog: str = "eranos coordinator") -> Non
         stop.set()
         worker.join(10)
         service.close()
+        events.close()
         if server:
             server.close()
         host.close()

@@ -41,6 +41,7 @@ class Roster:
         self.client, self.run_id, self.executor, self.emit = client, run_id, executor, emit
         self.members, self.clock, self.min_interval_s = members, clock, min_interval_s
         self.refused: Counter[str] = Counter()  # reason -> joins refused
+        self.points: dict[bytes, int] = {}  # member -> points earned on chain, as last read
         self._eligible: frozenset[bytes] = frozenset()
         self._read_at = float("-inf")
         self._pending: dict[bytes, JoinRequest] = {}
@@ -82,6 +83,7 @@ class Roster:
         eligible = frozenset(
             bytes(m.key) for m in table if m.status == MemberStatus.ACTIVE and m.stake >= required
         )
+        self.points = {bytes(m.key): m.points_earned for m in table}
         with self._lock:
             self._eligible, self._read_at, self._reading = eligible, self.clock(), False
             pending, self._pending = self._pending, {}

@@ -15,10 +15,8 @@ import os
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from chain.client import EranosClient
@@ -43,6 +41,7 @@ from coordinator.state import (
     VerdictSeen,
 )
 from coordinator.submitter import ChainSubmitter
+from coordinator.telemetry import Telemetry
 from optim.codec import decode, max_payload_bytes
 from optim.errors import PayloadError
 from optim.spec import ParamSpec
@@ -61,6 +60,7 @@ from p2p.messages import (
     RunInfo,
     Verdict,
 )
+from protocol.events import EventLog
 from protocol.model_config import parameter_shapes, preset
 from protocol.run_config import RunConfig, dumps
 from protocol.stamps import stamp_error
@@ -97,22 +97,6 @@ def to_event(envelope: Envelope) -> Event | None:
     return None
 
 
-@dataclass
-class Metrics:
-    outcomes: Counter = field(default_factory=Counter)
-    removed: Counter = field(default_factory=Counter)
-    checks: Counter = field(default_factory=Counter)  # what validation found, by result
-    payload_bytes: list[int] = field(default_factory=list)
-    losses: dict[int, float] = field(default_factory=dict)  # round -> mean self-reported loss
-    verified_losses: dict[int, float] = field(default_factory=dict)  # round -> mean replayed loss
-    penalties: int = 0
-
-    def add_losses(self, record: RecordRound) -> None:
-        for into, losses in ((self.losses, record.losses), (self.verified_losses, record.verified_losses)):
-            if losses:
-                into[record.round] = sum(losses.values()) / len(losses)
-
-
 class CoordinatorService:
     def __init__(
         self,
@@ -121,6 +105,7 @@ class CoordinatorService:
         journal_path: Path,
         client: EranosClient | None,
         clock: Callable[[], float] = time.time,
+        events: EventLog | None = None,
     ) -> None:
         self.config, self.host, self.client, self.clock = config, host, client, clock
         self.spec = param_spec(config)
@@ -129,7 +114,7 @@ class CoordinatorService:
             journal_path, initial_state(config), config.rounds.snapshot_every
         )
         self.submitter = ChainSubmitter(client, config.run.chain_run_id) if client else None
-        self.metrics = Metrics()
+        self.metrics = Telemetry(events or EventLog(None, "coordinator"))
         self._events: queue.Queue[Event] = queue.Queue()
         self._checks = ThreadPoolExecutor(2, thread_name_prefix="payload-check")
         self.roster = (
@@ -202,6 +187,8 @@ class CoordinatorService:
         if isinstance(event, JoinRequest) and self.roster is not None and not self.roster.admit(event):
             return  # refused, or waiting for the next read of the member table (which emits it)
         result = self._step(event)
+        if isinstance(event, JoinRequest) and result.outcome == Outcome.APPLIED:
+            self.metrics.joined(event.key, envelope.body.hardware)
         if isinstance(event, CommitSeen) and result.outcome == Outcome.APPLIED:
             self._checks.submit(self._check_payload, event, self.state.round.step, peer_id_of(event.key))
 
@@ -232,40 +219,28 @@ class CoordinatorService:
         self._events.put(PayloadChecked(commit.key, commit.round, ok))
 
     def _step(self, event: Event | None) -> Result:
+        before = self.state
         result = self.journal.step(event, self.clock())
+        self.metrics.phase_changed(before, self.state)
         if isinstance(event, JoinRequest) and result.outcome == Outcome.APPLIED:
             self.host.dial_soon(event.addrs[:4])
             self.host.inbox.pin(event.key)  # a member's messages must never become replayable
         if event is not None:
             self.metrics.outcomes[result.outcome.value] += 1
             if result.outcome == Outcome.APPLIED:
-                self._count_check(event)
+                self.metrics.applied(event, self.state)
         for effect in result.effects:
             if isinstance(effect, Publish):
                 self._publish(effect.message)
             elif isinstance(effect, RecordRound):
                 self._record(effect)
             elif isinstance(effect, Removed):
-                self.metrics.removed[effect.reason] += 1
+                self.metrics.removed_member(effect, self.clock())
                 log.info("removed %s: %s", effect.key.hex()[:8], effect.reason)
         return result
 
-    def _count_check(self, event: Event) -> None:
-        checks, r = self.metrics.checks, self.state.round
-        if isinstance(event, VerdictSeen):
-            checks[
-                "replay accepted" if event.accept else "replay rejected" if event.available else "unavailable"
-            ] += 1
-        elif isinstance(event, PayloadChecked) and event.ok is not True:
-            checks["payload invalid" if event.ok is False else "payload withheld"] += 1
-        elif isinstance(event, CommitSeen) and r is not None:
-            commit = r.commits.get(event.key)
-            if commit is not None and not commit.chained:
-                checks["state chain broken"] += 1
-
     def _record(self, record: RecordRound) -> None:
-        self.metrics.penalties += len(record.penalized)
-        self.metrics.add_losses(record)
+        self.metrics.recorded(record)
         if self.roster is not None:
             self.roster.refresh()  # members that left on chain leave the run before the next round
         # kept one round past its end, for members still fetching what they apply
@@ -322,38 +297,3 @@ class CoordinatorService:
                 needed=membership.needed(s),
             )
         )
-
-
-def snapshot(service: CoordinatorService) -> dict:
-    """What the status page and the live view show: plain JSON-able values."""
-    s, m = service.state, service.metrics
-    sub = service.submitter.status if service.submitter else None
-    recent = m.payload_bytes[-64:]
-    return {
-        "run": service.config.run.name,
-        "phase": s.phase.value,
-        "why": membership.why(s),
-        "round": s.round.number if s.round is not None else s.next_round,
-        "finalized_rounds": s.finalized_rounds,
-        "last_finalized": s.last_finalized,
-        "members": len(s.members),
-        "ready_members": len(s.ready_members),
-        "banned": len(s.banned),
-        "loss": m.verified_losses[max(m.verified_losses)] if m.verified_losses else None,
-        "verified_losses": {str(k): v for k, v in sorted(m.verified_losses.items())},
-        "self_reported_loss": m.losses[max(m.losses)] if m.losses else None,
-        "losses": {str(k): v for k, v in sorted(m.losses.items())},
-        "bytes_per_step": sum(recent) / len(recent) if recent else None,
-        "penalties": m.penalties,
-        "accepted_batches": s.accepted_batches,
-        "carried_over_batches": len(s.carry_over),
-        "chain_recorded": sub.last_recorded if sub else None,
-        "chain_pending": service.submitter.pending if service.submitter else 0,
-        "chain_last_error": sub.last_error if sub else "",
-        "chain_failed_rounds": {str(k): v for k, v in sub.failed.items()} if sub else {},
-        "event_outcomes": dict(m.outcomes),
-        "removed": dict(m.removed),
-        "refused_joins": dict(service.roster.refused) if service.roster else {},
-        "checks": dict(m.checks),
-        "rejected_messages": {str(k): v for k, v in service.host.inbox.rejected.items()},
-    }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -34,7 +35,16 @@ class SubmitterStatus:
     dropped_bits: Counter = field(default_factory=Counter)  # reason -> count
     failed: dict[int, str] = field(default_factory=dict)  # round -> why the program refused it
     retries: int = 0
-    last_error: str = ""  # the last failure, cleared once a round is recorded again
+    last_error: str = ""  # the last failure
+    error_at: float | None = None  # when it happened
+    cleared_at: float | None = None  # when a round was recorded after it; None while it lasts
+
+    def failed_now(self, error: str) -> None:
+        self.last_error, self.error_at, self.cleared_at = error, time.time(), None
+
+    def succeeded(self) -> None:
+        if self.last_error and self.cleared_at is None:
+            self.cleared_at = time.time()
 
     @property
     def last_recorded(self) -> int | None:
@@ -109,15 +119,16 @@ class ChainSubmitter:
             while not self._stop.is_set():
                 try:
                     self.record(record)
-                    self.status.last_error = ""
+                    self.status.succeeded()
                     break
                 except ProgramError as exc:  # the same answer every time: give the round up
-                    self.status.failed[record.round] = self.status.last_error = str(exc)
+                    self.status.failed[record.round] = str(exc)
+                    self.status.failed_now(str(exc))
                     log.error("round %d will not be recorded: %s", record.round, exc)
                     break
                 except ChainError as exc:
                     self.status.retries += 1
-                    self.status.last_error = str(exc)
+                    self.status.failed_now(str(exc))
                     log.warning(
                         "round %d not recorded yet (%s); retrying in %.0f s", record.round, exc, self.retry_s
                     )

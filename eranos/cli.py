@@ -28,8 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("eranos.runs", "create, update or show a run on chain from its run config"),
     "coordinator": ("coordinator.cli", "run the rounds of one run and record them on chain"),
     "node": ("node.cli", "run a compute node; its standing, rewards, leaving and stake on chain"),
-    "localnet": ("chain.localnet", "serve Solana JSON-RPC on 127.0.0.1 with the eranos program"),
+    "localnet": ("eranos.localnet", "serve Solana JSON-RPC on 127.0.0.1 with the eranos program"),
     "sim": ("scripts.sim", "a whole multi-node run on 127.0.0.1 with the embedded chain"),
+    "timeline": ("eranos.timeline", "draw where a run's time went, from its processes' event logs"),
 }
 
 

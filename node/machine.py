@@ -57,6 +57,7 @@ class NodeState:
     validation_rate: float
     model_hash: bytes  # the model this node holds
     addrs: tuple[str, ...] = ()  # where this node listens, announced in its Join
+    hardware: str = ""  # announced in its Join, for the coordinator's dashboard
     applied_round: int = -1
     admitted: bool = False
     phase: str = "starting"  # the run's phase, as the coordinator last said
@@ -175,7 +176,7 @@ def _count(counter: dict[str, int], key: str) -> dict[str, int]:
 def _periodic(s: NodeState, now: float, effects: list[Effect]) -> NodeState:
     if not s.admitted and now - s.last_join >= JOIN_EVERY_S:
         s = replace(s, last_join=now)
-        effects.append(Publish(Join(addrs=list(s.addrs))))
+        effects.append(Publish(Join(addrs=list(s.addrs), hardware=s.hardware)))
     if now - s.last_beat >= HEARTBEAT_S:
         s = replace(s, last_beat=now)
         effects.append(Publish(Heartbeat(round=s.applied_round, model_hash=s.model_hash)))

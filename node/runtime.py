@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import base58
 import torch
 
 from node import machine
@@ -48,6 +49,7 @@ from p2p.errors import BlobError, LocalError
 from p2p.host import Host
 from p2p.identity import peer_id_of
 from p2p.messages import FRESH_STATE, Commit, RoundEnd, RoundStart, Verdict
+from protocol.events import EventLog
 from protocol.model_config import preset
 from protocol.run_config import RunConfig
 from protocol.stamps import stamp_error
@@ -132,7 +134,9 @@ class NodeRuntime:
         self.state_size = state_size(self.optimizer)
         self.hash = bytes.fromhex(model_hash(self.model))
         rate = config.rounds.validation_rate
-        self.state = machine.NodeState(self.me, coordinator, rate, self.hash, tuple(host.addrs))
+        self.state = machine.NodeState(
+            self.me, coordinator, rate, self.hash, tuple(host.addrs), hardware=describe(device)
+        )
         self.progress = Progress()
         self._own: Contribution | None = None  # a round whose compress awaits its RoundEnd
         self._held: tuple[bytes, bytes] | None = None  # the optimizer's state and its served hash
@@ -141,6 +145,7 @@ class NodeRuntime:
         self._provided_weights: bytes | None = None
         self._lingering: list[bytes] = []  # the last applied round's payloads, still served to slower members
         workdir.mkdir(parents=True, exist_ok=True)
+        self.events = EventLog(workdir / "events.jsonl", f"node-{base58.b58encode(self.me).decode()[:8]}")
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -157,6 +162,7 @@ class NodeRuntime:
 
     def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
+        self.events.close()
 
     def step(self, event: machine.Event) -> None:
         result = machine.step(self.state, event, self.clock())
@@ -180,7 +186,8 @@ class NodeRuntime:
         handlers = {machine.Train: self._train, machine.Validate: self._validate}
         handlers |= {machine.Apply: self._apply, machine.Sync: self._sync}
         try:
-            result = handlers[type(job)](job)
+            with self.events.span(type(job).__name__.lower(), _round_of(job)):
+                result = handlers[type(job)](job)
         except Exception:  # a bug in one job must not stop the node
             log.exception("%s failed", type(job).__name__)
             result = _not_done(job)
@@ -366,6 +373,18 @@ class NodeRuntime:
             self.host.blobs.forget(self._provided_weights)
         self._provided_weights = self.host.provide_file(path)
         return self._provided_weights
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu, {torch.get_num_threads()} threads"
+
+
+def _round_of(job: machine.Effect) -> int:
+    if isinstance(job, machine.Train | machine.Validate):
+        return job.start.round
+    return job.end.round if isinstance(job, machine.Apply) else job.round
 
 
 def _not_done(job: machine.Effect) -> machine.Event:

@@ -45,6 +45,7 @@ FRESH_STATE = bytes(KEY)  # Commit.state_before of a node whose optimizer state 
 @dataclass(frozen=True)
 class Join:
     addrs: list[str]  # multiaddrs this node listens on
+    hardware: str = ""  # what it trains on, in its own words (shown, never trusted)
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,12 @@ class Sim:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args, self.out = args, args.out
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "journal.jsonl").unlink(missing_ok=True)  # a new run, not a restart
+        for old in (
+            "journal.jsonl",
+            "coordinator.events.jsonl",
+            *(f"node-{i}/events.jsonl" for i in range(args.nodes)),
+        ):
+            (self.out / old).unlink(missing_ok=True)  # a new run, not a restart
         self.procs: dict[str, subprocess.Popen] = {}
         self.killed: set[str] = set()  # processes the simulator killed on purpose
         self.left: dict[int, dict] = {}  # node -> when it left on chain and what it held then
@@ -275,6 +280,7 @@ def run_sim(args: argparse.Namespace) -> dict:
             sys.executable, "-m", "eranos", "coordinator", "--config", str(args.out / "run.toml"),
             "--keypair", str(keys), "--listen", f"/ip4/127.0.0.1/tcp/{port}",
             "--journal", str(args.out / "journal.jsonl"),
+            "--events", str(args.out / "coordinator.events.jsonl"),
             "--http", f"127.0.0.1:{http_port}", "--no-live", *(["-v"] if args.verbose else []),
         ]  # fmt: skip
         sim.spawn("coordinator", sim.coordinator_cmd)

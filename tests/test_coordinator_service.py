@@ -187,8 +187,8 @@ def test_a_key_that_is_not_a_member_on_chain_is_refused(network):
 def test_the_status_page_serves_json_and_prometheus_metrics(network):
     import httpx
 
-    from coordinator.service import snapshot
     from coordinator.status import StatusServer
+    from coordinator.telemetry import snapshot
 
     world, service, nodes = network
     server = StatusServer(lambda: snapshot(service))
