@@ -210,7 +210,7 @@ class CoordinatorService:
                 if why is not None:
                     log.info("payload of %s refused: %s", commit.key.hex()[:8], why)
                 ok = why is None
-                self.metrics.payload_bytes.append(len(data))
+                self.metrics.payload(commit.round, len(data))
         except PayloadError:
             ok = False
         except (BlobError, LocalError) as exc:

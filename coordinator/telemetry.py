@@ -40,7 +40,8 @@ class Telemetry:
     outcomes: Counter = field(default_factory=Counter)
     removed: Counter = field(default_factory=Counter)
     checks: Counter = field(default_factory=Counter)  # what validation found, by result
-    payload_bytes: list[int] = field(default_factory=list)
+    payload_bytes: deque = field(default_factory=lambda: deque(maxlen=64))  # the latest payloads' sizes
+    round_bytes: dict[int, list[int]] = field(default_factory=dict)  # round -> payload sizes
     losses: dict[int, float] = field(default_factory=dict)  # round -> mean self-reported loss
     verified_losses: dict[int, float] = field(default_factory=dict)  # round -> mean replayed loss
     penalties: int = 0
@@ -50,6 +51,12 @@ class Telemetry:
 
     def member(self, key: bytes) -> MemberRecord:
         return self.records.setdefault(key, MemberRecord())
+
+    def payload(self, round: int, size: int) -> None:
+        self.payload_bytes.append(size)
+        self.round_bytes.setdefault(round, []).append(size)
+        while len(self.round_bytes) > KEEP_PHASES:
+            self.round_bytes.pop(min(self.round_bytes))
 
     def add_losses(self, record: RecordRound) -> None:
         for into, losses in ((self.losses, record.losses), (self.verified_losses, record.verified_losses)):
@@ -153,7 +160,7 @@ def snapshot(service) -> dict:
     """Everything the dashboard, the live view and /metrics show, as plain JSON values."""
     s, m, now = service.state, service.metrics, service.clock()
     sub = service.submitter.status if service.submitter else None
-    recent = m.payload_bytes[-64:]
+    recent = list(m.payload_bytes)
     points = service.roster.points if service.roster else {}
     return {
         "run": service.config.run.name,
@@ -169,6 +176,7 @@ def snapshot(service) -> dict:
         "self_reported_loss": m.losses[max(m.losses)] if m.losses else None,
         "losses": {str(k): v for k, v in sorted(m.losses.items())},
         "bytes_per_step": sum(recent) / len(recent) if recent else None,
+        "bytes_per_round": {str(r): sum(v) / len(v) for r, v in sorted(m.round_bytes.items())},
         "penalties": m.penalties,
         "accepted_batches": s.accepted_batches,
         "carried_over_batches": len(s.carry_over),

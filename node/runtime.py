@@ -37,6 +37,7 @@ from node import machine
 from node.audit import LoggedRound, log_round
 from node.checkpoint import model_hash, read_weights, write_weights
 from node.data import TokenDataset, default_corpus, text_path_corpus, token_file_corpus
+from node.metrics import NodeMetrics
 from node.model import Llama
 from node.tokenizer import ByteTokenizer
 from node.train import Trainer
@@ -145,6 +146,7 @@ class NodeRuntime:
         self._provided_weights: bytes | None = None
         self._lingering: list[bytes] = []  # the last applied round's payloads, still served to slower members
         workdir.mkdir(parents=True, exist_ok=True)
+        self.metrics = NodeMetrics(lambda: dict(host.traffic), device)
         self.events = EventLog(workdir / "events.jsonl", f"node-{base58.b58encode(self.me).decode()[:8]}")
 
     # --- the loop -----------------------------------------------------------------------------
@@ -185,9 +187,11 @@ class NodeRuntime:
         'not done' so the machine never waits on it."""
         handlers = {machine.Train: self._train, machine.Validate: self._validate}
         handlers |= {machine.Apply: self._apply, machine.Sync: self._sync}
+        kind, start = type(job).__name__.lower(), time.perf_counter()
         try:
-            with self.events.span(type(job).__name__.lower(), _round_of(job)):
+            with self.events.span(kind, _round_of(job)):
                 result = handlers[type(job)](job)
+            self.metrics.job_seconds.labels(kind).observe(time.perf_counter() - start)
         except Exception:  # a bug in one job must not stop the node
             log.exception("%s failed", type(job).__name__)
             result = _not_done(job)
@@ -239,9 +243,13 @@ class NodeRuntime:
             self._own = None
             self._hold(None)
         self.optimizer.step = rs.step
+        started = time.perf_counter()
         result = self.trainer.accumulate_gradients(self.behaviour.batches(self, rs))
         before = self._held
+        compress_started = time.perf_counter()
         honest = self.optimizer.compress(round=rs.round, origin=self.me)
+        compressed = time.perf_counter()
+        self.metrics.trained(result.tokens, compressed - started, compressed - compress_started, len(honest))
         after = state_bytes(self.optimizer)
         self._held = (after, self.host.provide(after))
         payload = self.behaviour.payload(self, rs, honest)
@@ -273,6 +281,7 @@ class NodeRuntime:
             log.info("cannot fetch what %s committed: %s", target.hex()[:8], exc)
             verdict = Verdict(rs.round, target, False, 0.0, False, bytes(32), 0.0)
         self.progress.verdicts += 1
+        self.metrics.checked(verdict.accept, verdict.available)
         return machine.Validated(self.behaviour.verdict(self, verdict))
 
     def _replay(self, rs: RoundStart, target: bytes, commit: Commit) -> Verdict:
@@ -332,6 +341,7 @@ class NodeRuntime:
                 return machine.Applied(end.round, None)
         self.hash = self._serve_weights()  # the file's sha256 is the model hash
         self.progress.applied = end.round
+        self.metrics.applied_round.set(end.round)
         served = own.served if own is not None else []
         for digest in self._lingering:  # the round before: every member has applied it by now
             self.host.blobs.forget(digest)

@@ -88,6 +88,7 @@ class Session:
                 return
             use_deterministic_kernels()
             runtime = NodeRuntime(config, host, self.coordinator, self.workdir, device, behaviour)
+            self.serve_metrics(runtime)
             worker = threading.Thread(target=runtime.run, args=(self.stop,), name="node", daemon=True)
             worker.start()
             show_progress(runtime.progress, self.stop)
@@ -97,6 +98,16 @@ class Session:
             if runtime is not None:
                 runtime.close()
             host.close()
+
+    def serve_metrics(self, runtime: NodeRuntime) -> None:
+        """Prometheus /metrics where --metrics says; a port in use costs the metrics, not the node."""
+        if self.args.metrics == "off":
+            return
+        host, _, port = self.args.metrics.rpartition(":")
+        try:
+            say(f"metrics at http://{host}:{runtime.metrics.serve(host, int(port))}/metrics")
+        except (OSError, ValueError) as exc:
+            say(f"no metrics served on {self.args.metrics!r}: {exc}")
 
     def join_run(self, host: Host) -> RunConfig | None:
         """Connect, take the coordinator's run, check its config here, register on chain."""

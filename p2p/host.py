@@ -110,6 +110,8 @@ class Host:
         # whom a blob is served to (peer id, digest): everyone that asks, unless an operator limits it
         self.serves: Callable[[str, bytes], bool] = lambda peer, digest: True
         self.scores: Counter[str] = Counter()  # peer id -> score; failures push it down
+        # bytes moved: blob_received, blob_sent, gossip_sent (for the owner's metrics)
+        self.traffic: Counter[str] = Counter()
         self.known: dict[str, str] = {}  # peer id -> multiaddr, re-dialled when a connection drops
         self._sticky: set[str] = set()  # known peers the owner connected to itself: never forgotten
         self._failures: Counter[str] = Counter()  # consecutive failed re-dials, for the back-off
@@ -305,6 +307,7 @@ class Host:
         self._last_publish = trio.current_time()
         try:
             await self._pubsub.publish(topic_of(self.run), data)
+            self.traffic["gossip_sent"] += len(data)
         except Exception as err:
             raise LocalError(f"publish failed: {err}") from err
 
@@ -380,6 +383,7 @@ class Host:
                 while remaining:
                     data = await _read_exactly(stream, min(CHUNK, remaining), self.chunk_timeout)
                     sha.update(data)
+                    self.traffic["blob_received"] += len(data)
                     await sink.write(data)
                     remaining -= len(data)
             if sha.digest() != digest:
@@ -412,6 +416,7 @@ class Host:
                 await stream.write(_RESPONSE.pack(_HAVE, self.blobs.size(digest)))
                 async for chunk in self.blobs.chunks(digest):
                     await stream.write(chunk)
+                    self.traffic["blob_sent"] += len(chunk)
             await stream.close()
         except Exception as err:  # a hostile or vanished client: drop its stream, keep serving others
             log.debug("blob request failed: %s", err)

@@ -237,7 +237,8 @@ def node_cmd(
     options = [
         "--keypair", str(args.out / "keys" / f"node-{i}.json"), "--coordinator", coordinator,
         "--rpc", rpc, "--run", run, "--device", "cpu", "--listen", "/ip4/127.0.0.1/tcp/0",
-        "--workdir", str(args.out / f"node-{i}"), *(["-v"] if args.verbose else []),
+        "--metrics", "127.0.0.1:0", "--workdir", str(args.out / f"node-{i}"),
+        *(["-v"] if args.verbose else []),
     ]  # fmt: skip
     if i not in args.adv:
         return [sys.executable, "-m", "eranos", "node", "run", *options]

@@ -144,3 +144,62 @@ def test_a_listen_port_in_use_is_one_line(tmp_path):
         code, err = finish(proc, timeout=60)
     assert code == 1 and len(err.splitlines()) == 1
     assert f"cannot listen on /ip4/127.0.0.1/tcp/{port}: Address already in use" in err
+
+
+def promtool_accepts(text: str) -> bool:
+    """promtool's verdict where it is installed (Debian's prometheus package), else a strict
+    OpenMetrics parse of the same families."""
+    import shutil
+
+    if shutil.which("promtool"):
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        return check.returncode == 0
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as strict
+
+    list(strict(text + "# EOF\n"))
+    return True
+
+
+def test_a_running_nodes_metrics_parse_and_pass_promtool(tmp_path, coordinator):
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    addr, _ = coordinator
+    where = f"127.0.0.1:{free_port()}"
+    proc = node(tmp_path, addr, "--metrics", where)
+    text, deadline = "", time.monotonic() + 180
+    while "eranos_node_step_seconds_count 1.0" not in text and time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            text = httpx.get(f"http://{where}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            continue
+    finish(proc, timeout=120)
+    families = {f.name for f in text_string_to_metric_families(text)}
+    assert {
+        "eranos_node_tokens_per_second",
+        "eranos_node_step_seconds",
+        "eranos_node_job_seconds",
+    } <= families
+    assert "eranos_node_network_bytes" in families and promtool_accepts(text)
+
+
+def test_node_metrics_follow_prometheus_naming():
+    import torch
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from node.metrics import NodeMetrics
+
+    metrics = NodeMetrics(lambda: {"blob_sent": 10, "gossip_sent": 3}, torch.device("cpu"))
+    metrics.trained(tokens=512, seconds=2.0, optimizer_seconds=0.5, payload_bytes=1456)
+    metrics.checked(accept=True, available=True)
+    text = generate_latest(metrics.registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["eranos_node_tokens_per_second"].samples[0].value == 256.0
+    assert families["eranos_node_optimizer_share_ratio"].samples[0].value == 0.25
+    assert {s.labels["kind"]: s.value for s in families["eranos_node_network_bytes"].samples} == {
+        "blob_sent": 10.0, "gossip_sent": 3.0,
+    }  # fmt: skip
+    assert all(f"# HELP {name}" in text for name in families)
+    assert 'eranos_node_checks_total{verdict="accept"} 1.0' in text
