@@ -55,7 +55,7 @@ from protocol.console import HelpFormatter, Parser, read_environment  # noqa: E4
 from protocol.model_config import parameter_shapes, preset  # noqa: E402
 from protocol.run_config import RunConfig, dumps, load  # noqa: E402
 from scripts.adversaries import KINDS, PARTNERED  # noqa: E402
-from scripts.plotting import save_png, subplots  # noqa: E402
+from scripts.sim_report import plot, problems, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SOL = 10**9
@@ -253,6 +253,7 @@ def initial_model_hash(config: RunConfig) -> str:
 
 
 def run_sim(args: argparse.Namespace) -> dict:
+    started = time.monotonic()
     sim = Sim(args)
     base = load(args.config)
     try:
@@ -302,7 +303,10 @@ def run_sim(args: argparse.Namespace) -> dict:
         summary["left"] = {
             str(n): {**info, "points_at_end": summary["members"][n]["points"]} for n, info in sim.left.items()
         }
+        summary["wall_seconds"] = time.monotonic() - started
+        summary["verdict"] = problems(summary) or "pass"
         (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot(summary, args.out)
         return summary
     finally:
         sim.close()
@@ -443,6 +447,11 @@ def summarize(
     penalized = {
         str(i): [r.round for r in records if bytes(kp.pubkey()) in r.penalized] for i, kp in enumerate(nodes)
     }
+    index = {bytes(kp.pubkey()): str(i) for i, kp in enumerate(nodes)}
+    loss_per_node = defaultdict(dict)
+    for r in records:
+        for key, loss in r.losses.items():
+            loss_per_node[index.get(key, key.hex()[:8])][r.round] = loss
     summary = {
         "nodes": args.nodes,
         "rounds": args.rounds,
@@ -454,6 +463,7 @@ def summarize(
         # the loss validators' replays computed; what members claimed stays beside it
         "loss_per_round": {int(k): v for k, v in status.get("verified_losses", {}).items()},
         "self_reported_loss_per_round": {int(k): v for k, v in status.get("losses", {}).items()},
+        "loss_per_node": dict(sorted(loss_per_node.items())),
         "bytes_per_node_per_step": bytes_per_step,
         "dense_bf16_bytes": 2 * n_params,
         "compression_vs_dense_bf16": (2 * n_params / bytes_per_step) if bytes_per_step else None,
@@ -476,29 +486,7 @@ def summarize(
             "refused_joins": status.get("refused_joins", {}),
             "event_outcomes": status.get("event_outcomes", {}),
         }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot(summary, args.out)
     return summary
-
-
-def plot(summary: dict, out: Path) -> None:
-    verified, claimed = summary["loss_per_round"], summary["self_reported_loss_per_round"]
-    if verified or claimed:
-        fig, ax = subplots(figsize=(6, 4))
-        ax.plot(list(verified), list(verified.values()), marker="o", label="verified (validators' replays)")
-        ax.plot(list(claimed), list(claimed.values()), ls="--", label="self-reported by members")
-        ax.legend()
-        ax.set_xlabel("round")
-        ax.set_ylabel("training loss of accepted contributions")
-        ax.set_title(f"eranos sim: {summary['nodes']} nodes")
-        save_png(fig, out / "loss.png")
-    if summary["bytes_per_node_per_step"]:
-        fig, ax = subplots(figsize=(5, 4))
-        ax.bar(["payload", "dense bf16"], [summary["bytes_per_node_per_step"], summary["dense_bf16_bytes"]])
-        ax.set_yscale("log")
-        ax.set_ylabel("bytes per node per step")
-        ax.set_title(f"{summary['compression_vs_dense_bf16']:.0f}x fewer bytes than dense bf16")
-        save_png(fig, out / "bytes.png")
 
 
 def main(argv: list[str] | None = None, prog: str = "eranos sim") -> None:
@@ -507,13 +495,9 @@ def main(argv: list[str] | None = None, prog: str = "eranos sim") -> None:
     if args.json:
         print(json.dumps(summary, indent=2))
         return
-    console.print_json(json.dumps({k: v for k, v in summary.items() if k != "members"}))
-    for m in summary["members"]:
-        console.print(
-            f"node {m['node']}: points {m['points']} (coordinator: {m['expected_points']}), "
-            f"tokens {m['tokens']}, penalties {m['penalties']}, status {m['status']}"
-        )
-    console.print(f"written to {args.out}")
+    report(summary, args.out, Console())
+    if problems(summary):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

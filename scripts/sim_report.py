@@ -1,0 +1,108 @@
+"""What `eranos sim` shows at the end: a short table per node, the run in a few lines, a verdict
+that fails when a node never joined or never earned, and the PNGs (loss per node, bytes, where
+the time went) beside summary.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from eranos.timeline import draw, load
+from scripts.plotting import save_png, subplots
+
+
+def problems(summary: dict) -> list[str]:
+    """Why the run did not do what it should; empty when it did. Adversaries are expected to earn
+    nothing and to be penalized; honest nodes must join, earn and agree on the model."""
+    found = []
+    for m in summary["members"]:
+        if m["adversary"]:
+            continue
+        if m["status"] == "none":
+            found.append(f"node {m['node']} never joined the run")
+        elif m["points"] == 0:
+            found.append(f"node {m['node']} joined but never earned a point")
+        if m["penalties"]:
+            found.append(f"honest node {m['node']} was penalized {m['penalties']} times")
+    disagreed = [r for r, ok in summary["model_hash_agreement"].items() if not ok]
+    if disagreed:
+        found.append(f"members held different models after rounds {disagreed}")
+    if summary["lost_batches"]:
+        found.append(f"{summary['lost_batches']} batches lost")
+    if not summary["chain_points_match_coordinator"]:
+        found.append("points on chain differ from the coordinator's record")
+    if summary["processes_exited_early"]:
+        found.append(f"processes exited early: {', '.join(summary['processes_exited_early'])}")
+    if summary.get("interrupted"):
+        found.append("interrupted before the last round")
+    return found
+
+
+def node_table(summary: dict) -> Table:
+    table = Table("node", "key", "role", "batches", "points", "tokens", "penalties", "status", title="nodes")
+    for m in summary["members"]:
+        table.add_row(
+            str(m["node"]), m["key"][:8], m["adversary"] or "honest", str(m["work_batches"]),
+            str(m["points"]), str(m["tokens"]), str(m["penalties"]), m["status"],
+        )  # fmt: skip
+    return table
+
+
+def run_lines(summary: dict) -> list[str]:
+    losses = list(summary["loss_per_round"].values())
+    loss = f"{losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "none verified"
+    agreed = sum(summary["model_hash_agreement"].values())
+    ratio = summary["compression_vs_dense_bf16"]
+    return [
+        f"rounds: {len(summary['rounds_recorded_on_chain'])} recorded on chain of {summary['rounds']}",
+        f"verified loss: {loss}",
+        f"bytes per node per step: {summary['bytes_per_node_per_step']:.0f}"
+        + (f" ({ratio:.0f}x fewer than dense bf16)" if ratio else ""),
+        f"model hash agreement: {agreed} of {len(summary['model_hash_agreement'])} rounds",
+        f"lost batches: {summary['lost_batches']}, checks: "
+        + ", ".join(f"{k} {v}" for k, v in summary["validation_checks"].items()),
+        f"wall time: {summary['wall_seconds']:.0f} s",
+    ]
+
+
+def report(summary: dict, out: Path, console: Console) -> None:
+    console.print(node_table(summary))
+    for line in run_lines(summary):
+        console.print(line)
+    found = problems(summary)
+    verdict = "[green]PASS[/green]" if not found else "[red]FAIL[/red]: " + "; ".join(found)
+    console.print(f"verdict: {verdict}")
+    console.print(f"full summary, loss.png, loss_per_node.png, bytes.png, timeline.png in {out}")
+
+
+def plot(summary: dict, out: Path) -> None:
+    verified, claimed = summary["loss_per_round"], summary["self_reported_loss_per_round"]
+    if verified or claimed:
+        fig, ax = subplots(figsize=(6, 4))
+        ax.plot(list(verified), list(verified.values()), marker="o", label="verified (validators' replays)")
+        ax.plot(list(claimed), list(claimed.values()), ls="--", label="self-reported by members")
+        ax.legend()
+        ax.set_xlabel("round")
+        ax.set_ylabel("training loss of accepted contributions")
+        ax.set_title(f"eranos sim: {summary['nodes']} nodes")
+        save_png(fig, out / "loss.png")
+    if summary["loss_per_node"]:
+        fig, ax = subplots(figsize=(6, 4))
+        for node, losses in summary["loss_per_node"].items():
+            ax.plot(list(losses), list(losses.values()), marker=".", label=f"node {node}")
+        ax.legend(fontsize=8)
+        ax.set_xlabel("round")
+        ax.set_ylabel("loss each node reported (accepted rounds)")
+        save_png(fig, out / "loss_per_node.png")
+    if summary["bytes_per_node_per_step"]:
+        fig, ax = subplots(figsize=(5, 4))
+        ax.bar(["payload", "dense bf16"], [summary["bytes_per_node_per_step"], summary["dense_bf16_bytes"]])
+        ax.set_yscale("log")
+        ax.set_ylabel("bytes per node per step")
+        ax.set_title(f"{summary['compression_vs_dense_bf16']:.0f}x fewer bytes than dense bf16")
+        save_png(fig, out / "bytes.png")
+    events = load(out)
+    if any(e.dur > 0 for evs in events.values() for e in evs):
+        draw(events, out / "timeline.png")
