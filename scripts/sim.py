@@ -143,12 +143,12 @@ class Sim:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args, self.out = args, args.out
         self.out.mkdir(parents=True, exist_ok=True)
-        for old in (
-            "journal.jsonl",
-            "coordinator.events.jsonl",
-            *(f"node-{i}/events.jsonl" for i in range(args.nodes)),
-        ):
-            (self.out / old).unlink(missing_ok=True)  # a new run, not a restart
+        for old in [
+            self.out / "journal.jsonl",
+            self.out / "coordinator.events.jsonl",
+            *self.out.glob("node-*/events.jsonl"),
+        ]:
+            old.unlink(missing_ok=True)  # a new run, not a restart
         self.procs: dict[str, subprocess.Popen] = {}
         self.killed: set[str] = set()  # processes the simulator killed on purpose
         self.left: dict[int, dict] = {}  # node -> when it left on chain and what it held then
