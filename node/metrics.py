@@ -43,7 +43,7 @@ class NodeMetrics:
         )
         self.job_seconds = Histogram(
             "eranos_node_job_seconds", "Seconds per job, by kind (train, validate, apply, sync).",
-            ["job"], buckets=SECONDS, registry=r,
+            ["kind"], buckets=SECONDS, registry=r,
         )  # fmt: skip
         self.payload_bytes = Gauge("eranos_node_payload_bytes", "Bytes of the last payload sent.", registry=r)
         self.checks = Counter(

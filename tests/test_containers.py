@@ -137,3 +137,30 @@ def test_localnet_coordinator_and_two_nodes_in_containers_train_record_and_pay(t
         )
         assert member.claim(1) > 0 and member.token_balance(1) > 0
     print(f"containers: built in {built - started:.0f} s, ran in {time.monotonic() - built:.0f} s")
+
+
+def test_the_grafana_dashboard_charts_only_metrics_the_processes_export():
+    import json
+    import re
+
+    import torch
+    from prometheus_client import generate_latest
+
+    from coordinator.status import COUNTERS, GAUGES, LABELLED, metrics_registry
+    from node.metrics import NodeMetrics
+
+    snapshot = {key: 1 for key, *_ in GAUGES + COUNTERS} | {key: {"x": 1} for key, *_ in LABELLED}
+    node = NodeMetrics(lambda: {"blob_sent": 1}, torch.device("cpu"))
+    node.trained(1, 1.0, 0.1, 1)
+    node.job_seconds.labels("train").observe(1.0)
+    text = generate_latest(metrics_registry(lambda: snapshot)) + generate_latest(node.registry)
+    exported = set(re.findall(r"^(eranos_\w+?)(?:\{| )", text.decode(), re.M))
+    exported.add("eranos_node_gpu_memory_bytes")  # on CUDA only
+    dashboard = json.loads((ROOT / "docker" / "grafana-dashboard.json").read_text())
+    charted = {
+        name
+        for p in dashboard["panels"]
+        for t in p["targets"]
+        for name in re.findall(r"eranos_\w+", t["expr"])
+    }
+    assert charted and charted <= exported, charted - exported
