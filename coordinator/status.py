@@ -73,6 +73,12 @@ class SnapshotCollector:
         for p in Phase:
             phase.add_metric([p.value], 1.0 if snap.get("phase") == p.value else 0.0)
         yield phase
+        spans = GaugeMetricFamily(
+            "eranos_phase_seconds", "How long the last finished span of each phase took.", labels=["phase"]
+        )
+        for name, seconds in {span[1]: span[3] for span in snap.get("timeline", [])}.items():
+            spans.add_metric([name], float(seconds))
+        yield spans
         failing = bool(snap.get("chain_last_error")) and snap.get("chain_cleared_at") is None
         yield GaugeMetricFamily(
             "eranos_chain_failing", "1 while recording on chain fails.", value=float(failing)

@@ -110,7 +110,7 @@ class Host:
         # whom a blob is served to (peer id, digest): everyone that asks, unless an operator limits it
         self.serves: Callable[[str, bytes], bool] = lambda peer, digest: True
         self.scores: Counter[str] = Counter()  # peer id -> score; failures push it down
-        # bytes moved: blob_received, blob_sent, gossip_sent (for the owner's metrics)
+        # bytes moved: blob_received, blob_sent, gossip_received, gossip_sent (for the owner's metrics)
         self.traffic: Counter[str] = Counter()
         self.known: dict[str, str] = {}  # peer id -> multiaddr, re-dialled when a connection drops
         self._sticky: set[str] = set()  # known peers the owner connected to itself: never forgotten
@@ -315,6 +315,7 @@ class Host:
         """Drain continuously: libp2p drops silently once its 32-message queue is full."""
         while True:
             message = await subscription.get()
+            self.traffic["gossip_received"] += len(message.data)
             envelope = self.inbox.receive(message.data)
             if envelope is not None:
                 try:
