@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 
 from coordinator.state import Phase
 
@@ -101,8 +102,9 @@ class StatusServer:
                 path = self.path.split("?")[0]
                 if path == "/status.json":
                     self._send("application/json", json.dumps(snapshot()).encode())
-                elif path == "/metrics":
-                    self._send(CONTENT_TYPE_LATEST, generate_latest(registry))
+                elif path == "/metrics":  # OpenMetrics to a scraper that asks for it
+                    encoder, kind = choose_encoder(self.headers.get("Accept", ""))
+                    self._send(kind, encoder(registry))
                 elif path == "/":
                     self._send("text/html; charset=utf-8", dashboard)
                 else:

@@ -189,7 +189,7 @@ def test_the_status_page_serves_json_and_prometheus_metrics(network):
 
     from coordinator.status import StatusServer
     from coordinator.telemetry import snapshot
-    from tests.test_node_session import promtool_accepts
+    from tests.test_node_session import metrics_pass_strict_checks
 
     world, service, nodes = network
     server = StatusServer(lambda: snapshot(service))
@@ -198,7 +198,7 @@ def test_the_status_page_serves_json_and_prometheus_metrics(network):
         assert status["run"] == "svc-test" and status["phase"] == "waiting"
         metrics = httpx.get(server.url + "/metrics", timeout=5).text
         assert 'eranos_phase{phase="waiting"} 1.0' in metrics and "eranos_members 0.0" in metrics
-        assert promtool_accepts(metrics)
+        assert metrics_pass_strict_checks(server.url + "/metrics")
         assert "<title>eranos run</title>" in httpx.get(server.url + "/", timeout=5).text
         assert httpx.get(server.url + "/nope", timeout=5).status_code == 404
     finally:

@@ -146,17 +146,21 @@ def test_a_listen_port_in_use_is_one_line(tmp_path):
     assert f"cannot listen on /ip4/127.0.0.1/tcp/{port}: Address already in use" in err
 
 
-def promtool_accepts(text: str) -> bool:
-    """promtool's verdict where it is installed (Debian's prometheus package), else a strict
-    OpenMetrics parse of the same families."""
+def metrics_pass_strict_checks(url: str) -> bool:
+    """promtool's verdict on /metrics where promtool is installed (Debian's prometheus
+    package); a strict OpenMetrics parse of the OpenMetrics exposition in any case."""
     import shutil
 
-    if shutil.which("promtool"):
-        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
-        return check.returncode == 0
+    import httpx
     from prometheus_client.openmetrics.parser import text_string_to_metric_families as strict
 
-    list(strict(text + "# EOF\n"))
+    openmetrics = httpx.get(url, headers={"Accept": "application/openmetrics-text"}, timeout=5)
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert list(strict(openmetrics.text))
+    if shutil.which("promtool"):
+        text = httpx.get(url, timeout=5).text
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        return check.returncode == 0
     return True
 
 
@@ -174,6 +178,7 @@ def test_a_running_nodes_metrics_parse_and_pass_promtool(tmp_path, coordinator):
             text = httpx.get(f"http://{where}/metrics", timeout=2).text
         except httpx.HTTPError:
             continue
+    strict_ok = metrics_pass_strict_checks(f"http://{where}/metrics")
     finish(proc, timeout=120)
     families = {f.name for f in text_string_to_metric_families(text)}
     assert {
@@ -181,7 +186,7 @@ def test_a_running_nodes_metrics_parse_and_pass_promtool(tmp_path, coordinator):
         "eranos_node_step_seconds",
         "eranos_node_job_seconds",
     } <= families
-    assert "eranos_node_network_bytes" in families and promtool_accepts(text)
+    assert "eranos_node_network_bytes" in families and strict_ok
 
 
 def test_node_metrics_follow_prometheus_naming():
