@@ -42,6 +42,10 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path):
     )  # fmt: skip
     try:
         out, _ = proc.communicate(timeout=480)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"the walkthrough did not finish in 480 s; it printed:\n{out}") from None
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
