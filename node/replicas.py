@@ -13,6 +13,7 @@ from node.data import TokenDataset
 from node.model import Llama
 from node.train import Trainer
 from optim import DemoConfig, DemoOptimizer
+from optim.local import InnerConfig, LocalSteps
 from protocol.assignment import assign_batches, round_batch_ids
 
 
@@ -33,6 +34,7 @@ class ReplicaRunner:
         n: int,
         micro_batch: int,
         seed: int = 0,
+        inner: InnerConfig | None = None,
     ):
         self.ids = [f"replica-{i}" for i in range(n)]
         self.models = [copy.deepcopy(model) for _ in range(n)]
@@ -40,15 +42,31 @@ class ReplicaRunner:
         device = next(model.parameters()).device
         self.trainers = [Trainer(m, data, micro_batch, device) for m in self.models]
         self.seed = seed
+        self.local = [LocalSteps(m.parameters(), inner) for m in self.models] if inner else []
 
-    def step(self, round_number: int, global_batch: int, check_hashes: bool = False) -> RoundReport:
-        batches = assign_batches(
-            self.seed + round_number, self.ids, round_batch_ids(round_number, global_batch)
-        )
+    def _share(self, i: int, step: int, global_batch: int) -> list[int]:
+        return assign_batches(self.seed + step, self.ids, round_batch_ids(step, global_batch))[self.ids[i]]
+
+    def _train(self, i: int, round_number: int, global_batch: int, inner_lr: float | None) -> list[float]:
+        """Replica i's gradients (or pseudo-gradient, with local steps) for the round; its losses."""
+        trainer = self.trainers[i]
+        if not self.local:
+            return [trainer.accumulate_gradients(self._share(i, round_number, global_batch)).loss]
+        steps = self.local[i].config.steps
+        shares = [self._share(i, round_number * steps + h, global_batch) for h in range(steps)]
+        losses: list[float] = []
+        self.local[i].run(lambda h: losses.append(trainer.accumulate_gradients(shares[h]).loss), inner_lr)
+        return losses
+
+    def step(
+        self, round_number: int, global_batch: int, check_hashes: bool = False, inner_lr: float | None = None
+    ) -> RoundReport:
+        """One exchange. With local steps (`inner`), round r covers steps r*H .. r*H+H-1, each
+        replica taking one inner step per step on its share of that step's batches."""
         payloads, losses = {}, []
-        for node, trainer, opt in zip(self.ids, self.trainers, self.optimizers):
-            losses.append(trainer.accumulate_gradients(batches[node]).loss)
-            payloads[node] = opt.compress()
+        for i, node in enumerate(self.ids):
+            losses += self._train(i, round_number, global_batch, inner_lr)
+            payloads[node] = self.optimizers[i].compress()
         for opt in self.optimizers:
             opt.apply(payloads)
         hashes = tuple(model_hash(m) for m in self.models) if check_hashes else ()

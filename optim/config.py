@@ -16,6 +16,7 @@ class ValueMode(enum.IntEnum):
 
 
 PRECONDITIONS = ("none", "rms", "adam")
+OUTER_STEPS = ("sign", "values")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class DemoConfig:
     precondition: str = "none"
     precondition_beta: float = 0.999  # "adam": decay of the second moment
     schedule: LrSchedule = field(default_factory=LrSchedule)
+    # how apply moves the weights: "sign" of the aggregate (DeMo) or the aggregate's values
+    # scaled by lr (the outer step over local steps' pseudo-gradients, optim/local.py)
+    outer_step: str = "sign"
 
     def check(self) -> None:
         if self.chunk < 1 or self.topk < 1:
@@ -48,4 +52,10 @@ class DemoConfig:
             raise ValueError(f"precondition must be one of {PRECONDITIONS}, got {self.precondition!r}")
         if not 0 < self.precondition_beta < 1:
             raise ValueError(f"precondition_beta must be in (0, 1), got {self.precondition_beta}")
+        if self.outer_step not in OUTER_STEPS:
+            raise ValueError(f"outer_step must be one of {OUTER_STEPS}, got {self.outer_step!r}")
+        if self.outer_step == "values" and self.values == ValueMode.SIGN:
+            raise ValueError(
+                "outer_step 'values' needs the values sent (values int8, bf16 or raw), not signs"
+            )
         self.schedule.check()

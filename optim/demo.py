@@ -6,7 +6,10 @@ Per parameter and step (DeMo, arXiv 2411.19870, with Psyche's choices):
                idx, val = top-k of |D| per chunk      (the payload: idx + quantized val)
                D[idx] -= alpha * val                  error feedback with the unquantized values
     apply:     A = mean over the peers that sent each coefficient, combined in node-id order
-               p = p * (1 - lr * wd) - lr * sign(IDCT(A))
+               p = p * (1 - lr * wd) - lr * sign(IDCT(A))    (outer_step "sign", DeMo's)
+               p = p * (1 - lr * wd) - lr * IDCT(A)          (outer_step "values": the aggregate
+                                                              itself, for pseudo-gradients of
+                                                              local steps, optim/local.py)
 
 Because the per-chunk DCT is orthonormal and linear, keeping D in the DCT domain equals the
 reference's weight-domain momentum followed by an encode, and the feedback needs no local
@@ -79,13 +82,15 @@ def aggregate(
     return dense
 
 
-def sign_step(param: torch.Tensor, direction: torch.Tensor, lr: float, weight_decay: float) -> None:
-    """p = p * (1 - lr * wd) - lr * sign(direction), in direction's dtype (fp32, or fp64 for fp64
-    params). Consumes `direction`: its sign is taken in place."""
+def sign_step(
+    param: torch.Tensor, direction: torch.Tensor, lr: float, weight_decay: float, signs: bool = True
+) -> None:
+    """p = p * (1 - lr * wd) - lr * sign(direction) (or lr * direction itself, `signs` False), in
+    direction's dtype (fp32, or fp64 for fp64 params). Consumes `direction`."""
     work = param.detach().to(direction.dtype)
     if weight_decay:
         work.mul_(1 - lr * weight_decay)
-    work.add_(direction.sign_(), alpha=-lr)
+    work.add_(direction.sign_() if signs else direction, alpha=-lr)
     if work.data_ptr() != param.data_ptr():
         param.detach().copy_(work)
 
@@ -178,7 +183,7 @@ class DemoOptimizer:
         lr, wd = self.lr, self.config.weight_decay
         for i, (p, ts) in enumerate(zip(self.params, self.spec.tensors)):
             mean = aggregate([d.tensors[i] for d in decoded], ts.layout, compute_dtype(p.dtype), p.device)
-            sign_step(p, idct_blocks(mean, ts.layout), lr, wd)
+            sign_step(p, idct_blocks(mean, ts.layout), lr, wd, signs=self.config.outer_step == "sign")
         self.step += 1
 
     def state_dict(self) -> dict[str, Any]:

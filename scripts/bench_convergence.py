@@ -37,6 +37,7 @@ from node.replicas import ReplicaRunner  # noqa: E402
 from node.tokenizer import ByteTokenizer  # noqa: E402
 from node.train import Trainer, pick_device  # noqa: E402
 from optim import DemoConfig, LrSchedule, ValueMode  # noqa: E402
+from optim.local import InnerConfig  # noqa: E402
 from optim.memory import retain_freed_memory  # noqa: E402
 from protocol.assignment import round_batch_ids  # noqa: E402
 
@@ -53,6 +54,7 @@ def demo_config(args: argparse.Namespace) -> DemoConfig:
         precondition=args.precondition,
         precondition_beta=args.precondition_beta,
         schedule=schedule,
+        outer_step=args.outer_step,
     )
 
 
@@ -66,12 +68,16 @@ def run_seed(
     args: argparse.Namespace, data: TokenDataset, seed: int, device: torch.device, progress, task
 ) -> dict:
     model = Llama(preset(args.preset, vocab_size=259, max_seq_len=args.seq_len), seed=seed).to(device)
-    runner = ReplicaRunner(model, data, demo_config(args), args.replicas, args.micro_batch, seed=seed)
+    h = args.inner_steps
+    inner = InnerConfig(steps=h, lr=args.inner_lr) if h > 1 else None
+    runner = ReplicaRunner(model, data, demo_config(args), args.replicas, args.micro_batch, seed, inner)
     baseline = Trainer(model, data, args.micro_batch, device)  # the original model is the AdamW replica
     adamw = torch.optim.AdamW(model.parameters(), lr=args.adam_lr, betas=(0.9, 0.95), weight_decay=0.1)
     curve, payload_bytes = [], []
     for step in range(args.steps):
-        payload_bytes.append(runner.step(step, args.replicas).payload_bytes)
+        if step % h == h - 1:  # an exchange closes every H steps (every step without local steps)
+            inner_lr = args.inner_lr * adamw_lr(args, step - h + 1) / args.adam_lr
+            payload_bytes.append(runner.step(step // h, args.replicas, inner_lr=inner_lr).payload_bytes / h)
         baseline.accumulate_gradients(round_batch_ids(step, args.replicas))
         for group in adamw.param_groups:
             group["lr"] = adamw_lr(args, step)
@@ -168,6 +174,14 @@ def main() -> None:
         help="local scaling before compression",
     )
     add("--precondition-beta", type=float, default=0.99, help="adam preconditioning: second-moment decay")
+    add("--inner-steps", type=int, default=1, help="H: local AdamW steps per exchange (optim/local.py)")
+    add("--inner-lr", type=float, default=1e-3, help="local steps' peak lr (AdamW's schedule shape)")
+    add(
+        "--outer-step",
+        default="sign",
+        choices=["sign", "values"],
+        help="apply the aggregate's sign or values",
+    )
     add("--adam-lr", type=float, default=1e-3)
     add("--adam-warmup", type=int, default=20)
     add("--plot", default="out/convergence.png", help="PNG path; empty for none")
