@@ -190,6 +190,8 @@ class CoordinatorService:
         if isinstance(event, JoinRequest) and result.outcome == Outcome.APPLIED:
             self.metrics.joined(event.key, envelope.body.hardware)
         if isinstance(event, CommitSeen) and result.outcome == Outcome.APPLIED:
+            self.metrics.member(event.key).utilization = min(1.0, max(0.0, envelope.body.utilization))
+        if isinstance(event, CommitSeen) and result.outcome == Outcome.APPLIED:
             self._checks.submit(self._check_payload, event, self.state.round.step, peer_id_of(event.key))
 
     def _check_payload(self, commit: CommitSeen, step: int, origin: str) -> None:

@@ -29,6 +29,11 @@ GAUGES = (
     ("loss", "eranos_loss", "Mean loss replayed by validators, last round."),
     ("self_reported_loss", "eranos_self_reported_loss", "Mean loss members reported, last round."),
     ("bytes_per_step", "eranos_payload_bytes", "Mean payload bytes per member per step."),
+    (
+        "utilization",
+        "eranos_compute_utilization_ratio",
+        "Members' mean share of wall time on their own batches (self-reported).",
+    ),
     ("chain_pending", "eranos_chain_pending_rounds", "Finalized rounds not yet recorded on chain."),
 )
 COUNTERS = (

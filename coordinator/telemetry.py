@@ -32,6 +32,7 @@ class MemberRecord:
     penalized: int = 0
     validations: int = 0  # checks it was credited for
     hardware: str = ""
+    utilization: float | None = None  # share of its wall time on its own batches, as it says
 
 
 @dataclass
@@ -142,6 +143,7 @@ def _row(key, status, telemetry, points, batches, ago, addrs, throughput) -> dic
         "throughput": round(throughput, 3),
         "last_seen_s": round(ago, 1),
         "hardware": r.hardware,
+        "utilization": r.utilization,
     }
 
 
@@ -192,6 +194,12 @@ def snapshot(service) -> dict:
         "checks": dict(m.checks),
         "rejected_messages": {str(k): v for k, v in service.host.inbox.rejected.items()},
         "member_table": member_rows(s, m, points, now),
+        "utilization": _mean([m.records[k].utilization for k in s.members if k in m.records]),
         "timeline": [list(p) for p in list(m.phases)[-120:]],
         "now": now,
     }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None

@@ -22,7 +22,7 @@ from protocol.events import Event, read_events
 COLOURS = {
     "waiting": "#bbbbbb", "warmup": "#f2c14e", "training": "#4e79a7", "finalize": "#f28e2b",
     "cooldown": "#76b7b2", "paused": "#999999", "train": "#1f3b73", "validate": "#e15759",
-    "apply": "#59a14f", "sync": "#b07aa1",
+    "apply": "#59a14f", "sync": "#b07aa1", "compute": "#9c755f",
 }  # fmt: skip
 
 
@@ -43,6 +43,16 @@ def totals(events: dict[str, list[Event]]) -> dict[str, dict[str, float]]:
             spent[e.name] += e.dur
         out[process] = dict(spent)
     return out
+
+
+def utilization(evs: list[Event]) -> float | None:
+    """Share of a process's time from its first own-batch computation to its last event spent
+    computing (forward and backward on its own batches: the 'compute' spans)."""
+    compute = [e for e in evs if e.name == "compute"]
+    if not compute:
+        return None
+    start, end = min(e.t for e in compute), max(e.t + e.dur for e in evs)
+    return sum(e.dur for e in compute) / (end - start) if end > start else None
 
 
 def draw(events: dict[str, list[Event]], path: Path) -> None:

@@ -4,6 +4,7 @@ node, served on `--metrics HOST:PORT`."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import torch
@@ -49,6 +50,16 @@ class NodeMetrics:
         self.checks = Counter(
             "eranos_node_checks", "Replays of other members' rounds, by verdict.", ["verdict"], registry=r
         )
+        self.compute_seconds = Counter(
+            "eranos_node_compute_seconds", "Seconds of forward and backward on its own batches.", registry=r
+        )
+        self.compute_utilization = Gauge(
+            "eranos_node_compute_utilization_ratio",
+            "Share of wall time since its first batch spent on its own batches' forward and backward.",
+            registry=r,
+        )
+        self._first_compute: float | None = None
+        self._compute_total = 0.0
         self.applied_round = Gauge(
             "eranos_node_applied_round", "The last round this node applied.", registry=r
         )
@@ -62,6 +73,21 @@ class NodeMetrics:
         self.step_seconds.observe(seconds)
         self.optimizer_share.set(optimizer_seconds / seconds if seconds > 0 else 0.0)
         self.payload_bytes.set(payload_bytes)
+
+    def computed(self, seconds: float, now: float | None = None) -> None:
+        """Forward and backward on its own batches took `seconds`, ending `now`."""
+        now = time.monotonic() if now is None else now
+        if self._first_compute is None:
+            self._first_compute = now - seconds
+        self.compute_seconds.inc(seconds)
+        self._compute_total += seconds
+        self.compute_utilization.set(self.utilization(now))
+
+    def utilization(self, now: float | None = None) -> float:
+        if self._first_compute is None:
+            return 0.0
+        wall = (time.monotonic() if now is None else now) - self._first_compute
+        return min(1.0, self._compute_total / wall) if wall > 0 else 1.0
 
     def checked(self, accept: bool, available: bool) -> None:
         self.checks.labels("accept" if accept else "reject" if available else "unavailable").inc()

@@ -244,7 +244,9 @@ class NodeRuntime:
             self._hold(None)
         self.optimizer.step = rs.step
         started = time.perf_counter()
-        result = self.trainer.accumulate_gradients(self.behaviour.batches(self, rs))
+        with self.events.span("compute", rs.round):
+            result = self.trainer.accumulate_gradients(self.behaviour.batches(self, rs))
+        self.metrics.computed(time.perf_counter() - started)
         before = self._held
         compress_started = time.perf_counter()
         honest = self.optimizer.compress(round=rs.round, origin=self.me)
@@ -268,6 +270,7 @@ class NodeRuntime:
                 loss=result.loss,
                 state_before=FRESH_STATE if before is None else before[1],
                 state_after=self._held[1],
+                utilization=self.metrics.utilization(),
             ),
         )
 

@@ -42,6 +42,7 @@ from chain.localnet import Localnet  # noqa: E402
 from coordinator.journal import Journal, decode_entry  # noqa: E402
 from coordinator.service import initial_state  # noqa: E402
 from coordinator.state import HeartbeatSeen, Publish, RecordRound, VerdictSeen  # noqa: E402
+from eranos import timeline  # noqa: E402
 from eranos.runs import MODES, run_params  # noqa: E402
 from node.audit import audit, read_log  # noqa: E402
 from node.checkpoint import model_hash  # noqa: E402
@@ -448,6 +449,12 @@ def summarize(
         str(i): [r.round for r in records if bytes(kp.pubkey()) in r.penalized] for i, kp in enumerate(nodes)
     }
     index = {bytes(kp.pubkey()): str(i) for i, kp in enumerate(nodes)}
+    events = timeline.load(args.out)
+    for i, kp in enumerate(nodes):
+        members[i]["compute_utilization"] = timeline.utilization(
+            events.get(f"node-{str(kp.pubkey())[:8]}", [])
+        )
+    measured = [m["compute_utilization"] for m in members if m["compute_utilization"] is not None]
     loss_per_node = defaultdict(dict)
     for r in records:
         for key, loss in r.losses.items():
@@ -464,6 +471,8 @@ def summarize(
         "loss_per_round": {int(k): v for k, v in status.get("verified_losses", {}).items()},
         "self_reported_loss_per_round": {int(k): v for k, v in status.get("losses", {}).items()},
         "loss_per_node": dict(sorted(loss_per_node.items())),
+        # each node's own forward/backward as a share of its wall time, from its event log
+        "compute_utilization_mean": sum(measured) / len(measured) if measured else None,
         "bytes_per_node_per_step": bytes_per_step,
         "dense_bf16_bytes": 2 * n_params,
         "compression_vs_dense_bf16": (2 * n_params / bytes_per_step) if bytes_per_step else None,
@@ -495,7 +504,7 @@ def main(argv: list[str] | None = None, prog: str = "eranos sim") -> None:
     if args.json:
         print(json.dumps(summary, indent=2))
         return
-    report(summary, args.out, Console())
+    report(summary, args.out, Console(width=120))
     if problems(summary):
         raise SystemExit(1)
 

@@ -41,11 +41,14 @@ def problems(summary: dict) -> list[str]:
 
 
 def node_table(summary: dict) -> Table:
-    table = Table("node", "key", "role", "batches", "points", "tokens", "penalties", "status", title="nodes")
+    columns = ("node", "key", "role", "batches", "points", "tokens", "penalties", "compute", "status")
+    table = Table(*columns, title="nodes")
     for m in summary["members"]:
+        compute = m.get("compute_utilization")
         table.add_row(
             str(m["node"]), m["key"][:8], m["adversary"] or "honest", str(m["work_batches"]),
-            str(m["points"]), str(m["tokens"]), str(m["penalties"]), m["status"],
+            str(m["points"]), str(m["tokens"]), str(m["penalties"]),
+            "-" if compute is None else f"{compute:.0%}", m["status"],
         )  # fmt: skip
     return table
 
@@ -63,8 +66,14 @@ def run_lines(summary: dict) -> list[str]:
         f"model hash agreement: {agreed} of {len(summary['model_hash_agreement'])} rounds",
         f"lost batches: {summary['lost_batches']}, checks: "
         + ", ".join(f"{k} {v}" for k, v in summary["validation_checks"].items()),
+        f"compute utilization (own batches' forward and backward / wall time): {_percent(summary)}",
         f"wall time: {summary['wall_seconds']:.0f} s",
     ]
+
+
+def _percent(summary: dict) -> str:
+    mean = summary.get("compute_utilization_mean")
+    return "-" if mean is None else f"{mean:.0%} mean over nodes"
 
 
 def report(summary: dict, out: Path, console: Console) -> None:

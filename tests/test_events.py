@@ -60,3 +60,15 @@ def test_timeline_draws_a_png(tmp_path, capsys):
     write(tmp_path / "coordinator.events.jsonl", Event(0, "coordinator", "training", 0, 2.0))
     main([str(tmp_path)])
     assert (tmp_path / "timeline.png").stat().st_size > 0 and "training" in capsys.readouterr().out
+
+
+def test_utilization_is_own_compute_over_wall_time_from_the_first_batch():
+    from eranos.timeline import utilization
+
+    evs = [
+        Event(10, "n", "train", 0, 3.0),
+        Event(10, "n", "compute", 0, 2.0),
+        Event(18, "n", "compute", 1, 2.0),
+    ]
+    assert utilization(evs) == 4.0 / 10.0
+    assert utilization([Event(0, "c", "training", 0, 1.0)]) is None

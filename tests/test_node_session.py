@@ -208,3 +208,15 @@ def test_node_metrics_follow_prometheus_naming():
     }  # fmt: skip
     assert all(f"# HELP {name}" in text for name in families)
     assert 'eranos_node_checks_total{verdict="accept"} 1.0' in text
+
+
+def test_compute_utilization_is_compute_seconds_over_wall_time_since_the_first_batch():
+    import torch
+
+    from node.metrics import NodeMetrics
+
+    metrics = NodeMetrics(dict, torch.device("cpu"))
+    assert metrics.utilization(now=5.0) == 0.0
+    metrics.computed(2.0, now=10.0)  # began at 8
+    metrics.computed(1.0, now=16.0)
+    assert metrics.utilization(now=20.0) == 3.0 / 12.0
