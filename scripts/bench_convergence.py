@@ -107,6 +107,7 @@ def summarize(runs: list[dict]) -> dict:
         "bytes_per_step_demo": payload,
         "bytes_per_step_adamw": dense,
         "bytes_ratio": dense / payload,
+        "bits_per_param_per_step": 8 * payload / runs[0]["params"],
     }
 
 
@@ -220,6 +221,7 @@ def main() -> None:
     )
     table.add_row("ratio", f"{summary['loss_ratio']:.3f}", f"{summary['bytes_ratio']:.0f}x")
     console.print(table)
+    console.print(f"bits per parameter per step: {summary['bits_per_param_per_step']:.4f}")
     tokens = args.steps * args.replicas * args.batch_seqs * args.seq_len
     console.print(f"tokens per run: {tokens:,}; plot: {args.plot or 'none'}")
 
