@@ -9,7 +9,7 @@ into a sink that is only turned into a result after the hash matched: a file is 
 import hashlib
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -107,3 +107,15 @@ class FileSink:
     async def discard(self) -> None:
         self._file.close()
         self.part.unlink(missing_ok=True)
+
+
+async def read_exactly(read: Callable[[int], Awaitable[bytes]], n: int) -> bytes:
+    """n bytes from `read(at_most)` calls; EOFError when the stream ends first."""
+    parts, remaining = [], n
+    while remaining:
+        data = await read(min(remaining, CHUNK))
+        if not data:
+            raise EOFError(f"stream ended {remaining} bytes early")
+        parts.append(data)
+        remaining -= len(data)
+    return b"".join(parts)

@@ -25,7 +25,7 @@ import struct
 
 import trio
 
-from p2p.blobs import CHUNK, BlobStore
+from p2p.blobs import CHUNK, BlobStore, read_exactly
 from p2p.errors import BlobHashMismatch, BlobTimeout, BlobTooLarge, BlobTruncated, BlobUnavailable
 from p2p.identity import Identity, peer_id_of, verify
 
@@ -44,17 +44,6 @@ class NoBulkChannel(BlobUnavailable):
 
 def request_message(nonce: bytes, server_key: bytes, digest: bytes) -> bytes:
     return DOMAIN + nonce + server_key + digest
-
-
-async def read_exactly(stream: trio.SocketStream, n: int) -> bytes:
-    parts, remaining = [], n
-    while remaining:
-        data = await stream.receive_some(min(remaining, CHUNK))
-        if not data:
-            raise EOFError(f"closed after {n - remaining} of {n} bytes")
-        parts.append(data)
-        remaining -= len(data)
-    return b"".join(parts)
 
 
 class BulkServer:
@@ -77,7 +66,7 @@ class BulkServer:
         nonce = os.urandom(32)
         with trio.fail_after(self.timeout):
             await stream.send_all(nonce)
-            request = await read_exactly(stream, REQUEST)
+            request = await read_exactly(stream.receive_some, REQUEST)
         key, digest, signature = request[:32], request[32:64], request[64:]
         if not verify(key, request_message(nonce, self.identity.public_key, digest), signature):
             self.refused += 1
@@ -106,10 +95,10 @@ async def fetch(
     async with stream:
         try:
             with trio.fail_after(timeout):
-                nonce = await read_exactly(stream, 32)
+                nonce = await read_exactly(stream.receive_some, 32)
                 message = request_message(nonce, server_key, digest)
                 await stream.send_all(identity.public_key + digest + identity.sign(message))
-                status, size = RESPONSE.unpack(await read_exactly(stream, RESPONSE.size))
+                status, size = RESPONSE.unpack(await read_exactly(stream.receive_some, RESPONSE.size))
             if status != HAVE:
                 raise BlobUnavailable("peer does not have the blob", peer)
             if size > size_limit:

@@ -39,7 +39,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from p2p import bulk, workarounds
 from p2p.addresses import announced, bind_error, local_ipv4s
-from p2p.blobs import CHUNK, BlobStore, FileSink, MemorySink
+from p2p.blobs import CHUNK, BlobStore, FileSink, MemorySink, read_exactly
 from p2p.errors import (
     BlobError,
     BlobHashMismatch,
@@ -80,15 +80,15 @@ def redial_delay(failures: int) -> float:
 
 async def _read_exactly(stream, n: int, timeout: float) -> bytes:
     """Read n bytes with a timeout per read; libp2p's own helper gives up after 100 frames."""
-    parts, remaining = [], n
-    while remaining:
+
+    async def read(at_most: int) -> bytes:
         with trio.fail_after(timeout):
-            data = await stream.read(remaining)
-        if not data:
-            raise BlobTruncated(f"stream ended {remaining} bytes early")
-        parts.append(data)
-        remaining -= len(data)
-    return b"".join(parts)
+            return await stream.read(at_most)
+
+    try:
+        return await read_exactly(read, n)
+    except EOFError as exc:
+        raise BlobTruncated(str(exc)) from None
 
 
 class Host:

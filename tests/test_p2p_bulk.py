@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from p2p import bulk
-from p2p.blobs import MemorySink
+from p2p.blobs import MemorySink, read_exactly
 from p2p.errors import BlobUnavailable
 from p2p.host import Host
 from p2p.identity import Identity
@@ -122,7 +122,7 @@ def test_a_server_that_lies_about_the_bytes_is_caught_by_the_hash():
 
         async def liar(stream):
             await stream.send_all(os.urandom(32))
-            await bulk.read_exactly(stream, bulk.REQUEST)
+            await read_exactly(stream.receive_some, bulk.REQUEST)
             await stream.send_all(bulk.RESPONSE.pack(bulk.HAVE, 5) + b"fake!")
 
         async with trio.open_nursery() as nursery:
@@ -151,7 +151,7 @@ def test_a_dripping_server_is_cut_off_by_the_overall_deadline():
 
         async def dripper(stream):
             await stream.send_all(os.urandom(32))
-            await bulk.read_exactly(stream, bulk.REQUEST)
+            await read_exactly(stream.receive_some, bulk.REQUEST)
             await stream.send_all(bulk.RESPONSE.pack(bulk.HAVE, 64 * 1024))
             for _ in range(64 * 1024):
                 await stream.send_all(b"x")
