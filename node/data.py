@@ -78,10 +78,18 @@ def token_file_corpus(path: str | Path, dtype: str = "uint16") -> Corpus:
 
 class TokenDataset:
     def __init__(
-        self, corpus: Corpus, seq_len: int, batch_seqs: int, val_fraction: float = 0.02, seed: int = 0
+        self,
+        corpus: Corpus,
+        seq_len: int,
+        batch_seqs: int,
+        val_fraction: float = 0.02,
+        seed: int = 0,
+        mask: np.ndarray | None = None,  # one 0/1 per token: which tokens count in the loss as targets
     ):
         n_val = max(seq_len + 1, int(len(corpus.tokens) * val_fraction))
         self.train, self.val = corpus.tokens[:-n_val], corpus.tokens[-n_val:]
+        self.mask = mask
+        self.train_mask, self.val_mask = (mask[:-n_val], mask[-n_val:]) if mask is not None else (None, None)
         self.seq_len, self.batch_seqs, self.seed = seq_len, batch_seqs, seed
         self.n_train_seqs = (len(self.train) - 1) // seq_len
         self.batches_per_epoch = self.n_train_seqs // batch_seqs
@@ -94,11 +102,20 @@ class TokenDataset:
         offsets = starts[:, None] * self.seq_len + np.arange(self.seq_len + 1)
         return np.asarray(tokens[offsets], dtype=np.int64)  # (n, seq_len + 1)
 
-    def batch(self, batch_id: int) -> np.ndarray:
-        """The `batch_seqs` sequences of this batch id: (batch_seqs, seq_len + 1) int64."""
+    def _starts(self, batch_id: int) -> np.ndarray:
         epoch, at = divmod(batch_id, self.batches_per_epoch)
         order = np.random.default_rng([self.seed, epoch]).permutation(self.n_train_seqs)
-        return self._sequences(self.train, order[at * self.batch_seqs : (at + 1) * self.batch_seqs])
+        return order[at * self.batch_seqs : (at + 1) * self.batch_seqs]
+
+    def batch(self, batch_id: int) -> np.ndarray:
+        """The `batch_seqs` sequences of this batch id: (batch_seqs, seq_len + 1) int64."""
+        return self._sequences(self.train, self._starts(batch_id))
+
+    def batch_targets(self, batch_id: int) -> np.ndarray | None:
+        """Which targets of this batch count in the loss, (batch_seqs, seq_len) bool; None: all."""
+        if self.train_mask is None:
+            return None
+        return self._sequences(self.train_mask, self._starts(batch_id))[:, 1:].astype(bool)
 
     def val_batches(self, max_seqs: int) -> np.ndarray:
         """The first `max_seqs` validation sequences (fewer if the split is short)."""

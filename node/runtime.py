@@ -39,6 +39,7 @@ from node.checkpoint import model_hash, read_weights, write_weights
 from node.data import TokenDataset, default_corpus, text_path_corpus, token_file_corpus
 from node.metrics import NodeMetrics
 from node.model import Llama
+from node.shards import shard_corpus
 from node.tokenizer import ByteTokenizer
 from node.train import Trainer
 from node.validation import payload_match, replay, replay_evidence
@@ -51,6 +52,8 @@ from p2p.host import Host
 from p2p.identity import peer_id_of
 from p2p.messages import FRESH_STATE, Commit, RoundEnd, RoundStart, Verdict
 from protocol.events import EventLog
+from protocol.manifest import ManifestError
+from protocol.manifest import load as load_manifest
 from protocol.model_config import preset
 from protocol.run_config import RunConfig
 from protocol.stamps import stamp_error
@@ -89,7 +92,17 @@ class Behaviour:
 
 
 def build_data(config: RunConfig) -> TokenDataset:
+    """The run's training data, checked; ManifestError (a ValueError) naming what is wrong."""
     d = config.data
+    if d.manifest:
+        path = Path(d.manifest)
+        manifest = load_manifest(path)
+        if d.manifest_sha256 and manifest.digest() != d.manifest_sha256:
+            raise ManifestError(
+                f"{path} is not the run's data: sha256 {manifest.digest()}, the run pins {d.manifest_sha256}"
+            )
+        corpus, mask = shard_corpus(path.parent, manifest, preset(config.model.preset).vocab_size)
+        return TokenDataset(corpus, d.seq_len, d.batch_size, mask=mask)
     if d.corpus == "stdlib":
         corpus = default_corpus(ByteTokenizer())
     elif d.corpus.endswith(".bin"):
@@ -120,6 +133,7 @@ class NodeRuntime:
         behaviour: Behaviour | None = None,
         micro_batch: int = 4,
         clock: Callable[[], float] = time.time,
+        data: TokenDataset | None = None,
     ) -> None:
         self.config, self.host, self.workdir, self.clock = config, host, workdir, clock
         self.me = host.identity.public_key
@@ -130,7 +144,7 @@ class NodeRuntime:
         )
         # replays other members' rounds; its state is theirs, loaded for each check
         self.scratch = DemoOptimizer(self.model.named_parameters(), self.optimizer.config)
-        self.trainer = Trainer(self.model, build_data(config), micro_batch, device)
+        self.trainer = Trainer(self.model, data or build_data(config), micro_batch, device)
         self.max_payload = max_payload_bytes(self.optimizer.spec)
         self.state_size = state_size(self.optimizer)
         self.hash = bytes.fromhex(model_hash(self.model))

@@ -25,7 +25,8 @@ from solders.pubkey import Pubkey
 from chain.client import EranosClient
 from chain.errors import ProgramError, RpcUnavailable
 from chain.state import MemberStatus
-from node.runtime import Behaviour, NodeRuntime, Progress
+from node.data import TokenDataset
+from node.runtime import Behaviour, NodeRuntime, Progress, build_data
 from node.train import pick_device, use_deterministic_kernels
 from p2p.errors import LocalError, PeerUnreachable
 from p2p.host import Host
@@ -87,7 +88,9 @@ class Session:
             if config is None:
                 return
             use_deterministic_kernels()
-            runtime = NodeRuntime(config, host, self.coordinator, self.workdir, device, behaviour)
+            runtime = NodeRuntime(
+                config, host, self.coordinator, self.workdir, device, behaviour, data=self.data
+            )
             self.serve_metrics(runtime)
             worker = threading.Thread(target=runtime.run, args=(self.stop,), name="node", daemon=True)
             worker.start()
@@ -117,7 +120,7 @@ class Session:
         config = self.wait_for_config(host)
         if config is None:
             return None
-        check_data(config)
+        self.data = load_data(config)
         if not self.args.no_chain:
             authority = Pubkey.from_bytes(self.coordinator)
             client = EranosClient.connect(self.args.rpc or config.run.rpc, self.keypair, authority=authority)
@@ -171,13 +174,19 @@ class Session:
         return None
 
 
-def check_data(config: RunConfig) -> None:
-    corpus = config.data.corpus
-    if corpus != "stdlib" and not Path(corpus).exists():
+def load_data(config: RunConfig) -> TokenDataset:
+    """The run's data, checked before any stake is deposited: one line when it is not here."""
+    d = config.data
+    where = d.manifest or d.corpus
+    if where != "stdlib" and not Path(where).exists():
         fail(
-            f"run {config.run.name!r} trains on {corpus}, which is not on this machine: "
+            f"run {config.run.name!r} trains on {where}, which is not on this machine: "
             "put it at that path and start again"
         )
+    try:
+        return build_data(config)
+    except (ValueError, OSError) as exc:  # ManifestError and ShardError are ValueErrors
+        fail(f"the run's data at {where} cannot be used: {exc}")
 
 
 def register(client: EranosClient, run_id: int, coordinator: bytes, stop: threading.Event) -> None:

@@ -47,6 +47,9 @@ class StepResult:
     tokens: int
 
 
+IGNORED = -100  # F.cross_entropy's ignore_index: a target outside the loss
+
+
 class Trainer:
     def __init__(self, model: Llama, data: TokenDataset, micro_batch: int, device: torch.device):
         self.model, self.data, self.micro_batch, self.device = model, data, micro_batch, device
@@ -62,8 +65,11 @@ class Trainer:
         for p in self.model.parameters():
             p.grad = None
         seqs = np.concatenate([self.data.batch(b) for b in batch_ids]) if batch_ids else np.empty((0, 0))
+        counted = None
+        if self.data.mask is not None and batch_ids:
+            counted = np.concatenate([self.data.batch_targets(b) for b in batch_ids])
         total = 0.0
-        for loss, n in self._losses(seqs):
+        for loss, n in self._losses(seqs, counted):
             (loss * (n / len(seqs))).backward()
             total += loss.item() * n
         return StepResult(total / max(1, len(seqs)), len(seqs) * self.data.seq_len)
@@ -75,10 +81,19 @@ class Trainer:
         seqs = self.data.val_batches(max_seqs)
         return sum(loss.item() * n for loss, n in self._losses(seqs)) / len(seqs)
 
-    def _losses(self, seqs: np.ndarray) -> Iterator[tuple[torch.Tensor, int]]:
-        """(mean loss, sequence count) of each micro-batch of seqs (n, seq_len + 1)."""
+    def _losses(
+        self, seqs: np.ndarray, counted: np.ndarray | None = None
+    ) -> Iterator[tuple[torch.Tensor, int]]:
+        """(mean loss, sequence count) of each micro-batch of seqs (n, seq_len + 1); targets not
+        `counted` (a loss mask: chat prompts) are left out of the loss."""
         for start in range(0, len(seqs), self.micro_batch):
             chunk = torch.from_numpy(seqs[start : start + self.micro_batch]).to(self.device)
+            targets = chunk[:, 1:]
+            if counted is not None:
+                keep = torch.from_numpy(counted[start : start + self.micro_batch]).to(self.device)
+                if not bool(keep.any()):
+                    continue  # nothing in this micro-batch counts (a mean over no targets is NaN)
+                targets = targets.masked_fill(~keep, IGNORED)
             with self._autocast():
-                _, loss = self.model(chunk[:, :-1], chunk[:, 1:])
+                _, loss = self.model(chunk[:, :-1], targets)
             yield loss, len(chunk)

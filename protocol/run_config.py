@@ -65,8 +65,16 @@ class DataSection:
     corpus: str = "stdlib"  # "stdlib", a text file or directory, or a .bin token file
     seq_len: int = 128
     batch_size: int = 4  # sequences per batch id
+    # token shards from `eranos prepare-data`: the manifest's path (it replaces corpus) and the
+    # sha256 it must have (`Manifest.digest`), so every member trains on the same shards
+    manifest: str = ""
+    manifest_sha256: str = ""
 
     def check(self) -> None:
+        valid_hex = len(self.manifest_sha256) == 64 and all(
+            c in "0123456789abcdef" for c in self.manifest_sha256
+        )
+        _require(self.manifest_sha256 == "" or valid_hex, "data.manifest_sha256", self.manifest_sha256)
         _require(self.seq_len >= 2, "data.seq_len", self.seq_len)
         _require(self.batch_size >= 1, "data.batch_size", self.batch_size)
 
