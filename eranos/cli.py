@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "coordinator": ("coordinator.cli", "run the rounds of one run and record them on chain"),
     "node": ("node.cli", "run a compute node; its standing, rewards, leaving and stake on chain"),
     "localnet": ("eranos.localnet", "serve Solana JSON-RPC on 127.0.0.1 with the eranos program"),
+    "export": ("node.export", "write a node's current model as a Hugging Face checkpoint"),
     "prepare-data": ("eranos.prepare_data", "text, JSONL or Parquet in; token shards and a manifest out"),
     "sim": ("scripts.sim", "a whole multi-node run on 127.0.0.1 with the embedded chain"),
     "timeline": ("eranos.timeline", "draw where a run's time went, from its processes' event logs"),

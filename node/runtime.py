@@ -36,11 +36,11 @@ import torch
 from node import machine
 from node.audit import LoggedRound, log_round
 from node.checkpoint import model_hash, read_weights, write_weights
-from node.data import TokenDataset, default_corpus, text_path_corpus, token_file_corpus
+from node.data import TokenDataset
+from node.export import RUN_CONFIG, export
 from node.metrics import NodeMetrics
 from node.model import Llama
-from node.shards import shard_corpus
-from node.tokenizer import ByteTokenizer
+from node.run_data import build_data
 from node.train import Trainer
 from node.validation import payload_match, replay, replay_evidence
 from optim import DemoOptimizer
@@ -52,10 +52,8 @@ from p2p.host import Host
 from p2p.identity import peer_id_of
 from p2p.messages import FRESH_STATE, Commit, RoundEnd, RoundStart, Verdict
 from protocol.events import EventLog
-from protocol.manifest import ManifestError
-from protocol.manifest import load as load_manifest
 from protocol.model_config import preset
-from protocol.run_config import RunConfig
+from protocol.run_config import RunConfig, dumps
 from protocol.stamps import stamp_error
 
 log = logging.getLogger("eranos.node")
@@ -89,27 +87,6 @@ class Behaviour:
     def verdict(self, node: NodeRuntime, honest: Verdict) -> Verdict | None:
         """What to report of a replay (None: report nothing)."""
         return honest
-
-
-def build_data(config: RunConfig) -> TokenDataset:
-    """The run's training data, checked; ManifestError (a ValueError) naming what is wrong."""
-    d = config.data
-    if d.manifest:
-        path = Path(d.manifest)
-        manifest = load_manifest(path)
-        if d.manifest_sha256 and manifest.digest() != d.manifest_sha256:
-            raise ManifestError(
-                f"{path} is not the run's data: sha256 {manifest.digest()}, the run pins {d.manifest_sha256}"
-            )
-        corpus, mask = shard_corpus(path.parent, manifest, preset(config.model.preset).vocab_size)
-        return TokenDataset(corpus, d.seq_len, d.batch_size, mask=mask)
-    if d.corpus == "stdlib":
-        corpus = default_corpus(ByteTokenizer())
-    elif d.corpus.endswith(".bin"):
-        corpus = token_file_corpus(d.corpus)
-    else:
-        corpus = text_path_corpus(d.corpus, ByteTokenizer())
-    return TokenDataset(corpus, d.seq_len, d.batch_size)
 
 
 @dataclass
@@ -160,6 +137,7 @@ class NodeRuntime:
         self._provided_weights: bytes | None = None
         self._lingering: list[bytes] = []  # the last applied round's payloads, still served to slower members
         workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / RUN_CONFIG).write_text(dumps(config))  # what `eranos export` rebuilds the model from
         self.metrics = NodeMetrics(lambda: dict(host.traffic), device)
         self.events = EventLog(workdir / "events.jsonl", f"node-{base58.b58encode(self.me).decode()[:8]}")
 
@@ -359,11 +337,28 @@ class NodeRuntime:
         self.hash = self._serve_weights()  # the file's sha256 is the model hash
         self.progress.applied = end.round
         self.metrics.applied_round.set(end.round)
+        if self._writes_checkpoint(end):
+            export(self.model, self.workdir / "checkpoints" / f"round-{end.round}", end.round)
         served = own.served if own is not None else []
         for digest in self._lingering:  # the round before: every member has applied it by now
             self.host.blobs.forget(digest)
         self._lingering = [*(c.payload_hash for c in job.commits.values()), *served]
         return machine.Applied(end.round, self.hash)
+
+    def _writes_checkpoint(self, end: RoundEnd) -> bool:
+        every, by = self.config.checkpoint.every_rounds, self.config.checkpoint.by
+        if not every or (end.round + 1) % every:
+            return False
+        return by == "all" or (bool(end.accepted) and min(end.accepted) == self.me)
+
+    def write_final_checkpoint(self) -> Path | None:
+        """The model as the run left it, if this node writes checkpoints (at the run's end)."""
+        by = self.config.checkpoint.by
+        if by == "first" and self.progress.applied < 0:
+            return None
+        out = self.workdir / "checkpoints" / "final"
+        export(self.model, out, self.progress.applied)
+        return out
 
     def _settle_state(self, end: RoundEnd) -> Contribution | None:
         """Keep this round's optimizer state if its payload was accepted, else restore the one

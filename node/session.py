@@ -26,7 +26,8 @@ from chain.client import EranosClient
 from chain.errors import ProgramError, RpcUnavailable
 from chain.state import MemberStatus
 from node.data import TokenDataset
-from node.runtime import Behaviour, NodeRuntime, Progress, build_data
+from node.run_data import build_data
+from node.runtime import Behaviour, NodeRuntime, Progress
 from node.train import pick_device, use_deterministic_kernels
 from p2p.errors import LocalError, PeerUnreachable
 from p2p.host import Host
@@ -95,7 +96,12 @@ class Session:
             worker = threading.Thread(target=runtime.run, args=(self.stop,), name="node", daemon=True)
             worker.start()
             show_progress(runtime.progress, self.stop)
+            self.stop.set()
             worker.join(10)
+            if runtime.progress.phase == "finished":
+                final = runtime.write_final_checkpoint()
+                if final is not None:
+                    say(f"final checkpoint (Hugging Face format) in {final}")
         finally:
             self.stop.set()
             if runtime is not None:

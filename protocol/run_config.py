@@ -214,6 +214,19 @@ class ChainSection:
 
 
 @dataclass(frozen=True)
+class CheckpointSection:
+    """Hugging Face checkpoints written during the run (node/export.py), in each writer's
+    work directory under checkpoints/round-N, and checkpoints/final when the run ends."""
+
+    every_rounds: int = 0  # 0: only the final one
+    by: str = "all"  # "all": every node writes them; "first": the accepted member with the lowest key
+
+    def check(self) -> None:
+        _require(self.every_rounds >= 0, "checkpoint.every_rounds", self.every_rounds)
+        _require(self.by in ("all", "first"), "checkpoint.by", self.by, "'all' or 'first'")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     run: RunSection = field(default_factory=RunSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -222,6 +235,7 @@ class RunConfig:
     rounds: RoundsSection = field(default_factory=RoundsSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
     chain: ChainSection = field(default_factory=ChainSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
 
     def check(self) -> None:
         for f in fields(self):

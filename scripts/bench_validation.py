@@ -30,7 +30,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.model import Llama  # noqa: E402
-from node.runtime import build_data  # noqa: E402
+from node.run_data import build_data  # noqa: E402
 from node.train import Trainer  # noqa: E402
 from node.validation import payload_match, replay, sign_agreement  # noqa: E402
 from optim import DemoOptimizer, TensorPayload, decode, encode  # noqa: E402

@@ -86,7 +86,10 @@ def test_a_node_takes_the_run_the_coordinator_serves_and_exits_0_when_it_finishe
     assert code == 0, err
     assert "the run has finished" in err and "Traceback" not in err
     key = Keypair.from_json((tmp_path / "node.json").read_text())
-    assert (tmp_path / default_workdir(key.pubkey()) / "rounds.jsonl").exists()
+    workdir = tmp_path / default_workdir(key.pubkey())
+    assert (workdir / "rounds.jsonl").exists()
+    assert "final checkpoint (Hugging Face format)" in err
+    assert (workdir / "checkpoints" / "final" / "model.safetensors").exists()
 
 
 def test_a_run_name_the_coordinator_does_not_serve_is_one_line(tmp_path, coordinator):

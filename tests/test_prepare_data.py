@@ -138,7 +138,7 @@ def test_a_tokenizer_without_an_end_token_says_to_pass_one(tmp_path):
 def test_a_node_refuses_shards_whose_manifest_is_not_the_one_the_run_pins(tmp_path, tokenizer):
     from dataclasses import replace
 
-    from node.runtime import build_data
+    from node.run_data import build_data
     from protocol.run_config import RunConfig
 
     out, manifest = shards(tmp_path, tokenizer)
