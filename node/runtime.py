@@ -108,7 +108,6 @@ class NodeRuntime:
         workdir: Path,
         device: torch.device,
         behaviour: Behaviour | None = None,
-        micro_batch: int = 4,
         clock: Callable[[], float] = time.time,
         data: TokenDataset | None = None,
     ) -> None:
@@ -121,7 +120,7 @@ class NodeRuntime:
         )
         # replays other members' rounds; its state is theirs, loaded for each check
         self.scratch = DemoOptimizer(self.model.named_parameters(), self.optimizer.config)
-        self.trainer = Trainer(self.model, data or build_data(config), micro_batch, device)
+        self.trainer = Trainer(self.model, data or build_data(config), config.data.micro_batch, device)
         self.max_payload = max_payload_bytes(self.optimizer.spec)
         self.state_size = state_size(self.optimizer)
         self.hash = bytes.fromhex(model_hash(self.model))

@@ -65,6 +65,9 @@ class DataSection:
     corpus: str = "stdlib"  # "stdlib", a text file or directory, or a .bin token file
     seq_len: int = 128
     batch_size: int = 4  # sequences per batch id
+    # sequences per forward/backward: part of the run, since replays must sum a gradient in the
+    # same order as its author to reproduce it to the bit
+    micro_batch: int = 4
     # token shards from `eranos prepare-data`: the manifest's path (it replaces corpus) and the
     # sha256 it must have (`Manifest.digest`), so every member trains on the same shards
     manifest: str = ""
@@ -77,6 +80,7 @@ class DataSection:
         _require(self.manifest_sha256 == "" or valid_hex, "data.manifest_sha256", self.manifest_sha256)
         _require(self.seq_len >= 2, "data.seq_len", self.seq_len)
         _require(self.batch_size >= 1, "data.batch_size", self.batch_size)
+        _require(self.micro_batch >= 1, "data.micro_batch", self.micro_batch)
 
 
 @dataclass(frozen=True)
