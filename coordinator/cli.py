@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None, prog: str = "eranos coordinator") -> Non
         print(f"  --coordinator {addr}", flush=True)
     if server:
         print(f"status: {server.url}/status.json  metrics: {server.url}/metrics", flush=True)
+    if service.data_files:
+        print(f"serving the run's data to nodes: {service.data_files} files", flush=True)
 
     def serve() -> None:
         try:

@@ -61,6 +61,7 @@ from p2p.messages import (
     Verdict,
 )
 from protocol.events import EventLog
+from protocol.manifest import load as load_manifest
 from protocol.model_config import parameter_shapes, preset
 from protocol.run_config import RunConfig, dumps
 from protocol.stamps import stamp_error
@@ -95,6 +96,24 @@ def to_event(envelope: Envelope) -> Event | None:
     if isinstance(m, Verdict):
         return VerdictSeen(key, m.round, m.target, m.accept, m.score, m.available, m.evidence, m.loss)
     return None
+
+
+def provide_data(host: Host, config: RunConfig) -> int:
+    """Serve the run's manifest and every shard (and mask) it names, from where the config says
+    they are; the number of files served (0 when the run has no manifest here)."""
+    path = Path(config.data.manifest) if config.data.manifest else None
+    if path is None or not path.is_file():
+        return 0
+    manifest = load_manifest(path)
+    files = [path] + [
+        path.parent / n
+        for s in manifest.shards
+        for n in (s.name, s.mask_name)
+        if n == s.name or s.mask_sha256
+    ]
+    for f in files:
+        host.provide_file(f)
+    return len(files)
 
 
 class CoordinatorService:
@@ -143,6 +162,7 @@ class CoordinatorService:
         return set(self.state.members)
 
     def start(self) -> CoordinatorService:
+        self.data_files = provide_data(self.host, self.config)  # nodes fetch the shards from here
         if not self.state.secret:
             self._step(Seeded(os.urandom(32)))
         if self.state.members:

@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None, prog: str = "eranos node") -> argparse.Na
     )
     run.add_argument("--workdir", type=Path, help="where weights are kept (default: eranos-node-<key>)")
     run.add_argument("--metrics", default="127.0.0.1:9400", help="Prometheus /metrics HOST:PORT, or 'off'")
+    run.add_argument(
+        "--data-cache",
+        type=Path,
+        default=Path("eranos-data"),
+        help="where shards fetched from peers are kept",
+    )
     run.add_argument("--no-chain", action="store_true", help="do not register on chain")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     for name, summary in account.COMMANDS.items():

@@ -1,10 +1,11 @@
 """The run's training data, as its config says: the stdlib corpus, a text file or directory, a
 raw token file, or token shards under a manifest the run pins (checked before training)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 from node.data import TokenDataset, default_corpus, text_path_corpus, token_file_corpus
-from node.shards import shard_corpus
+from node.shards import file_sha256, shard_corpus
 from node.tokenizer import ByteTokenizer
 from protocol.manifest import ManifestError
 from protocol.manifest import load as load_manifest
@@ -31,3 +32,31 @@ def build_data(config: RunConfig) -> TokenDataset:
     else:
         corpus = text_path_corpus(d.corpus, ByteTokenizer())
     return TokenDataset(corpus, d.seq_len, d.batch_size)
+
+
+MANIFEST_LIMIT = 64 << 20  # bytes a fetched manifest may have
+
+
+def fetch_shards(host, peers: list[str], config: RunConfig, cache: Path) -> RunConfig:
+    """The run's manifest (by its pinned sha256) and shards (by theirs) from `peers` into
+    `cache`, each verified by the blob protocol's hash check; the config pointing at them.
+    Files already cached and matching are kept."""
+    d = config.data
+    if not d.manifest_sha256:
+        raise ManifestError(f"{d.manifest} is not here and the run pins no manifest_sha256 to fetch it by")
+    cache.mkdir(parents=True, exist_ok=True)
+    local = cache / "manifest.json"
+    _fetch(host, peers, d.manifest_sha256, MANIFEST_LIMIT, local)
+    manifest = load_manifest(local)
+    itemsize = 2 if manifest.dtype == "uint16" else 4
+    for s in manifest.shards:
+        _fetch(host, peers, s.sha256, s.tokens * itemsize + 4096, cache / s.name)
+        if s.mask_sha256:
+            _fetch(host, peers, s.mask_sha256, s.tokens, cache / s.mask_name)
+    return replace(config, data=replace(d, manifest=str(local)))
+
+
+def _fetch(host, peers: list[str], sha256: str, limit: int, dest: Path) -> None:
+    if dest.is_file() and file_sha256(dest) == sha256:
+        return
+    host.fetch(bytes.fromhex(sha256), size_limit=limit, peers=peers, dest=dest)

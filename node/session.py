@@ -26,10 +26,10 @@ from chain.client import EranosClient
 from chain.errors import ProgramError, RpcUnavailable
 from chain.state import MemberStatus
 from node.data import TokenDataset
-from node.run_data import build_data
+from node.run_data import build_data, fetch_shards
 from node.runtime import Behaviour, NodeRuntime, Progress
 from node.train import pick_device, use_deterministic_kernels
-from p2p.errors import LocalError, PeerUnreachable
+from p2p.errors import BlobError, LocalError, PeerUnreachable
 from p2p.host import Host
 from p2p.identity import Identity, peer_id_of
 from p2p.messages import RunInfo
@@ -126,12 +126,23 @@ class Session:
         config = self.wait_for_config(host)
         if config is None:
             return None
+        if config.data.manifest and not Path(config.data.manifest).exists():
+            config = self.fetch_data(host, config)
         self.data = load_data(config)
         if not self.args.no_chain:
             authority = Pubkey.from_bytes(self.coordinator)
             client = EranosClient.connect(self.args.rpc or config.run.rpc, self.keypair, authority=authority)
             register(client, config.run.chain_run_id, self.coordinator, self.stop)
         return config
+
+    def fetch_data(self, host: Host, config: RunConfig) -> RunConfig:
+        """The run's shards from the coordinator (and peers), verified by hash, into the cache."""
+        cache = self.args.data_cache / config.data.manifest_sha256[:16]
+        say(f"fetching the run's data into {cache}")
+        try:
+            return fetch_shards(host, [self.peer, *host.peers()], config, cache)
+        except (BlobError, LocalError, ValueError) as exc:
+            fail(f"cannot fetch the run's data: {exc}")
 
     def connect(self, host: Host) -> bool:
         report = Reporter()

@@ -223,3 +223,53 @@ def test_compute_utilization_is_compute_seconds_over_wall_time_since_the_first_b
     metrics.computed(2.0, now=10.0)  # began at 8
     metrics.computed(1.0, now=16.0)
     assert metrics.utilization(now=20.0) == 3.0 / 12.0
+
+
+def test_a_node_without_the_data_fetches_the_pinned_shards_from_the_coordinator(tmp_path):
+    import random
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from eranos.prepare_data import main as prepare
+    from protocol.manifest import load as load_manifest
+
+    words = ["</s>", "<unk>", *(f"w{i}" for i in range(200))]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    coord_dir, node_dir = tmp_path / "coordinator", tmp_path / "node"
+    node_dir.mkdir()
+    (coord_dir / "raw").mkdir(parents=True)
+    tok.save(str(coord_dir / "tokenizer.json"))
+    rng = random.Random(0)
+    (coord_dir / "raw" / "a.txt").write_text(" ".join(rng.choice(words[2:]) for _ in range(20_000)))
+    prepare(["--tokenizer", str(coord_dir / "tokenizer.json"), "-o", str(coord_dir / "data"),
+             "--shard-tokens", "8000", str(coord_dir / "raw" / "a.txt")])  # fmt: skip
+    digest = load_manifest(coord_dir / "data" / "manifest.json").digest()
+    run = RUN.format(corpus="stdlib", rounds=1).replace(
+        'corpus = "stdlib"',
+        f'corpus = "stdlib"\nmanifest = "data/manifest.json"\nmanifest_sha256 = "{digest}"',
+    )
+    (coord_dir / "run.toml").write_text(run)
+    key = Keypair()
+    save_keypair(key, coord_dir / "coordinator.json")
+    port = free_port()
+    coordinator = eranos(
+        "coordinator", "--config", "run.toml", "--keypair", "coordinator.json",
+        "--listen", f"/ip4/127.0.0.1/tcp/{port}", "--journal", "journal.jsonl", "--http", "off",
+        "--no-chain", "--no-live", cwd=coord_dir,
+    )  # fmt: skip
+    try:
+        addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{Identity.from_seed(bytes(key)[:32]).peer_id}"
+        code, err = finish(node(node_dir, addr), timeout=240)
+    finally:
+        coordinator.terminate()
+        coordinator.communicate(timeout=30)
+    assert code == 0, err
+    assert "fetching the run's data into eranos-data" in err and "the run has finished" in err
+    cached = node_dir / "eranos-data" / digest[:16]
+    assert sorted(p.name for p in cached.iterdir()) == [
+        "manifest.json",
+        "shard-00000.bin",
+        "shard-00001.bin",
+        "shard-00002.bin",
+    ]
