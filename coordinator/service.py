@@ -61,7 +61,7 @@ from p2p.messages import (
     Verdict,
 )
 from protocol.events import EventLog
-from protocol.manifest import load as load_manifest
+from protocol.manifest import files as manifest_files
 from protocol.model_config import parameter_shapes, preset
 from protocol.run_config import RunConfig, dumps
 from protocol.stamps import stamp_error
@@ -99,21 +99,12 @@ def to_event(envelope: Envelope) -> Event | None:
 
 
 def provide_data(host: Host, config: RunConfig) -> int:
-    """Serve the run's manifest and every shard (and mask) it names, from where the config says
-    they are; the number of files served (0 when the run has no manifest here)."""
+    """Serve the run's manifest and shards when they are here; how many files."""
     path = Path(config.data.manifest) if config.data.manifest else None
-    if path is None or not path.is_file():
-        return 0
-    manifest = load_manifest(path)
-    files = [path] + [
-        path.parent / n
-        for s in manifest.shards
-        for n in (s.name, s.mask_name)
-        if n == s.name or s.mask_sha256
-    ]
-    for f in files:
+    served = manifest_files(path) if path is not None and path.is_file() else []
+    for f in served:
         host.provide_file(f)
-    return len(files)
+    return len(served)
 
 
 class CoordinatorService:

@@ -33,6 +33,7 @@ from p2p.errors import BlobError, LocalError, PeerUnreachable
 from p2p.host import Host
 from p2p.identity import Identity, peer_id_of
 from p2p.messages import RunInfo
+from protocol.manifest import files as manifest_files
 from protocol.run_config import ConfigError, RunConfig, loads
 
 RETRY_S = 5.0
@@ -129,6 +130,9 @@ class Session:
         if config.data.manifest and not Path(config.data.manifest).exists():
             config = self.fetch_data(host, config)
         self.data = load_data(config)
+        if config.data.manifest:  # a member holding the shards serves them to the next joiner too
+            for f in manifest_files(Path(config.data.manifest)):
+                host.provide_file(f)
         if not self.args.no_chain:
             authority = Pubkey.from_bytes(self.coordinator)
             client = EranosClient.connect(self.args.rpc or config.run.rpc, self.keypair, authority=authority)

@@ -126,3 +126,13 @@ def load(path: Path) -> Manifest:
         return loads(path.read_text())
     except OSError as exc:
         raise ManifestError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def files(path: Path) -> list[Path]:
+    """The manifest at `path` and every shard and mask it names: what a data provider serves."""
+    out = [path]
+    for shard in load(path).shards:
+        out.append(path.parent / shard.name)
+        if shard.mask_sha256:
+            out.append(path.parent / shard.mask_name)
+    return out
