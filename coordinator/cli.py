@@ -11,11 +11,12 @@ the run without recording any round twice.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 import threading
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -29,13 +30,14 @@ from coordinator import membership
 from coordinator.service import CoordinatorService
 from coordinator.status import StatusServer
 from coordinator.telemetry import snapshot
+from node.checkpoint import load_model, model_hash
 from p2p.addresses import parse_announce, parse_listen
 from p2p.errors import LocalError
 from p2p.host import Host
 from p2p.identity import Identity
 from protocol.console import HelpFormatter, Parser, arg_type, read_environment, setup_logging
 from protocol.events import EventLog
-from protocol.run_config import ConfigError, load
+from protocol.run_config import ConfigError, RunConfig, load
 
 listen_addr, announce_addrs = arg_type(parse_listen), arg_type(parse_announce)
 log = logging.getLogger("eranos.coordinator")
@@ -94,6 +96,21 @@ def wait_for_chain(client: EranosClient, run_id: int, stop: threading.Event) -> 
     return False
 
 
+def with_starting_model(config: RunConfig) -> RunConfig:
+    """A run that starts from a Hugging Face directory (`model.path`): its architecture and the
+    hash of its weights go into the config nodes receive; a pinned hash must match."""
+    if not config.model.path:
+        return config
+    model = load_model(config.model.path)  # CheckpointError (a ValueError) names what is wrong
+    digest = model_hash(model)
+    if config.model.hash and config.model.hash != digest:
+        raise ConfigError(
+            f"model.hash {config.model.hash} is not the hash of {config.model.path}'s weights, {digest}"
+        )
+    architecture = json.dumps(asdict(model.config), sort_keys=True)
+    return replace(config, model=replace(config.model, hash=digest, architecture=architecture))
+
+
 def status_table(snap: dict) -> Table:
     table = Table(title=f"eranos coordinator: {snap['run']}", show_header=False)
     for key in (
@@ -123,6 +140,7 @@ def main(argv: list[str] | None = None, prog: str = "eranos coordinator") -> Non
         if args.rpc:
             config = replace(config, run=replace(config.run, rpc=args.rpc))
             config.check()
+        config = with_starting_model(config)
         keypair = load_keypair(args.keypair)
         http = http_address(args.http)
     except (ConfigError, ValueError) as exc:

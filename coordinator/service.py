@@ -42,6 +42,7 @@ from coordinator.state import (
 )
 from coordinator.submitter import ChainSubmitter
 from coordinator.telemetry import Telemetry
+from node.checkpoint import load_model, write_weights
 from optim.codec import decode, max_payload_bytes
 from optim.errors import PayloadError
 from optim.spec import ParamSpec
@@ -62,7 +63,7 @@ from p2p.messages import (
 )
 from protocol.events import EventLog
 from protocol.manifest import files as manifest_files
-from protocol.model_config import parameter_shapes, preset
+from protocol.model_config import parameter_shapes
 from protocol.run_config import RunConfig, dumps
 from protocol.stamps import stamp_error
 
@@ -74,7 +75,7 @@ RUN_INFO_EVERY_S = 2.0
 def param_spec(config: RunConfig) -> ParamSpec:
     """The payload layout every member's optimizer uses, from the run config alone."""
     demo = config.optim.demo_config(config.rounds.rounds)
-    return ParamSpec.build(parameter_shapes(preset(config.model.preset)), demo.chunk, demo.topk, demo.values)
+    return ParamSpec.build(parameter_shapes(config.model.model_config()), demo.chunk, demo.topk, demo.values)
 
 
 def initial_state(config: RunConfig) -> State:
@@ -118,6 +119,7 @@ class CoordinatorService:
         events: EventLog | None = None,
     ) -> None:
         self.config, self.host, self.client, self.clock = config, host, client, clock
+        self.journal_path = journal_path
         self.spec = param_spec(config)
         self.max_payload = max_payload_bytes(self.spec)
         self.journal, replayed = Journal.open(
@@ -154,6 +156,7 @@ class CoordinatorService:
 
     def start(self) -> CoordinatorService:
         self.data_files = provide_data(self.host, self.config)  # nodes fetch the shards from here
+        self._provide_starting_model()
         if not self.state.secret:
             self._step(Seeded(os.urandom(32)))
         if self.state.members:
@@ -163,6 +166,15 @@ class CoordinatorService:
             for record in self._replayed_records:  # the submitter skips what the chain holds
                 self.submitter.submit(record)
         return self
+
+    def _provide_starting_model(self) -> None:
+        """Serve the weights a run from a Hugging Face directory starts with, by their hash,
+        for members that do not hold the directory."""
+        if not self.config.model.path:
+            return
+        path = self.journal_path.with_name(self.journal_path.name + ".start-model.bin")
+        write_weights(load_model(self.config.model.path), path)
+        self.host.provide_file(path)
 
     def close(self) -> None:
         self._checks.shutdown(wait=False, cancel_futures=True)

@@ -18,7 +18,6 @@ from node.audit import read_log
 from node.checkpoint import CheckpointError, read_weights, save
 from node.model import Llama
 from protocol.console import HelpFormatter, Parser
-from protocol.model_config import preset
 from protocol.run_config import ConfigError, RunConfig
 from protocol.run_config import load as load_config
 
@@ -38,7 +37,7 @@ def export(model: Llama, out: Path, round: int, tokenizer: Path | None = None) -
 def model_of(workdir: Path) -> tuple[Llama, RunConfig, int]:
     """The node's current model, its run config, and the last round it applied (-1: none)."""
     config = load_config(workdir / RUN_CONFIG)
-    model = Llama(preset(config.model.preset), seed=config.model.seed)
+    model = Llama(config.model.model_config(), seed=config.model.seed)
     read_weights(model, workdir / WEIGHTS)
     rounds = [entry.round for entry in read_log(workdir)]
     return model, config, max(rounds, default=-1)

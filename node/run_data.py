@@ -9,7 +9,6 @@ from node.shards import file_sha256, shard_corpus
 from node.tokenizer import ByteTokenizer
 from protocol.manifest import ManifestError
 from protocol.manifest import load as load_manifest
-from protocol.model_config import preset
 from protocol.run_config import RunConfig
 
 
@@ -23,7 +22,7 @@ def build_data(config: RunConfig) -> TokenDataset:
             raise ManifestError(
                 f"{path} is not the run's data: sha256 {manifest.digest()}, the run pins {d.manifest_sha256}"
             )
-        corpus, mask = shard_corpus(path.parent, manifest, preset(config.model.preset).vocab_size)
+        corpus, mask = shard_corpus(path.parent, manifest, config.model.model_config().vocab_size)
         return TokenDataset(corpus, d.seq_len, d.batch_size, mask=mask)
     if d.corpus == "stdlib":
         corpus = default_corpus(ByteTokenizer())

@@ -35,7 +35,7 @@ import torch
 
 from node import machine
 from node.audit import LoggedRound, log_round
-from node.checkpoint import model_hash, read_weights, write_weights
+from node.checkpoint import CheckpointError, load_model, model_hash, read_weights, write_weights
 from node.data import TokenDataset
 from node.export import RUN_CONFIG, export
 from node.metrics import NodeMetrics
@@ -52,7 +52,6 @@ from p2p.host import Host
 from p2p.identity import peer_id_of
 from p2p.messages import FRESH_STATE, Commit, RoundEnd, RoundStart, Verdict
 from protocol.events import EventLog
-from protocol.model_config import preset
 from protocol.run_config import RunConfig, dumps
 from protocol.stamps import stamp_error
 
@@ -114,7 +113,7 @@ class NodeRuntime:
         self.config, self.host, self.workdir, self.clock = config, host, workdir, clock
         self.me = host.identity.public_key
         self.behaviour = behaviour or Behaviour()
-        self.model = Llama(preset(config.model.preset), seed=config.model.seed).to(device)
+        self.model = starting_model(config).to(device)
         self.optimizer = DemoOptimizer(
             self.model.named_parameters(), config.optim.demo_config(config.rounds.rounds)
         )
@@ -394,6 +393,21 @@ class NodeRuntime:
             self.host.blobs.forget(self._provided_weights)
         self._provided_weights = self.host.provide_file(path)
         return self._provided_weights
+
+
+def starting_model(config: RunConfig) -> Llama:
+    """The run's starting weights when this machine holds them (`model.path` with the pinned
+    hash); else the seeded initialization, which a node syncs from peers by the pinned hash."""
+    path = Path(config.model.path) if config.model.path else None
+    if path is not None and path.is_dir():
+        try:
+            model = load_model(path)
+            if model_hash(model) == config.model.hash:
+                return model
+            log.warning("%s is not the run's starting model: fetching it from peers", path)
+        except CheckpointError as exc:
+            log.warning("cannot use %s (%s): fetching the starting model from peers", path, exc)
+    return Llama(config.model.model_config(), seed=config.model.seed)
 
 
 def describe(device: torch.device) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from chain.spec import MIN_UNBONDING_SECONDS
 from optim.config import PRECONDITIONS, DemoConfig, ValueMode
 from optim.schedule import LrSchedule
-from protocol.model_config import PRESETS
+from protocol.model_config import PRESETS, ModelConfig, preset
 
 
 class ConfigError(ValueError):
@@ -52,9 +52,25 @@ class ModelSection:
     # it is the model round 0 starts from; empty, the first members' strict majority decides,
     # which lets early joiners outvote the rest.
     hash: str = ""
+    # a local Hugging Face Llama directory to start from (the coordinator's; members without it
+    # fetch its weights by `hash` from peers), and the architecture the coordinator read from it
+    # (JSON of protocol.model_config.ModelConfig), which replaces `preset` when set
+    path: str = ""
+    architecture: str = ""
+
+    def model_config(self) -> ModelConfig:
+        if not self.architecture:
+            return preset(self.preset)
+        cfg = ModelConfig(**json.loads(self.architecture))
+        cfg.check()
+        return cfg
 
     def check(self) -> None:
         _require(self.preset in PRESETS, "model.preset", self.preset, f"one of {sorted(PRESETS)}")
+        try:
+            self.model_config()
+        except (ValueError, TypeError, ZeroDivisionError) as exc:
+            raise ConfigError(f"invalid model.architecture: {exc}") from None
         _require(self.seed >= 0, "model.seed", self.seed)
         valid_hex = len(self.hash) == 64 and all(c in "0123456789abcdef" for c in self.hash)
         _require(self.hash == "" or valid_hex, "model.hash", self.hash, "64 lowercase hex digits or empty")

@@ -36,7 +36,6 @@ from node.validation import payload_match, replay, sign_agreement  # noqa: E402
 from optim import DemoOptimizer, TensorPayload, decode, encode  # noqa: E402
 from optim.state import state_bytes, state_drift  # noqa: E402
 from protocol.assignment import assign_batches, round_batch_ids  # noqa: E402
-from protocol.model_config import preset  # noqa: E402
 from protocol.run_config import RunConfig, load  # noqa: E402
 from scripts import tampering  # noqa: E402
 from scripts.plotting import save_png, subplots  # noqa: E402
@@ -61,7 +60,7 @@ class Run:
 
     def __init__(self, cfg: RunConfig, rounds: int, seed: int):
         self.cfg, self.seed = cfg, seed
-        base = Llama(preset(cfg.model.preset), seed=seed)
+        base = Llama(cfg.model.model_config(), seed=seed)
         data = build_data(cfg)
         self.models = [copy.deepcopy(base) for _ in range(NODES + 2)]  # + shadow + validator
         self.opts = [DemoOptimizer(m.named_parameters(), cfg.optim.demo_config(rounds)) for m in self.models]

@@ -53,7 +53,7 @@ from p2p.identity import (
 )
 from p2p.messages import RoundStart  # noqa: E402
 from protocol.console import HelpFormatter, Parser, read_environment  # noqa: E402
-from protocol.model_config import parameter_shapes, preset  # noqa: E402
+from protocol.model_config import parameter_shapes  # noqa: E402
 from protocol.run_config import RunConfig, dumps, load  # noqa: E402
 from scripts.adversaries import KINDS, PARTNERED  # noqa: E402
 from scripts.sim_report import plot, problems, report  # noqa: E402
@@ -250,7 +250,7 @@ def node_cmd(
 
 def initial_model_hash(config: RunConfig) -> str:
     """What every member computes from the preset and seed: the run pins it."""
-    return model_hash(Llama(preset(config.model.preset), seed=config.model.seed))
+    return model_hash(Llama(config.model.model_config(), seed=config.model.seed))
 
 
 def run_sim(args: argparse.Namespace) -> dict:
@@ -443,7 +443,7 @@ def summarize(
                 "audit_findings": findings,  # eranos node audit: the chain's record against the node's log
             }
         )
-    n_params = sum(math.prod(shape) for _, shape in parameter_shapes(preset(config.model.preset)))
+    n_params = sum(math.prod(shape) for _, shape in parameter_shapes(config.model.model_config()))
     bytes_per_step = status.get("bytes_per_step") or 0
     penalized = {
         str(i): [r.round for r in records if bytes(kp.pubkey()) in r.penalized] for i, kp in enumerate(nodes)

@@ -273,3 +273,41 @@ def test_a_node_without_the_data_fetches_the_pinned_shards_from_the_coordinator(
         "shard-00001.bin",
         "shard-00002.bin",
     ]
+
+
+def test_a_run_from_a_hugging_face_directory_reaches_a_node_that_lacks_it(tmp_path):
+    import json
+
+    from node.checkpoint import model_hash, save
+    from node.model import Llama
+    from protocol.model_config import preset
+
+    coord_dir, node_dir = tmp_path / "coordinator", tmp_path / "node"
+    node_dir.mkdir()
+    start = Llama(preset("tiny", n_layers=1), seed=7)  # not any preset's seeded initialization
+    save(coord_dir / "start", start)
+    run = RUN.format(corpus="stdlib", rounds=1).replace('preset = "tiny"', 'preset = "tiny"\npath = "start"')
+    (coord_dir / "run.toml").write_text(run)
+    key = Keypair()
+    save_keypair(key, coord_dir / "coordinator.json")
+    port = free_port()
+    coordinator = eranos(
+        "coordinator", "--config", "run.toml", "--keypair", "coordinator.json",
+        "--listen", f"/ip4/127.0.0.1/tcp/{port}", "--journal", "journal.jsonl", "--http", "off",
+        "--no-chain", "--no-live", cwd=coord_dir,
+    )  # fmt: skip
+    try:
+        addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{Identity.from_seed(bytes(key)[:32]).peer_id}"
+        code, err = finish(node(node_dir, addr), timeout=240)
+    finally:
+        coordinator.terminate()
+        coordinator.communicate(timeout=30)
+    assert code == 0, err
+    workdir = next(node_dir.glob("eranos-node-*"))
+    events = [json.loads(line) for line in (workdir / "events.jsonl").read_text().splitlines()]
+    assert any(e["name"] == "sync" for e in events)  # it fetched the starting weights by their hash
+    accepted = json.loads((workdir / "rounds.jsonl").read_text().splitlines()[0])
+    assert len(accepted["accepted"]) == 1  # its round 0, trained from those weights, was accepted
+    assert json.loads((workdir / "run.toml").read_text().split("hash = ")[1].split("\n")[0]) == model_hash(
+        start
+    )
