@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,25 @@ def coordinator(tmp_path, request):
     yield f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer}", proc
     proc.terminate()
     proc.communicate(timeout=30)
+
+
+@contextmanager
+def coordinator_in(directory: Path, run: str) -> Iterator[str]:
+    """A coordinator (no chain) started in `directory` with this run config; its multiaddr."""
+    (directory / "run.toml").write_text(run)
+    key = Keypair()
+    save_keypair(key, directory / "coordinator.json")
+    port = free_port()
+    proc = eranos(
+        "coordinator", "--config", "run.toml", "--keypair", "coordinator.json",
+        "--listen", f"/ip4/127.0.0.1/tcp/{port}", "--journal", "journal.jsonl", "--http", "off",
+        "--no-chain", "--no-live", cwd=directory,
+    )  # fmt: skip
+    try:
+        yield f"/ip4/127.0.0.1/tcp/{port}/p2p/{Identity.from_seed(bytes(key)[:32]).peer_id}"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
 
 
 def node(tmp_path: Path, coordinator: str, *extra) -> subprocess.Popen:
@@ -249,21 +270,8 @@ def test_a_node_without_the_data_fetches_the_pinned_shards_from_the_coordinator(
         'corpus = "stdlib"',
         f'corpus = "stdlib"\nmanifest = "data/manifest.json"\nmanifest_sha256 = "{digest}"',
     )
-    (coord_dir / "run.toml").write_text(run)
-    key = Keypair()
-    save_keypair(key, coord_dir / "coordinator.json")
-    port = free_port()
-    coordinator = eranos(
-        "coordinator", "--config", "run.toml", "--keypair", "coordinator.json",
-        "--listen", f"/ip4/127.0.0.1/tcp/{port}", "--journal", "journal.jsonl", "--http", "off",
-        "--no-chain", "--no-live", cwd=coord_dir,
-    )  # fmt: skip
-    try:
-        addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{Identity.from_seed(bytes(key)[:32]).peer_id}"
+    with coordinator_in(coord_dir, run) as addr:
         code, err = finish(node(node_dir, addr), timeout=240)
-    finally:
-        coordinator.terminate()
-        coordinator.communicate(timeout=30)
     assert code == 0, err
     assert "fetching the run's data into eranos-data" in err and "the run has finished" in err
     cached = node_dir / "eranos-data" / digest[:16]
@@ -287,21 +295,8 @@ def test_a_run_from_a_hugging_face_directory_reaches_a_node_that_lacks_it(tmp_pa
     start = Llama(preset("tiny", n_layers=1), seed=7)  # not any preset's seeded initialization
     save(coord_dir / "start", start)
     run = RUN.format(corpus="stdlib", rounds=1).replace('preset = "tiny"', 'preset = "tiny"\npath = "start"')
-    (coord_dir / "run.toml").write_text(run)
-    key = Keypair()
-    save_keypair(key, coord_dir / "coordinator.json")
-    port = free_port()
-    coordinator = eranos(
-        "coordinator", "--config", "run.toml", "--keypair", "coordinator.json",
-        "--listen", f"/ip4/127.0.0.1/tcp/{port}", "--journal", "journal.jsonl", "--http", "off",
-        "--no-chain", "--no-live", cwd=coord_dir,
-    )  # fmt: skip
-    try:
-        addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{Identity.from_seed(bytes(key)[:32]).peer_id}"
+    with coordinator_in(coord_dir, run) as addr:
         code, err = finish(node(node_dir, addr), timeout=240)
-    finally:
-        coordinator.terminate()
-        coordinator.communicate(timeout=30)
     assert code == 0, err
     workdir = next(node_dir.glob("eranos-node-*"))
     events = [json.loads(line) for line in (workdir / "events.jsonl").read_text().splitlines()]
