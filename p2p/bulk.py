@@ -22,12 +22,14 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from functools import partial
+from pathlib import Path
 
 import trio
 
-from p2p.blobs import CHUNK, BlobStore, read_exactly
+from p2p.blobs import CHUNK, BlobStore, FileSink, MemorySink, read_exactly
 from p2p.errors import BlobHashMismatch, BlobTimeout, BlobTooLarge, BlobTruncated, BlobUnavailable
-from p2p.identity import Identity, peer_id_of, verify
+from p2p.identity import Identity, key_of_peer_id, peer_id_of, verify
 
 DOMAIN = b"eranos-bulk-1"
 HAVE, MISSING = 0, 1
@@ -36,6 +38,7 @@ REQUEST = 32 + 32 + 64
 MAX_CONNECTIONS = 64  # served at once; more wait for a slot
 MIN_RATE = 256 * 1024  # bytes/s a transfer must average beyond the first chunk's deadline
 PORT = struct.Struct("<H")
+PORT_PROTOCOL = "/eranos/bulk-port/1.0.0"  # the libp2p protocol that tells a peer the port
 
 
 class NoBulkChannel(BlobUnavailable):
@@ -126,3 +129,61 @@ async def fetch(
         await sink.discard()
         raise BlobHashMismatch("bytes do not hash to the requested sha256", peer)
     return await sink.finish()
+
+
+class SideChannel:
+    """One host's side channel: its server, and the endpoints of its peers' (asked once each
+    over libp2p through `ask_port(peer)`, None when a peer offers none)."""
+
+    def __init__(
+        self, identity: Identity, blobs: BlobStore, serves, traffic, timeout: float, ask_port
+    ) -> None:
+        self.identity, self.traffic, self.timeout, self.ask_port = identity, traffic, timeout, ask_port
+        self.server = BulkServer(identity, blobs, serves, traffic, timeout)
+        self.endpoints: dict[str, tuple[str, int] | None] = {}
+
+    async def start(self, nursery: trio.Nursery, ip: str, set_handler) -> None:
+        listeners = await nursery.start(partial(trio.serve_tcp, self.server.handle, 0, host=ip))
+        port = listeners[0].socket.getsockname()[1]
+
+        async def tell_port(stream) -> None:
+            try:
+                await stream.write(PORT.pack(port))
+                await stream.close()
+            except Exception:  # a vanished asker
+                pass
+
+        set_handler(PORT_PROTOCOL, tell_port)
+
+    async def endpoint(self, peer: str) -> tuple[str, int] | None:
+        if peer not in self.endpoints:
+            found = None
+            try:
+                with trio.fail_after(self.timeout):
+                    stream = await self.ask_port(peer)
+                    (port,) = PORT.unpack(await read_exactly(stream.read, PORT.size))
+                    remote = stream.get_remote_address()
+                    found = (remote[0], port) if remote else None
+                    await stream.close()
+            except Exception:  # an older peer, or one without the side channel
+                found = None
+            self.endpoints[peer] = found
+        return self.endpoints[peer]
+
+    async def fetch(self, peer: str, digest: bytes, size_limit: int, dest: Path | None):
+        """The blob over the peer's side channel; NoBulkChannel when there is none to use."""
+        try:
+            server_key = key_of_peer_id(peer)
+        except ValueError:
+            raise NoBulkChannel("not an ed25519 peer", peer) from None
+        address = await self.endpoint(peer)
+        if address is None:
+            raise NoBulkChannel("no side channel", peer)
+        sink = MemorySink() if dest is None else FileSink(dest)
+        try:
+            return await fetch(
+                self.identity, address, server_key, digest, size_limit, sink, self.timeout, self.traffic, peer
+            )
+        except NoBulkChannel:
+            self.endpoints[peer] = None
+            raise

@@ -24,7 +24,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +50,12 @@ from p2p.errors import (
     PeerUnreachable,
     RemoteError,
 )
-from p2p.identity import Identity, key_of_peer_id, peer_id_of
+from p2p.identity import Identity, peer_id_of
 from p2p.messages import Envelope, Inbox, Message, seal
 
 log = logging.getLogger(__name__)
 
 BLOB_PROTOCOL = TProtocol("/eranos/blob/1.0.0")
-BULK_PORT_PROTOCOL = TProtocol("/eranos/bulk-port/1.0.0")  # where a peer's side channel listens
 _RESPONSE = struct.Struct("<BQ")
 MAX_RECEIVED = 20_000  # verified messages waiting for the owner's loop
 MAX_KNOWN = 2048  # peers learnt from announcements, re-dialled when they drop
@@ -101,13 +99,11 @@ class Host:
         chunk_timeout: float = 10.0,
         pinned: Sequence[bytes] = (),
         announce: Sequence[str] = (),
-        bulk: bool = True,
+        side_channel: bool = True,
     ):
         self.identity, self.run = identity, run  # run None: on no topic until join_run
         self.listen, self.chunk_timeout = multiaddr.Multiaddr(listen), chunk_timeout
         self.announce = list(announce)  # what peers are told to dial; empty: derived from `listen`
-        self.bulk = bulk  # serve and fetch blobs over the key-authenticated TCP side channel (p2p/bulk.py)
-        self._bulk_endpoints: dict[str, tuple[str, int] | None] = {}  # peer -> its side channel
         self.inbox = Inbox(run or "", pinned=frozenset(pinned))
         # verified messages for the owner's loop; bounded, so a flood costs drops (counted), not memory
         self.received: queue.Queue[Envelope] = queue.Queue(maxsize=MAX_RECEIVED)
@@ -117,6 +113,12 @@ class Host:
         self.scores: Counter[str] = Counter()  # peer id -> score; failures push it down
         # bytes moved: blob_received, blob_sent, gossip_received, gossip_sent (for the owner's metrics)
         self.traffic: Counter[str] = Counter()
+        # blobs served and fetched over the key-authenticated TCP side channel (p2p/bulk.py)
+        self.side = (
+            bulk.SideChannel(identity, self.blobs, self._serving, self.traffic, chunk_timeout, self._ask_port)
+            if side_channel
+            else None
+        )
         self.known: dict[str, str] = {}  # peer id -> multiaddr, re-dialled when a connection drops
         self._sticky: set[str] = set()  # known peers the owner connected to itself: never forgotten
         self._failures: Counter[str] = Counter()  # consecutive failed re-dials, for the back-off
@@ -172,8 +174,9 @@ class Host:
         async with self._host.run(listen_addrs=[self.listen]), trio.open_nursery() as nursery:
             self._nursery = nursery
             self._host.set_stream_handler(BLOB_PROTOCOL, self._serve_blob)
-            if self.bulk:
-                await self._start_bulk(nursery)
+            if self.side is not None:
+                ip = self.listen.value_for_protocol("ip4") if "/ip4/" in str(self.listen) else "0.0.0.0"
+                await self.side.start(nursery, ip, self._host.set_stream_handler)
             async with background_trio_service(self._pubsub), background_trio_service(gossipsub):
                 await self._pubsub.wait_until_ready()
                 if self.run is not None:
@@ -271,8 +274,8 @@ class Host:
             raise PeerUnreachable(
                 f"dial failed: {type(err).__name__}: {err}", info.peer_id.to_string()
             ) from None
-        if self.bulk:  # learn its side channel now, not on the first fetch's clock
-            self._nursery.start_soon(self._bulk_endpoint, info.peer_id.to_string())
+        if self.side is not None:  # learn its side channel now, not on the first fetch's clock
+            self._nursery.start_soon(self.side.endpoint, info.peer_id.to_string())
 
     async def _redial_forever(self) -> None:
         """A dropped peer is re-dialled, so a killed relay never partitions the rest: first after
@@ -362,7 +365,9 @@ class Host:
         for peer in sorted(peers, key=lambda p: -self.scores[p]):
             try:
                 try:
-                    result = await self._fetch_bulk(peer, digest, size_limit, dest)
+                    if self.side is None:
+                        raise bulk.NoBulkChannel("no side channel", peer)
+                    result = await self.side.fetch(peer, digest, size_limit, dest)
                 except bulk.NoBulkChannel:
                     result = await self._fetch_from(peer, digest, size_limit, dest)
             except BlobError as err:
@@ -420,61 +425,12 @@ class Host:
             except Exception:  # already reset by the peer
                 pass
 
-    async def _start_bulk(self, nursery) -> None:
-        server = bulk.BulkServer(self.identity, self.blobs, self._serving, self.traffic, self.chunk_timeout)
-        self._bulk_server = server
-        ip = self.listen.value_for_protocol("ip4") if "/ip4/" in str(self.listen) else "0.0.0.0"
-        listeners = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host=ip))
-        port = listeners[0].socket.getsockname()[1]
-
-        async def tell_port(stream) -> None:
-            try:
-                await stream.write(bulk.PORT.pack(port))
-                await stream.close()
-            except Exception:  # a vanished asker
-                pass
-
-        self._host.set_stream_handler(BULK_PORT_PROTOCOL, tell_port)
-
     def _serving(self, peer: str, digest: bytes) -> bool:
         return self.serves(peer, digest)  # looked up per request: owners replace `serves` at will
 
-    async def _bulk_endpoint(self, peer: str) -> tuple[str, int] | None:
-        """The peer's side channel, asked once over libp2p (None: it offers none)."""
-        if peer not in self._bulk_endpoints:
-            endpoint = None
-            try:
-                with trio.fail_after(self.chunk_timeout):
-                    stream = await self._host.new_stream(ID.from_base58(peer), [BULK_PORT_PROTOCOL])
-                    (port,) = bulk.PORT.unpack(
-                        await _read_exactly(stream, bulk.PORT.size, self.chunk_timeout)
-                    )
-                    remote = stream.get_remote_address()
-                    endpoint = (remote[0], port) if remote else None
-                    await stream.close()
-            except Exception:  # an older peer, or one without the side channel
-                endpoint = None
-            self._bulk_endpoints[peer] = endpoint
-        return self._bulk_endpoints[peer]
-
-    async def _fetch_bulk(self, peer: str, digest: bytes, size_limit: int, dest: Path | None):
-        """The blob over the peer's side channel; NoBulkChannel when there is none to use."""
-        endpoint = await self._bulk_endpoint(peer) if self.bulk else None
-        try:
-            server_key = key_of_peer_id(peer)
-        except ValueError:
-            endpoint = None
-        if endpoint is None:
-            raise bulk.NoBulkChannel("no side channel", peer)
-        sink = MemorySink() if dest is None else FileSink(dest)
-        try:
-            return await bulk.fetch(
-                self.identity, endpoint, server_key, digest, size_limit, sink,
-                self.chunk_timeout, self.traffic, peer,
-            )  # fmt: skip
-        except bulk.NoBulkChannel:
-            self._bulk_endpoints[peer] = None
-            raise
+    async def _ask_port(self, peer: str):
+        """A libp2p stream to `peer`'s side-channel port service (bulk.SideChannel asks it)."""
+        return await self._host.new_stream(ID.from_base58(peer), [bulk.PORT_PROTOCOL])
 
     async def _serve_blob(self, stream) -> None:
         try:

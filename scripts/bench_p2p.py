@@ -75,7 +75,7 @@ def blob_peer(index: int, size: int, side_channel: bool) -> None:
     from p2p.host import Host
     from p2p.identity import Identity
 
-    host = Host(Identity.from_seed(index.to_bytes(32, "little")), "bench", bulk=side_channel).start()
+    host = Host(Identity.from_seed(index.to_bytes(32, "little")), "bench", side_channel=side_channel).start()
     host.provide(payload(index, size))
     print(json.dumps({"addr": host.addrs[0], "peer": host.peer_id}), flush=True)
     others = json.loads(sys.stdin.readline())

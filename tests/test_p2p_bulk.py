@@ -37,17 +37,17 @@ def test_a_blob_moves_over_the_side_channel_not_the_libp2p_stream(pair):
     data = os.urandom(3_000_000)
     digest = a.provide(data)
     assert b.fetch(digest, len(data), [a.peer_id]) == data
-    assert b._bulk_endpoints[a.peer_id] is not None and a.traffic["blob_sent"] == len(data)
+    assert b.side.endpoints[a.peer_id] is not None and a.traffic["blob_sent"] == len(data)
 
 
 def test_a_peer_without_the_side_channel_is_fetched_from_over_libp2p(pair):
-    a, _ = pair(bulk=False)
+    a, _ = pair(side_channel=False)
     b = Host(Identity.generate(), "r", bootstrap=a.addrs).start()
     try:
         data = os.urandom(100_000)
         digest = a.provide(data)
         assert b.fetch(digest, len(data), [a.peer_id]) == data
-        assert b._bulk_endpoints[a.peer_id] is None
+        assert b.side.endpoints[a.peer_id] is None
     finally:
         b.close()
 
@@ -70,7 +70,7 @@ def test_a_blob_over_the_limit_is_refused_before_its_bytes(pair):
 
 def endpoint(a: Host, b: Host) -> tuple[str, int]:
     b.fetch(a.provide(b"warm"), 10, [a.peer_id])
-    return b._bulk_endpoints[a.peer_id]
+    return b.side.endpoints[a.peer_id]
 
 
 def test_a_request_signed_by_another_key_is_refused(pair):
@@ -87,7 +87,7 @@ def test_a_request_signed_by_another_key_is_refused(pair):
         )
         s.sendall(forged)
         assert s.recv(9) == b""  # closed without an answer
-    assert a._bulk_server.refused == 1
+    assert a.side.server.refused == 1
 
 
 def test_a_replayed_request_fails_on_a_fresh_nonce(pair):

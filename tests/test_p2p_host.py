@@ -142,7 +142,7 @@ def test_a_fetched_blob_is_not_kept_unless_asked(hosts):
 
 
 def test_a_peer_dripping_bytes_is_cut_off_by_the_overall_deadline(hosts):
-    dripper, fetcher = hosts(2, chunk_timeout=1.0, bulk=False)  # the libp2p stream path
+    dripper, fetcher = hosts(2, chunk_timeout=1.0, side_channel=False)  # the libp2p stream path
     size = 64 * 1024  # 1 s + 0.25 s at the minimum rate
 
     async def drip(stream):
