@@ -55,6 +55,17 @@ def utilization(evs: list[Event]) -> float | None:
     return sum(e.dur for e in compute) / (end - start) if end > start else None
 
 
+def startup(evs: list[Event]) -> dict[str, float]:
+    """Seconds of each start-up stage of a node, and from its process start to its first
+    training ('first training')."""
+    stages = {e.name.removeprefix("start-up: "): e.dur for e in evs if e.name.startswith("start-up: ")}
+    starts = [e.t for e in evs if e.name.startswith("start-up: ")]
+    trains = [e.t for e in evs if e.name == "train"]
+    if starts and trains:
+        stages["first training"] = min(trains) - min(starts)
+    return stages
+
+
 def draw(events: dict[str, list[Event]], path: Path) -> None:
     from scripts.plotting import save_png, subplots
 

@@ -33,6 +33,7 @@ from p2p.errors import BlobError, LocalError, PeerUnreachable
 from p2p.host import Host
 from p2p.identity import Identity, peer_id_of
 from p2p.messages import RunInfo
+from protocol.console import process_started
 from protocol.manifest import files as manifest_files
 from protocol.run_config import ConfigError, RunConfig, loads
 
@@ -69,12 +70,21 @@ class Session:
         self.args, self.keypair, self.workdir, self.stop = args, keypair, workdir, stop
         self.address, self.coordinator = args.coordinator
         self.peer = peer_id_of(self.coordinator)
+        self.stages: list[tuple[str, float, float]] = []  # start-up: (stage, start, end)
+        self._since = process_started()
+
+    def stage(self, name: str) -> None:
+        """The start-up stage `name` ended now (written to the event log once there is one)."""
+        now = time.time()
+        self.stages.append((f"start-up: {name}", self._since, now))
+        self._since = now
 
     def run(self, behaviour: Behaviour | None = None) -> None:
         try:
             device = pick_device(self.args.device)
         except ValueError as exc:
             fail(str(exc))
+        self.stage("imports")
         identity = Identity.from_seed(bytes(self.keypair)[:32])
         try:
             host = Host(
@@ -84,6 +94,7 @@ class Session:
         except LocalError as exc:
             fail(f"{exc}; pick another port with --listen /ip4/0.0.0.0/tcp/PORT")
         runtime = None
+        self.stage("p2p host")
         try:
             say(f"{identity.address} reachable at {', '.join(host.addrs)}")
             config = self.join_run(host)
@@ -93,6 +104,9 @@ class Session:
             runtime = NodeRuntime(
                 config, host, self.coordinator, self.workdir, device, behaviour, data=self.data
             )
+            self.stage("model")
+            for name, start, end in self.stages:
+                runtime.events.write(name, -1, start, end - start)
             self.serve_metrics(runtime)
             worker = threading.Thread(target=runtime.run, args=(self.stop,), name="node", daemon=True)
             worker.start()
@@ -123,20 +137,24 @@ class Session:
         """Connect, take the coordinator's run, check its config here, register on chain."""
         if not self.connect(host):
             return None
+        self.stage("reach coordinator")
         self.find_run(host)
         config = self.wait_for_config(host)
         if config is None:
             return None
+        self.stage("run config")
         if config.data.manifest and not Path(config.data.manifest).exists():
             config = self.fetch_data(host, config)
         self.data = load_data(config)
         if config.data.manifest:  # a member holding the shards serves them to the next joiner too
             for f in manifest_files(Path(config.data.manifest)):
                 host.provide_file(f)
+        self.stage("data")
         if not self.args.no_chain:
             authority = Pubkey.from_bytes(self.coordinator)
             client = EranosClient.connect(self.args.rpc or config.run.rpc, self.keypair, authority=authority)
             register(client, config.run.chain_run_id, self.coordinator, self.stop)
+            self.stage("chain join")
         return config
 
     def fetch_data(self, host: Host, config: RunConfig) -> RunConfig:

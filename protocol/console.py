@@ -132,3 +132,19 @@ def read_file(parser: argparse.ArgumentParser, path: Path) -> None:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         parser.error(f"cannot read {path}: {exc}")
     set_defaults(parser, values, str(path))
+
+
+def process_started() -> float:
+    """When this process started (unix seconds), from /proc on Linux; now elsewhere."""
+    import time
+
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()

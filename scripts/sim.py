@@ -455,6 +455,7 @@ def summarize(
             events.get(f"node-{str(kp.pubkey())[:8]}", [])
         )
     measured = [m["compute_utilization"] for m in members if m["compute_utilization"] is not None]
+    startups = [timeline.startup(evs) for name, evs in events.items() if name.startswith("node-")]
     loss_per_node = defaultdict(dict)
     for r in records:
         for key, loss in r.losses.items():
@@ -473,6 +474,11 @@ def summarize(
         "loss_per_node": dict(sorted(loss_per_node.items())),
         # each node's own forward/backward as a share of its wall time, from its event log
         "compute_utilization_mean": sum(measured) / len(measured) if measured else None,
+        # seconds per start-up stage, mean over the nodes that reached it (from their event logs)
+        "startup_seconds": {
+            stage: sum(s[stage] for s in startups if stage in s) / sum(stage in s for s in startups)
+            for stage in dict.fromkeys(k for s in startups for k in s)
+        },
         "bytes_per_node_per_step": bytes_per_step,
         "dense_bf16_bytes": 2 * n_params,
         "compression_vs_dense_bf16": (2 * n_params / bytes_per_step) if bytes_per_step else None,

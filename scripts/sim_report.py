@@ -67,6 +67,8 @@ def run_lines(summary: dict) -> list[str]:
         f"lost batches: {summary['lost_batches']}, checks: "
         + ", ".join(f"{k} {v}" for k, v in summary["validation_checks"].items()),
         f"compute utilization (own batches' forward and backward / wall time): {_percent(summary)}",
+        "start-up, mean over nodes: "
+        + (", ".join(f"{k} {v:.1f} s" for k, v in summary.get("startup_seconds", {}).items()) or "-"),
         f"wall time: {summary['wall_seconds']:.0f} s",
     ]
 

@@ -72,3 +72,15 @@ def test_utilization_is_own_compute_over_wall_time_from_the_first_batch():
     ]
     assert utilization(evs) == 4.0 / 10.0
     assert utilization([Event(0, "c", "training", 0, 1.0)]) is None
+
+
+def test_startup_stages_and_the_time_to_the_first_training():
+    from eranos.timeline import startup
+
+    evs = [
+        Event(100, "n", "start-up: imports", -1, 5.0),
+        Event(105, "n", "start-up: chain join", -1, 1.5),
+        Event(112, "n", "train", 0, 2.0),
+        Event(120, "n", "train", 1, 2.0),
+    ]
+    assert startup(evs) == {"imports": 5.0, "chain join": 1.5, "first training": 12.0}
