@@ -36,22 +36,23 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path):
         "PYTHONPATH": str(ROOT),
     }
     script = "set -euo pipefail\n" + walkthrough()
-    proc = subprocess.Popen(
-        ["bash", "-c", script], cwd=tmp_path, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=480)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        raise AssertionError(f"the walkthrough did not finish in 480 s; it printed:\n{out}") from None
-    finally:
+    log = tmp_path / "walkthrough.log"
+    with open(log, "w") as out_file:  # a file, not a pipe: background processes must not hold it open
+        proc = subprocess.Popen(
+            ["bash", "-c", script], cwd=tmp_path, env=env, text=True,
+            stdout=out_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            proc.wait(timeout=480)
+        except subprocess.TimeoutExpired:
             pass
-    assert proc.returncode == 0, out
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    out = log.read_text()
+    assert proc.returncode == 0, f"the walkthrough failed or ran out of time; it printed:\n{out}"
     in_order = [
         "Wrote new keypair to coordinator.json",
         "received 10 SOL, balance 10 SOL",
