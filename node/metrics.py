@@ -60,6 +60,9 @@ class NodeMetrics:
         )
         self._first_compute: float | None = None
         self._compute_total = 0.0
+        self.eval_loss = Gauge(
+            "eranos_node_eval_loss", "Held-out loss after the last evaluated round.", registry=r
+        )
         self.applied_round = Gauge(
             "eranos_node_applied_round", "The last round this node applied.", registry=r
         )

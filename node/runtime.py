@@ -21,6 +21,7 @@ from the command line has; the simulator injects others (scripts/adversaries.py)
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import queue
 import threading
@@ -56,6 +57,7 @@ from protocol.run_config import RunConfig, dumps
 from protocol.stamps import stamp_error
 
 log = logging.getLogger("eranos.node")
+EVALS = "evals.jsonl"  # held-out loss per evaluated round, one JSON object a line
 
 
 @dataclass
@@ -335,6 +337,7 @@ class NodeRuntime:
         self.hash = self._serve_weights()  # the file's sha256 is the model hash
         self.progress.applied = end.round
         self.metrics.applied_round.set(end.round)
+        self._evaluate(end.round)
         if self._writes_checkpoint(end):
             export(self.model, self.workdir / "checkpoints" / f"round-{end.round}", end.round)
         served = own.served if own is not None else []
@@ -342,6 +345,17 @@ class NodeRuntime:
             self.host.blobs.forget(digest)
         self._lingering = [*(c.payload_hash for c in job.commits.values()), *served]
         return machine.Applied(end.round, self.hash)
+
+    def _evaluate(self, round: int) -> None:
+        """Held-out loss after this round, every `eval.every_rounds`: evals.jsonl and /metrics."""
+        every = self.config.eval.every_rounds
+        if not every or (round + 1) % every:
+            return
+        with self.events.span("eval", round):
+            loss = self.trainer.evaluate(self.config.eval.sequences)
+        self.metrics.eval_loss.set(loss)
+        with open(self.workdir / EVALS, "a") as f:
+            f.write(json.dumps({"round": round, "loss": loss}) + "\n")
 
     def _writes_checkpoint(self, end: RoundEnd) -> bool:
         every, by = self.config.checkpoint.every_rounds, self.config.checkpoint.by

@@ -247,6 +247,19 @@ class CheckpointSection:
 
 
 @dataclass(frozen=True)
+class EvalSection:
+    """Held-out loss on the data's fixed validation split, measured by every node after every
+    `every_rounds` rounds (0: never) and kept in its work directory (evals.jsonl)."""
+
+    every_rounds: int = 0
+    sequences: int = 64  # validation sequences scored
+
+    def check(self) -> None:
+        _require(self.every_rounds >= 0, "eval.every_rounds", self.every_rounds)
+        _require(self.sequences >= 1, "eval.sequences", self.sequences)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     run: RunSection = field(default_factory=RunSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -256,6 +269,7 @@ class RunConfig:
     validation: ValidationSection = field(default_factory=ValidationSection)
     chain: ChainSection = field(default_factory=ChainSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    eval: EvalSection = field(default_factory=EvalSection)
 
     def check(self) -> None:
         for f in fields(self):

@@ -47,6 +47,7 @@ from eranos.runs import MODES, run_params  # noqa: E402
 from node.audit import audit, read_log  # noqa: E402
 from node.checkpoint import model_hash  # noqa: E402
 from node.model import Llama  # noqa: E402
+from node.runtime import EVALS  # noqa: E402
 from p2p.identity import (
     Identity,  # noqa: E402
     peer_id_of,  # noqa: E402
@@ -379,6 +380,17 @@ def progress_text(status: dict) -> str:
     return f"round {status['round']} [{status['phase']}{why}] loss {loss}"
 
 
+def eval_losses(out: Path, n_nodes: int) -> dict[int, float]:
+    """Held-out loss per evaluated round, from the first node that wrote any (every member
+    holds the same model after each round, and the split is fixed)."""
+    for i in range(n_nodes):
+        path = out / f"node-{i}" / EVALS
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            return {int(r["round"]): float(r["loss"]) for r in rows}
+    return {}
+
+
 def work_batches(records: list[RecordRound], effects: list, verdicts: list[VerdictSeen]) -> Counter:
     """Batches of work each member was paid for: its accepted batches, and the batches of every
     target it replayed in a round it was credited for validating."""
@@ -472,6 +484,7 @@ def summarize(
         "loss_per_round": {int(k): v for k, v in status.get("verified_losses", {}).items()},
         "self_reported_loss_per_round": {int(k): v for k, v in status.get("losses", {}).items()},
         "loss_per_node": dict(sorted(loss_per_node.items())),
+        "eval_loss_per_round": eval_losses(args.out, len(nodes)),
         # each node's own forward/backward as a share of its wall time, from its event log
         "compute_utilization_mean": sum(measured) / len(measured) if measured else None,
         # seconds per start-up stage, mean over the nodes that reached it (from their event logs)

@@ -64,6 +64,8 @@ def run_lines(summary: dict) -> list[str]:
         f"bytes per node per step: {summary['bytes_per_node_per_step']:.0f}"
         + (f" ({ratio:.0f}x fewer than dense bf16)" if ratio else ""),
         f"model hash agreement: {agreed} of {len(summary['model_hash_agreement'])} rounds",
+        "held-out loss: "
+        + (", ".join(f"round {r} {v:.3f}" for r, v in summary.get("eval_loss_per_round", {}).items()) or "-"),
         f"lost batches: {summary['lost_batches']}, checks: "
         + ", ".join(f"{k} {v}" for k, v in summary["validation_checks"].items()),
         f"compute utilization (own batches' forward and backward / wall time): {_percent(summary)}",
@@ -94,6 +96,9 @@ def plot(summary: dict, out: Path) -> None:
         fig, ax = subplots(figsize=(6, 4))
         ax.plot(list(verified), list(verified.values()), marker="o", label="verified (validators' replays)")
         ax.plot(list(claimed), list(claimed.values()), ls="--", label="self-reported by members")
+        held_out = summary.get("eval_loss_per_round", {})
+        if held_out:
+            ax.plot(list(held_out), list(held_out.values()), marker="s", label="held-out (eval split)")
         ax.legend()
         ax.set_xlabel("round")
         ax.set_ylabel("training loss of accepted contributions")

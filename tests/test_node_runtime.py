@@ -74,3 +74,13 @@ def test_a_payload_is_stamped_with_its_sender_round_and_step(runtime):
     commit = train(runtime, 6)
     payload = decode(runtime.optimizer.spec, runtime.host.blobs.read_all(commit.payload_hash))
     assert (payload.origin, payload.round, payload.step) == (runtime.me, 6, 6)
+
+
+def test_held_out_loss_is_kept_every_eval_rounds(runtime):
+    import json
+
+    runtime._evaluate(3)  # configs/sim.toml evaluates after every 5th round: not after round 3
+    runtime._evaluate(4)
+    rows = [json.loads(line) for line in (runtime.workdir / "evals.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [4]
+    assert rows[0]["loss"] == pytest.approx(runtime.trainer.evaluate(runtime.config.eval.sequences))
