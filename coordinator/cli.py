@@ -27,10 +27,10 @@ from chain.client import EranosClient
 from chain.errors import ChainError, RpcUnavailable
 from chain.keys import load_keypair
 from coordinator import membership
-from coordinator.service import CoordinatorService
+from coordinator.service import CoordinatorService, starting_weights
 from coordinator.status import StatusServer
 from coordinator.telemetry import snapshot
-from node.checkpoint import load_model, model_hash
+from node.checkpoint import load_model, model_hash, write_weights
 from p2p.addresses import parse_announce, parse_listen
 from p2p.errors import LocalError
 from p2p.host import Host
@@ -96,9 +96,10 @@ def wait_for_chain(client: EranosClient, run_id: int, stop: threading.Event) -> 
     return False
 
 
-def with_starting_model(config: RunConfig) -> RunConfig:
+def with_starting_model(config: RunConfig, journal: Path) -> RunConfig:
     """A run that starts from a Hugging Face directory (`model.path`): its architecture and the
-    hash of its weights go into the config nodes receive; a pinned hash must match."""
+    hash of its weights go into the config nodes receive (a pinned hash must match), and the
+    weights into the file the service serves them from."""
     if not config.model.path:
         return config
     model = load_model(config.model.path)  # CheckpointError (a ValueError) names what is wrong
@@ -107,6 +108,7 @@ def with_starting_model(config: RunConfig) -> RunConfig:
         raise ConfigError(
             f"model.hash {config.model.hash} is not the hash of {config.model.path}'s weights, {digest}"
         )
+    write_weights(model, starting_weights(journal))
     architecture = json.dumps(asdict(model.config), sort_keys=True)
     return replace(config, model=replace(config.model, hash=digest, architecture=architecture))
 
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None, prog: str = "eranos coordinator") -> Non
         if args.rpc:
             config = replace(config, run=replace(config.run, rpc=args.rpc))
             config.check()
-        config = with_starting_model(config)
+        config = with_starting_model(config, args.journal)
         keypair = load_keypair(args.keypair)
         http = http_address(args.http)
     except (ConfigError, ValueError) as exc:

@@ -42,7 +42,6 @@ from coordinator.state import (
 )
 from coordinator.submitter import ChainSubmitter
 from coordinator.telemetry import Telemetry
-from node.checkpoint import load_model, write_weights
 from optim.codec import decode, max_payload_bytes
 from optim.errors import PayloadError
 from optim.spec import ParamSpec
@@ -97,6 +96,11 @@ def to_event(envelope: Envelope) -> Event | None:
     if isinstance(m, Verdict):
         return VerdictSeen(key, m.round, m.target, m.accept, m.score, m.available, m.evidence, m.loss)
     return None
+
+
+def starting_weights(journal: Path) -> Path:
+    """Where the coordinator keeps the canonical weights of a run's starting model."""
+    return journal.with_name(journal.name + ".start-model.bin")
 
 
 def provide_data(host: Host, config: RunConfig) -> int:
@@ -168,13 +172,10 @@ class CoordinatorService:
         return self
 
     def _provide_starting_model(self) -> None:
-        """Serve the weights a run from a Hugging Face directory starts with, by their hash,
-        for members that do not hold the directory."""
-        if not self.config.model.path:
-            return
-        path = self.journal_path.with_name(self.journal_path.name + ".start-model.bin")
-        write_weights(load_model(self.config.model.path), path)
-        self.host.provide_file(path)
+        """Serve the weights a run from a Hugging Face directory starts with (written by
+        `write_starting_weights`), by their hash, for members that do not hold the directory."""
+        if self.config.model.path:
+            self.host.provide_file(starting_weights(self.journal_path))
 
     def close(self) -> None:
         self._checks.shutdown(wait=False, cancel_futures=True)

@@ -15,13 +15,13 @@ what the run config pins as `data.manifest_sha256`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from node.shards import hex_sha256
 from protocol.console import HelpFormatter, Parser
 from protocol.manifest import Manifest, Shard
 
@@ -93,10 +93,6 @@ class ShardWriter:
         self.tokens, self.masks, self.held = [tokens[n:]], [masks[n:]], len(tokens) - n
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def end_token(tokenizer, wanted: str | None, where: Path) -> int:
     for token in [wanted] if wanted else EOS_CANDIDATES:
         if tokenizer.token_to_id(token) is not None:
@@ -122,11 +118,11 @@ def prepare(inputs: list[Path], tokenizer, tokenizer_path: Path, out: Path, args
     for name, n in writer.shards:
         mask_path = out / (name + ".mask")
         if writer.any_context:
-            shards.append(Shard(name, n, sha256_of(out / name), sha256_of(mask_path)))
+            shards.append(Shard(name, n, hex_sha256(out / name), hex_sha256(mask_path)))
         else:
             mask_path.unlink()
-            shards.append(Shard(name, n, sha256_of(out / name)))
-    manifest = Manifest(dtype.name, vocab, sha256_of(tokenizer_path), tuple(shards))
+            shards.append(Shard(name, n, hex_sha256(out / name)))
+    manifest = Manifest(dtype.name, vocab, hex_sha256(tokenizer_path), tuple(shards))
     (out / "manifest.json").write_text(manifest.dumps())
     return manifest
 

@@ -5,7 +5,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from node.data import TokenDataset, default_corpus, text_path_corpus, token_file_corpus
-from node.shards import file_sha256, shard_corpus
+from node.shards import hex_sha256, shard_corpus
 from node.tokenizer import ByteTokenizer
 from protocol.manifest import ManifestError
 from protocol.manifest import load as load_manifest
@@ -56,6 +56,6 @@ def fetch_shards(host, peers: list[str], config: RunConfig, cache: Path) -> RunC
 
 
 def _fetch(host, peers: list[str], sha256: str, limit: int, dest: Path) -> None:
-    if dest.is_file() and file_sha256(dest) == sha256:
+    if dest.is_file() and hex_sha256(dest) == sha256:
         return
     host.fetch(bytes.fromhex(sha256), size_limit=limit, peers=peers, dest=dest)

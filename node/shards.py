@@ -5,12 +5,12 @@ IndexError from the embedding in the middle of a run."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from node.data import Corpus
+from p2p.blobs import file_sha256
 from protocol.manifest import Manifest, ManifestError, Shard
 
 
@@ -18,12 +18,8 @@ class ShardError(ManifestError):
     """A shard on disk is not the one the manifest describes."""
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def hex_sha256(path: Path) -> str:
+    return file_sha256(path).hex()
 
 
 def read_tokens(path: Path, dtype: str) -> np.ndarray:
@@ -43,7 +39,7 @@ def _checked(
     path = directory / shard.name
     if not path.is_file():
         raise ShardError(f"shard {shard.name} is missing from {directory}")
-    if file_sha256(path) != shard.sha256:
+    if hex_sha256(path) != shard.sha256:
         raise ShardError(f"shard {shard.name} does not match the manifest's sha256")
     tokens = read_tokens(path, manifest.dtype)
     if len(tokens) != shard.tokens:
@@ -56,7 +52,7 @@ def _checked(
     if not shard.mask_sha256:
         return tokens, None
     mask_path = directory / shard.mask_name
-    if not mask_path.is_file() or file_sha256(mask_path) != shard.mask_sha256:
+    if not mask_path.is_file() or hex_sha256(mask_path) != shard.mask_sha256:
         raise ShardError(f"the loss mask of shard {shard.name} is missing or does not match the manifest")
     mask = np.fromfile(mask_path, dtype=np.uint8)
     if len(mask) != len(tokens) or mask.max(initial=0) > 1:
