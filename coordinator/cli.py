@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None, prog: str = "eranos coordinator") -> Non
         ) from None
     identity = Identity.from_seed(bytes(keypair)[:32])
     try:
-        host = Host(identity, config.run.name, listen=args.listen, announce=args.announce or ()).start()
+        host = Host(
+            identity, config.run.name, listen=args.listen, announce=args.announce or (), hub=True
+        ).start()
     except LocalError as exc:
         raise SystemExit(
             f"eranos coordinator: {exc}; pick another port with --listen /ip4/0.0.0.0/tcp/PORT"

@@ -89,7 +89,7 @@ class Session:
         try:
             host = Host(
                 identity, self.args.run, listen=self.args.listen, pinned=[self.coordinator],
-                announce=self.args.announce or (),
+                relays=[self.coordinator], announce=self.args.announce or (),
             ).start()  # fmt: skip
         except LocalError as exc:
             fail(f"{exc}; pick another port with --listen /ip4/0.0.0.0/tcp/PORT")

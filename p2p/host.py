@@ -100,7 +100,12 @@ class Host:
         pinned: Sequence[bytes] = (),
         announce: Sequence[str] = (),
         side_channel: bool = True,
+        hub: bool = False,
+        relays: Sequence[bytes] = (),
     ):
+        # gossip relays every member reaches directly: the coordinator is the `hub`, and a member
+        # names it in `relays` (public keys); see p2p/workarounds.py, item 8
+        self.hub, self.relays = hub, frozenset(peer_id_of(key) for key in relays)
         self.identity, self.run = identity, run  # run None: on no topic until join_run
         self.listen, self.chunk_timeout = multiaddr.Multiaddr(listen), chunk_timeout
         self.announce = list(announce)  # what peers are told to dial; empty: derived from `listen`
@@ -169,7 +174,7 @@ class Host:
         self._host = new_host(
             key_pair=key_pair, sec_opt=workarounds.noise_only(key_pair), listen_addrs=[self.listen]
         )
-        gossipsub = workarounds.gossipsub()
+        gossipsub = workarounds.gossipsub(self.hub, self.relays)
         self._pubsub = workarounds.SafePubsub(self._host, gossipsub)
         async with self._host.run(listen_addrs=[self.listen]), trio.open_nursery() as nursery:
             self._nursery = nursery

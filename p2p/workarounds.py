@@ -20,6 +20,12 @@ it relies on, so the workaround can then be re-examined rather than silently kep
    negative cache), so a node started before its coordinator listens, or retrying after an
    outage, keeps failing for a minute after the peer is back: an explicit `Host.connect` first
    takes the peer out of that cache (`allow_redial`).
+8. The mesh keeps at most `degree_high` peers and prunes the rest: with a coordinator that every
+   member dials, members beyond 12 were pruned out of its mesh and got nothing more from it (16
+   nodes: 10 never committed). Direct peers (always sent every message, never meshed) fix that,
+   but 0.8.1 still grafts direct peers into the mesh and the other side then prunes them, and
+   takes its direct peers only at start. `StarGossipSub` adds direct peers as they connect
+   (every peer, on the coordinator; the coordinator, on a member) and never meshes them.
 """
 
 import logging
@@ -28,6 +34,8 @@ from google.protobuf.message import DecodeError
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -52,8 +60,36 @@ def noise_only(key_pair: KeyPair) -> dict:
     }
 
 
-def gossipsub() -> GossipSub:
-    return GossipSub(
+class StarGossipSub(GossipSub):
+    """Gossipsub with a relay every member reaches directly (workaround 8).
+
+    `hub`: this host is the relay and takes every peer that connects as a direct peer.
+    `relays`: peer ids this host takes as direct peers when they connect (a member's coordinator).
+    """
+
+    def __init__(self, hub: bool, relays: frozenset[str], **options) -> None:
+        super().__init__(**options)
+        self.hub, self.relays = hub, relays
+
+    def add_peer(self, peer_id: ID, protocol_id) -> None:
+        if self.hub or peer_id.to_string() in self.relays:
+            self.direct_peers[peer_id] = PeerInfo(peer_id, [])
+        super().add_peer(peer_id, protocol_id)
+
+    def remove_peer(self, peer_id: ID) -> None:
+        self.direct_peers.pop(peer_id, None)
+        super().remove_peer(peer_id)
+
+    def _get_in_topic_gossipsub_peers_from_minus(self, topic, num_to_select, minus, backoff_check=False):
+        return super()._get_in_topic_gossipsub_peers_from_minus(
+            topic, num_to_select, set(minus) | set(self.direct_peers), backoff_check
+        )
+
+
+def gossipsub(hub: bool = False, relays: frozenset[str] = frozenset()) -> GossipSub:
+    return StarGossipSub(
+        hub,
+        relays,
         protocols=[GOSSIP_PROTOCOL],
         degree=6,
         degree_low=4,

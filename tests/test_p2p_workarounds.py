@@ -3,6 +3,7 @@ on. If one fails after an upgrade, re-examine the workaround rather than the tes
 
 import inspect
 import socket
+import time
 
 import multiaddr
 import pytest
@@ -10,7 +11,8 @@ import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.io.utils import DEFAULT_RETRY_READ_COUNT, read_exactly
-from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
@@ -19,7 +21,7 @@ from p2p import workarounds
 from p2p.errors import PeerUnreachable
 from p2p.host import Host
 from p2p.identity import Identity, peer_id_of
-from p2p.messages import MAX_MESSAGE_BYTES
+from p2p.messages import MAX_MESSAGE_BYTES, Heartbeat
 
 
 def defaults(fn) -> dict:
@@ -100,3 +102,45 @@ def test_a_peer_that_was_not_listening_yet_can_be_dialled_as_soon_as_it_is():
             late.close()
     finally:
         dialler.close()
+
+
+def test_the_mesh_still_prunes_beyond_degree_high_and_would_graft_direct_peers():
+    source = inspect.getsource(GossipSub.mesh_heartbeat)
+    assert "effective_degree_high" in source and "peers_to_prune" in source
+    assert "direct" not in inspect.getsource(GossipSub._get_in_topic_gossipsub_peers_from_minus)
+    assert workarounds.gossipsub().degree_high < 16
+
+
+def test_a_direct_peer_is_never_chosen_for_the_mesh():
+    router = workarounds.gossipsub(hub=True)
+    direct, meshable = ID(b"\x00" * 8), ID(b"\x01" * 8)
+    router.direct_peers[direct] = PeerInfo(direct, [])
+    router.pubsub = type("P", (), {"peer_topics": {"t": {direct, meshable}}})()
+    router.peer_protocol = {direct: workarounds.GOSSIP_PROTOCOL, meshable: workarounds.GOSSIP_PROTOCOL}
+    assert router._get_in_topic_gossipsub_peers_from_minus("t", 10, set()) == [meshable]
+
+
+def test_every_member_of_a_star_hears_every_other_member_beyond_the_mesh_ceiling():
+    """14 members that each dial only the hub: the hub's mesh would hold 12 of them."""
+    hub = Host(Identity.generate(), "r", hub=True).start()
+    members = []
+    try:
+        for _ in range(14):
+            members.append(Host(Identity.generate(), "r", relays=[hub.identity.public_key]).start())
+            members[-1].connect(hub.addrs[0])
+        time.sleep(3)  # several heartbeats: a pruning mesh would have cut members off by now
+        for sender in (members[0], members[-1]):
+            sender.publish(Heartbeat(round=7, model_hash=sender.identity.public_key))
+        heard = {m.peer_id: set() for m in members}
+        deadline = time.time() + 20
+        while time.time() < deadline and any(len(h) < 2 for p, h in heard.items()):
+            for m in members:
+                while not m.received.empty():
+                    heard[m.peer_id].add(m.received.get().sender)
+            time.sleep(0.1)
+        senders = {members[0].identity.public_key, members[-1].identity.public_key}
+        for m in members:
+            assert heard[m.peer_id] >= senders - {m.identity.public_key}, m.peer_id
+    finally:
+        for h in [hub, *members]:
+            h.close()
