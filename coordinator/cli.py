@@ -38,6 +38,7 @@ from p2p.identity import Identity
 from protocol.console import HelpFormatter, Parser, arg_type, read_environment, setup_logging
 from protocol.events import EventLog
 from protocol.run_config import ConfigError, RunConfig, load
+from protocol.usage import USAGE, write_usage
 
 listen_addr, announce_addrs = arg_type(parse_listen), arg_type(parse_announce)
 log = logging.getLogger("eranos.coordinator")
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None, prog: str = "eranos coordinator") -> Non
         events.close()
         if server:
             server.close()
+        write_usage(args.journal.with_name(USAGE), host.traffic, host.messages)
         host.close()
     if failed.is_set():
         raise SystemExit(1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 from p2p.messages import FRESH_STATE, Recheck, Reveal, RoundEnd, RoundStart
 from protocol.run_config import RoundsSection
@@ -86,7 +87,16 @@ class Round:
 
     def validator_of(self, target: bytes) -> bytes | None:
         """The first validator drawn for `target`, once revealed (None: it is not checked)."""
-        return next((v for v, t in self.validators.items() if t == target), None)
+        return self._checked_by.get(target)
+
+    @cached_property
+    def _checked_by(self) -> dict[bytes, bytes]:
+        # settling a round asks this for every target on every event: a scan each time made a
+        # round of 1024 members cost seconds of CPU (scripts/bench_membership.py)
+        checked_by: dict[bytes, bytes] = {}
+        for validator, target in self.validators.items():
+            checked_by.setdefault(target, validator)
+        return checked_by
 
     @property
     def workers(self) -> tuple[bytes, ...]:

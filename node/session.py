@@ -36,6 +36,7 @@ from p2p.messages import RunInfo
 from protocol.console import process_started
 from protocol.manifest import files as manifest_files
 from protocol.run_config import ConfigError, RunConfig, loads
+from protocol.usage import USAGE, write_usage
 
 RETRY_S = 5.0
 REPEAT_S = 60.0  # a wait that goes on is reported again this often, not at every retry
@@ -121,6 +122,7 @@ class Session:
             self.stop.set()
             if runtime is not None:
                 runtime.close()
+            write_usage(self.workdir / USAGE, host.traffic, host.messages)
             host.close()
 
     def serve_metrics(self, runtime: NodeRuntime) -> None:

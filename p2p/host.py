@@ -52,6 +52,7 @@ from p2p.errors import (
 )
 from p2p.identity import Identity, peer_id_of
 from p2p.messages import Envelope, Inbox, Message, seal
+from p2p.topics import coordinator_topic, run_topic, runs_in, topic_for
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,6 @@ MAX_KNOWN = 2048  # peers learnt from announcements, re-dialled when they drop
 MAX_REDIALS = 10  # failed re-dials in a row before such a peer is forgotten
 MIN_BLOB_RATE = 256 * 1024  # bytes/s a transfer must average, beyond the first chunk timeout
 _HAVE, _MISSING = 0, 1
-
-
-TOPIC_PREFIX = "eranos/"
-
-
-def topic_of(run: str) -> str:
-    return TOPIC_PREFIX + run
 
 
 def redial_delay(failures: int) -> float:
@@ -118,6 +112,7 @@ class Host:
         self.scores: Counter[str] = Counter()  # peer id -> score; failures push it down
         # bytes moved: blob_received, blob_sent, gossip_received, gossip_sent (for the owner's metrics)
         self.traffic: Counter[str] = Counter()
+        self.messages: Counter[str] = Counter()  # gossip messages: "sent:Commit", "received:Heartbeat", ...
         # blobs served and fetched over the key-authenticated TCP side channel (p2p/bulk.py)
         self.side = (
             bulk.SideChannel(identity, self.blobs, self._serving, self.traffic, chunk_timeout, self._ask_port)
@@ -192,7 +187,9 @@ class Host:
                 nursery.cancel_scope.cancel()
 
     async def _subscribe(self, run: str) -> None:
-        self._nursery.start_soon(self._drain, await self._pubsub.subscribe(topic_of(run)))
+        topics = [run_topic(run), coordinator_topic(run)] if self.hub else [run_topic(run)]
+        for topic in topics:
+            self._nursery.start_soon(self._drain, await self._pubsub.subscribe(topic))
 
     def join_run(self, run: str) -> None:
         """Take the run's topic, for a host started on none (`run=None`)."""
@@ -206,8 +203,8 @@ class Host:
         return self._call(self._runs_of_async, peer)
 
     async def _runs_of_async(self, peer: str) -> list[str]:
-        topics = [t for t, peers in self._pubsub.peer_topics.items() if any(str(p) == peer for p in peers)]
-        return sorted(t.removeprefix(TOPIC_PREFIX) for t in topics if t.startswith(TOPIC_PREFIX))
+        topics = self._pubsub.peer_topics.items()
+        return runs_in([t for t, peers in topics if any(str(p) == peer for p in peers)])
 
     async def _stop_async(self) -> None:
         self._stop.set()
@@ -310,20 +307,22 @@ class Host:
         """Sign and publish on the run's topic; raises LocalError if libp2p refuses it."""
         if self.run is None:
             raise LocalError("not on any run's topic yet")
-        self._call(self._publish_async, seal(self.identity, self.run, next(self._seq), message))
+        sealed = seal(self.identity, self.run, next(self._seq), message)
+        self._call(self._publish_async, sealed, topic_for(self.run, message))
+        self.messages["sent:" + type(message).__name__] += 1
 
     def publish_raw(self, data: bytes) -> None:
         """Publish bytes as given, not sealed: what a hostile peer can send (the simulator's
         hostile peer and tests use it to check that receivers refuse such gossip)."""
-        self._call(self._publish_async, data)
+        self._call(self._publish_async, data, run_topic(self.run))
 
-    async def _publish_async(self, data: bytes) -> None:
+    async def _publish_async(self, data: bytes, topic: str) -> None:
         wait = self._last_publish + self._publish_interval - trio.current_time()
         if wait > 0:
             await trio.sleep(wait)
         self._last_publish = trio.current_time()
         try:
-            await self._pubsub.publish(topic_of(self.run), data)
+            await self._pubsub.publish(topic, data)
             self.traffic["gossip_sent"] += len(data)
         except Exception as err:
             raise LocalError(f"publish failed: {err}") from err
@@ -335,6 +334,7 @@ class Host:
             self.traffic["gossip_received"] += len(message.data)
             envelope = self.inbox.receive(message.data)
             if envelope is not None:
+                self.messages["received:" + type(envelope.body).__name__] += 1
                 try:
                     self.received.put_nowait(envelope)
                 except queue.Full:

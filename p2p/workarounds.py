@@ -25,7 +25,8 @@ it relies on, so the workaround can then be re-examined rather than silently kep
    nodes: 10 never committed). Direct peers (always sent every message, never meshed) fix that,
    but 0.8.1 still grafts direct peers into the mesh and the other side then prunes them, and
    takes its direct peers only at start. `StarGossipSub` adds direct peers as they connect
-   (every peer, on the coordinator; the coordinator, on a member) and never meshes them.
+   (every peer, on the coordinator; the coordinator, on a member), never meshes them, and sends
+   them only the topics they subscribe to.
 """
 
 import logging
@@ -79,6 +80,15 @@ class StarGossipSub(GossipSub):
     def remove_peer(self, peer_id: ID) -> None:
         self.direct_peers.pop(peer_id, None)
         super().remove_peer(peer_id)
+
+    def _get_peers_to_send(self, topic_ids, msg_forwarder, origin, msg_id=None):
+        """As gossipsub's, but a direct peer gets only the topics it subscribes to (0.8.1 sends
+        a direct peer every topic, so members would get the coordinator's own topic)."""
+        topics = list(topic_ids)
+        listening = set().union(*(self.pubsub.peer_topics.get(t, ()) for t in topics))
+        for peer in super()._get_peers_to_send(topics, msg_forwarder, origin, msg_id):
+            if peer not in self.direct_peers or peer in listening:
+                yield peer
 
     def _get_in_topic_gossipsub_peers_from_minus(self, topic, num_to_select, minus, backoff_check=False):
         return super()._get_in_topic_gossipsub_peers_from_minus(

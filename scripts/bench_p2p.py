@@ -8,6 +8,7 @@ run; the ratio of the two times is the figure (goal <= 2).
 
     python scripts/bench_p2p.py                       # N in {4, 8}, S in {1, 10} MB
     python scripts/bench_p2p.py --nodes 4 --sizes 1 --json
+    python scripts/bench_p2p.py --joiner --sizes 500  # one process fetches one 500 MB blob (a model)
 """
 
 import argparse
@@ -65,7 +66,7 @@ def tcp_peer(index: int, size: int) -> None:
             body = read_exactly(sock, length)
         assert hashlib.sha256(body).hexdigest() == peer["digest"]
 
-    with ThreadPoolExecutor(len(others)) as pool:
+    with ThreadPoolExecutor(max(1, len(others))) as pool:
         list(pool.map(fetch, others))
     print(json.dumps({"done": time.time()}), flush=True)
     sys.stdin.read()
@@ -84,7 +85,7 @@ def blob_peer(index: int, size: int, side_channel: bool) -> None:
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.readline()
     try:
-        with ThreadPoolExecutor(len(others)) as pool:
+        with ThreadPoolExecutor(max(1, len(others))) as pool:
             list(pool.map(lambda p: host.fetch(bytes.fromhex(p["digest"]), size, [p["peer"]]), others))
         print(json.dumps({"done": time.time()}), flush=True)
     except Exception as err:  # reported to the parent, which fails the measurement
@@ -102,14 +103,17 @@ def spawn(mode: str, index: int, size: int) -> subprocess.Popen:
     )
 
 
-def exchange(mode: str, nodes: int, size: int, timeout: float = 120.0) -> float:
+def exchange(mode: str, nodes: int, size: int, joiner: bool = False, timeout: float = 300.0) -> float:
+    """Seconds until every process holds what it fetches: all the others' payloads, or (joiner)
+    only the last process fetches the first one's."""
     procs = [spawn(mode, i, size) for i in range(nodes)]
     try:
         hellos = [json.loads(p.stdout.readline()) for p in procs]
         digests = [hashlib.sha256(payload(i, size)).hexdigest() for i in range(nodes)]
         peers = [h | {"digest": d} for h, d in zip(hellos, digests)]
         for i, proc in enumerate(procs):
-            proc.stdin.write(json.dumps(peers[:i] + peers[i + 1 :]) + "\n")
+            wanted = ([peers[0]] if i == nodes - 1 else []) if joiner else peers[:i] + peers[i + 1 :]
+            proc.stdin.write(json.dumps(wanted) + "\n")
             proc.stdin.flush()
         if mode != "tcp":  # connections are set up before the clock starts, as TCP's listen is
             for proc in procs:
@@ -152,19 +156,22 @@ def main() -> None:
     )
     parser.add_argument("--nodes", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 10], help="MB per payload")
+    parser.add_argument("--joiner", action="store_true", help="one process fetches one payload (a model)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = []
     for nodes in args.nodes:
         for mb in args.sizes:
             size = int(mb * 1_000_000)
-            row = {"nodes": nodes, "mb": mb, "bytes_moved": nodes * (nodes - 1) * size}
+            moved = size if args.joiner else nodes * (nodes - 1) * size
+            row = {"nodes": nodes, "mb": mb, "bytes_moved": moved, "joiner": args.joiner}
             try:
                 row["blob_s"], row["libp2p_s"] = (
-                    exchange("blob", nodes, size),
-                    exchange("libp2p", nodes, size),
+                    exchange("blob", nodes, size, args.joiner),
+                    exchange("libp2p", nodes, size, args.joiner),
                 )
-                row["tcp_s"] = exchange("tcp", nodes, size)
+                row["tcp_s"] = exchange("tcp", nodes, size, args.joiner)
+                row["blob_mb_s"], row["tcp_mb_s"] = moved / 1e6 / row["blob_s"], moved / 1e6 / row["tcp_s"]
                 row["ratio"], row["libp2p_ratio"] = (
                     row["blob_s"] / row["tcp_s"],
                     row["libp2p_s"] / row["tcp_s"],
@@ -175,17 +182,20 @@ def main() -> None:
     if args.json:
         print(json.dumps({"rows": rows}, indent=2))
         return
-    table = Table(title="all-to-all payload exchange on 127.0.0.1")
+    title = "one joiner fetches one payload" if args.joiner else "all-to-all payload exchange"
+    table = Table(title=f"{title} on 127.0.0.1")
     columns = ("nodes", "MB each", "blobs s", "libp2p stream s", "raw TCP s", "blobs / TCP", "libp2p / TCP")
+    columns += ("blobs MB/s", "TCP MB/s")
     for col in columns:
         table.add_column(col, justify="right")
     for r in rows:
         if "error" in r:
-            table.add_row(str(r["nodes"]), f"{r['mb']:g}", r["error"][:60], "", "", "", "")
+            table.add_row(str(r["nodes"]), f"{r['mb']:g}", r["error"][:60], *[""] * 6)
             continue
         table.add_row(
             str(r["nodes"]), f"{r['mb']:g}", f"{r['blob_s']:.2f}", f"{r['libp2p_s']:.2f}",
             f"{r['tcp_s']:.3f}", f"{r['ratio']:.1f}", f"{r['libp2p_ratio']:.1f}",
+            f"{r['blob_mb_s']:.0f}", f"{r['tcp_mb_s']:.0f}",
         )  # fmt: skip
     Console().print(table)
 

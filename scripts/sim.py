@@ -56,8 +56,9 @@ from p2p.messages import RoundStart  # noqa: E402
 from protocol.console import HelpFormatter, Parser, read_environment  # noqa: E402
 from protocol.model_config import parameter_shapes  # noqa: E402
 from protocol.run_config import RunConfig, dumps, load  # noqa: E402
+from protocol.usage import USAGE  # noqa: E402
 from scripts.adversaries import KINDS, PARTNERED  # noqa: E402
-from scripts.sim_report import plot, problems, report  # noqa: E402
+from scripts.sim_report import plot, problems, report, resources  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SOL = 10**9
@@ -149,6 +150,8 @@ class Sim:
             self.out / "journal.jsonl",
             self.out / "coordinator.events.jsonl",
             *self.out.glob("node-*/events.jsonl"),
+            self.out / USAGE,
+            *self.out.glob(f"node-*/{USAGE}"),
         ]:
             old.unlink(missing_ok=True)  # a new run, not a restart
         self.procs: dict[str, subprocess.Popen] = {}
@@ -302,6 +305,7 @@ def run_sim(args: argparse.Namespace) -> dict:
         sim.withdraw_left()
         summary = summarize(args, config, chain, nodes, status, run_id, exited)
         summary["interrupted"] = status.get("interrupted", False)
+        summary["resources"] = resources(args.out, args.nodes, len(summary["rounds_recorded_on_chain"]))
         summary["left"] = {
             str(n): {**info, "points_at_end": summary["members"][n]["points"]} for n, info in sim.left.items()
         }

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eranos.timeline import draw, load
+from protocol.usage import USAGE, read_usage
 from scripts.plotting import save_png, subplots
 
 
@@ -71,8 +72,46 @@ def run_lines(summary: dict) -> list[str]:
         f"compute utilization (own batches' forward and backward / wall time): {_percent(summary)}",
         "start-up, mean over nodes: "
         + (", ".join(f"{k} {v:.1f} s" for k, v in summary.get("startup_seconds", {}).items()) or "-"),
+        resources_line(summary.get("resources", {})),
         f"wall time: {summary['wall_seconds']:.0f} s",
     ]
+
+
+def resources(out: Path, n_nodes: int, rounds: int) -> dict:
+    """CPU, peak memory and gossip per process from the usage.json each wrote at exit (a killed
+    process writes none and is left out); gossip counts are unique messages, per node per round."""
+    coordinator = read_usage(out / USAGE) or {}
+    nodes = [u for u in (read_usage(out / f"node-{i}" / USAGE) for i in range(n_nodes)) if u]
+    per_round = max(1, rounds)
+
+    def gossip(direction: str) -> float:
+        counts = [sum(v for k, v in u["gossip_messages"].items() if k.startswith(direction)) for u in nodes]
+        return sum(counts) / len(counts) / per_round if counts else 0.0
+
+    rss = [u["peak_rss_mb"] for u in nodes]
+    return {
+        "coordinator_cpu_s": coordinator.get("cpu_s"),
+        "coordinator_peak_rss_mb": coordinator.get("peak_rss_mb"),
+        "nodes_reporting": len(nodes),
+        "node_peak_rss_mb_mean": sum(rss) / len(rss) if rss else None,
+        "node_peak_rss_mb_max": max(rss, default=None),
+        "node_cpu_s_mean": sum(u["cpu_s"] for u in nodes) / len(nodes) if nodes else None,
+        "gossip_received_per_node_per_round": gossip("received:"),
+        "gossip_sent_per_node_per_round": gossip("sent:"),
+    }
+
+
+def resources_line(r: dict) -> str:
+    if not r.get("nodes_reporting"):
+        return "resources: -"
+    cpu = r["coordinator_cpu_s"]
+    coordinator = "-" if cpu is None else f"{cpu:.0f} s"
+    return (
+        f"resources: coordinator CPU {coordinator}, node memory {r['node_peak_rss_mb_mean']:.0f} MB mean "
+        f"{r['node_peak_rss_mb_max']:.0f} max, gossip per node per round "
+        f"{r['gossip_received_per_node_per_round']:.1f} received, "
+        f"{r['gossip_sent_per_node_per_round']:.1f} sent"
+    )
 
 
 def _percent(summary: dict) -> str:

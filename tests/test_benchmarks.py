@@ -147,3 +147,19 @@ def test_every_decoder_of_hostile_bytes_answers_with_its_own_typed_error_within_
 def test_every_decoder_survives_100_000_mutated_inputs():
     for row in fuzz(100_000):
         assert row.get("untyped", 0) == 0 and row.get("slow", 0) == 0, row
+
+
+def test_membership_benchmark_settles_every_round_of_an_honest_run_and_counts_its_gossip(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench_membership.py"), "--members", "4,32", "--rounds", "2",
+         "--round-s", "20", "--json", "--plot", str(tmp_path / "membership.png")],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    small, large = json.loads(out.stdout)
+    assert (small["members"], large["members"]) == (4, 32)
+    # each member sends 10 heartbeats per 20 s round, its commit and its verdicts, to the coordinator
+    assert large["coordinator_received_msgs_per_round"] == 32 * large["member_sent_msgs_per_round"]
+    # a member hears every other member's commit besides the coordinator's messages
+    assert large["member_received_msgs_per_round"] - small["member_received_msgs_per_round"] >= 28
+    assert large["coordinator_sent_mb_per_round"] > small["coordinator_sent_mb_per_round"]
+    assert (tmp_path / "membership.png").stat().st_size > 0

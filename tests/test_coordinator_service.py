@@ -39,6 +39,9 @@ CONFIG = RunConfig(
 )
 
 
+COORDINATOR = Identity.from_seed(b"\x09" * 32)
+
+
 def distinct_payload(seed: int, origin: bytes, step: int = 0) -> bytes:
     """A valid payload of round 0 from `origin`: the optimizer's compress of a random gradient."""
     model = Llama(preset("tiny"))
@@ -86,8 +89,8 @@ def network(tmp_path):
         world.authority.authorize(RUN_ID, client.key)
         client.join(RUN_ID)
         world.clients[bytes(client.key)] = client
-        nodes.append(Host(Identity.from_seed(seed), CONFIG.run.name).start())
-    coord_host = Host(Identity.from_seed(b"\x09" * 32), CONFIG.run.name).start()
+        nodes.append(Host(Identity.from_seed(seed), CONFIG.run.name, relays=[COORDINATOR.public_key]).start())
+    coord_host = Host(COORDINATOR, CONFIG.run.name, hub=True).start()
     service = CoordinatorService(CONFIG, coord_host, tmp_path / "journal.jsonl", world.authority).start()
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)

@@ -19,7 +19,7 @@ from libp2p.custom_types import TProtocol
 from p2p.errors import BlobUnavailable, PeerUnreachable
 from p2p.host import _RESPONSE, BLOB_PROTOCOL, MAX_KNOWN, MAX_RECEIVED, Host, redial_delay
 from p2p.identity import Identity
-from p2p.messages import Heartbeat, seal
+from p2p.messages import Heartbeat, RoundEnd, seal
 from p2p.workarounds import GOSSIP_PROTOCOL, SafePubsub
 
 PEER = Path(__file__).with_name("p2p_peer.py")
@@ -40,6 +40,11 @@ def hosts():
     yield start
     for h in started:
         h.close()
+
+
+def note(round: int) -> RoundEnd:
+    """A message on the run's topic, which every member hears."""
+    return RoundEnd(round=round, accepted=[], rejected=[], penalized=[], audit_secret=HASH)
 
 
 def wait_for(predicate, timeout=15.0):
@@ -82,14 +87,14 @@ def test_unreachable_bootstrap_peer_does_not_stop_a_host_from_starting():
 
 def test_signed_gossip_arrives_verified(hosts):
     a, b = hosts(2)
-    envelope = publish_until_received(b, a, Heartbeat(round=4, model_hash=HASH))
+    envelope = publish_until_received(b, a, note(4))
     assert envelope.sender == b.identity.public_key and envelope.body.round == 4
 
 
 def test_unsigned_wrongly_signed_and_replayed_gossip_is_rejected_and_counted(hosts):
     a, b = hosts(2)
-    publish_until_received(b, a, Heartbeat(round=0, model_hash=HASH))
-    good = seal(b.identity, "r", 10**18, Heartbeat(round=1, model_hash=HASH))
+    publish_until_received(b, a, note(0))
+    good = seal(b.identity, "r", 10**18, note(1))
     forged = msgpack.unpackb(good)
     forged["from"] = Identity.generate().public_key
     for data in (b"not a message", msgpack.packb(forged), good, good, b"\x00" * (300 * 1024)):
@@ -130,7 +135,7 @@ def test_a_flood_of_verified_messages_is_dropped_and_counted_once_the_queue_is_f
         b.received.put_nowait(None)
     deadline = time.time() + 15
     while not b.inbox.rejected.get("overloaded") and time.time() < deadline:
-        a.publish(Heartbeat(round=1, model_hash=HASH))
+        a.publish(note(1))
         time.sleep(0.2)
     assert b.inbox.rejected["overloaded"] >= 1 and b.received.qsize() == MAX_RECEIVED
 
@@ -205,7 +210,7 @@ def test_malformed_pubsub_frame_and_garbage_blob_stream_do_not_crash_the_host(ho
     before = SafePubsub.decode_errors
     attacker._call(attack)
     assert wait_for(lambda: SafePubsub.decode_errors > before)
-    envelope = publish_until_received(witness, victim, Heartbeat(round=9, model_hash=HASH))
+    envelope = publish_until_received(witness, victim, note(9))
     assert envelope.body.round == 9
     digest = victim.provide(b"still serving")
     assert witness.fetch(digest, 100, [victim.peer_id]) == b"still serving"
@@ -283,3 +288,22 @@ def test_four_processes_gossip_and_fetch_every_payload_and_survive_a_killed_peer
         for proc, _, _ in procs:
             proc.kill()
             proc.wait()
+
+
+def test_heartbeats_reach_the_coordinator_and_no_other_member():
+    hub = Host(Identity.generate(), "r", hub=True).start()
+    members = [Host(Identity.generate(), "r", relays=[hub.identity.public_key]).start() for _ in range(2)]
+    try:
+        for m in members:
+            m.connect(hub.addrs[0])
+        a, b = members
+        a.connect(b.addrs[0])
+        publish_until_received(a, b, note(1))
+        a.publish(Heartbeat(round=3, model_hash=HASH))
+        assert wait_for(lambda: hub.messages["received:Heartbeat"] == 1)
+        time.sleep(2)  # two heartbeats of the mesh: time for a stray relay to arrive
+        assert b.messages["received:Heartbeat"] == 0 and b.messages["received:RoundEnd"] >= 1
+        assert a.messages["sent:Heartbeat"] == 1
+    finally:
+        for h in [hub, *members]:
+            h.close()

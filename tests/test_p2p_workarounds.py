@@ -21,7 +21,7 @@ from p2p import workarounds
 from p2p.errors import PeerUnreachable
 from p2p.host import Host
 from p2p.identity import Identity, peer_id_of
-from p2p.messages import MAX_MESSAGE_BYTES, Heartbeat
+from p2p.messages import MAX_MESSAGE_BYTES, RoundEnd
 
 
 def defaults(fn) -> dict:
@@ -130,7 +130,7 @@ def test_every_member_of_a_star_hears_every_other_member_beyond_the_mesh_ceiling
             members[-1].connect(hub.addrs[0])
         time.sleep(3)  # several heartbeats: a pruning mesh would have cut members off by now
         for sender in (members[0], members[-1]):
-            sender.publish(Heartbeat(round=7, model_hash=sender.identity.public_key))
+            sender.publish(RoundEnd(round=7, accepted=[], rejected=[], penalized=[], audit_secret=bytes(32)))
         heard = {m.peer_id: set() for m in members}
         deadline = time.time() + 20
         while time.time() < deadline and any(len(h) < 2 for p, h in heard.items()):
