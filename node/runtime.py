@@ -43,11 +43,12 @@ from node.metrics import NodeMetrics
 from node.model import Llama
 from node.run_data import build_data
 from node.train import Trainer
-from node.validation import payload_match, replay, replay_evidence
+from node.validation import payload_match, replay, replay_evidence, start_replay
 from optim import DemoOptimizer
 from optim.codec import decode, max_payload_bytes
 from optim.errors import PayloadError
-from optim.state import load_state, reset_state, state_bytes, state_drift, state_size
+from optim.local import LocalSteps, inner_lr
+from optim.state import StateError, load_state, reset_state, state_bytes, state_drift, state_size
 from p2p.errors import BlobError, LocalError
 from p2p.host import Host
 from p2p.identity import peer_id_of
@@ -119,11 +120,14 @@ class NodeRuntime:
         self.optimizer = DemoOptimizer(
             self.model.named_parameters(), config.optim.demo_config(config.rounds.rounds)
         )
+        inner = config.optim.inner_config()
+        self.local = LocalSteps(self.model.parameters(), inner) if inner else None
         # replays other members' rounds; its state is theirs, loaded for each check
         self.scratch = DemoOptimizer(self.model.named_parameters(), self.optimizer.config)
+        self.scratch_local = LocalSteps(self.model.parameters(), inner) if inner else None
         self.trainer = Trainer(self.model, data or build_data(config), config.data.micro_batch, device)
         self.max_payload = max_payload_bytes(self.optimizer.spec)
-        self.state_size = state_size(self.optimizer)
+        self.state_size = state_size(self.optimizer, self.local)
         self.hash = bytes.fromhex(model_hash(self.model))
         rate = config.rounds.validation_rate
         self.state = machine.NodeState(
@@ -237,14 +241,15 @@ class NodeRuntime:
         self.optimizer.step = rs.step
         started = time.perf_counter()
         with self.events.span("compute", rs.round):
-            result = self.trainer.accumulate_gradients(self.behaviour.batches(self, rs))
+            batches = self.behaviour.batches(self, rs)
+            result = self.trainer.round_gradients(batches, self.local, self._inner_lr(rs.step))
         self.metrics.computed(time.perf_counter() - started)
         before = self._held
         compress_started = time.perf_counter()
         honest = self.optimizer.compress(round=rs.round, origin=self.me)
         compressed = time.perf_counter()
         self.metrics.trained(result.tokens, compressed - started, compressed - compress_started, len(honest))
-        after = state_bytes(self.optimizer)
+        after = state_bytes(self.optimizer, self.local)
         self._held = (after, self.host.provide(after))
         payload = self.behaviour.payload(self, rs, honest)
         if payload is None:
@@ -266,6 +271,9 @@ class NodeRuntime:
             ),
         )
 
+    def _inner_lr(self, step: int) -> float | None:
+        return inner_lr(self.local.config, self.optimizer.config.schedule, step) if self.local else None
+
     def _validate(self, job: machine.Validate) -> machine.Validated:
         rs, target = job.start, job.target
         if self.hash != rs.model_hash:
@@ -285,14 +293,20 @@ class NodeRuntime:
         data = self.fetch_payload(commit, target)
         fresh = commit.state_before == FRESH_STATE
         before = None if fresh else self._fetch_state(commit.state_before, target)
-        result = self.trainer.accumulate_gradients(list(rs.batches[target]))
+        why, r = None, None
+        try:
+            start_replay(self.scratch, before, self.scratch_local)
+        except StateError as exc:
+            why = str(exc)
+        batches = list(rs.batches[target])
+        result = self.trainer.round_gradients(batches, self.scratch_local, self._inner_lr(rs.step))
         evidence = replay_evidence([p.grad for p in self.model.parameters()], result.loss)
         try:
             sent = decode(self.optimizer.spec, data, self.max_payload)
-            why = stamp_error(sent, target, rs.round, rs.step)
-            r = replay(self.scratch, before, rs.step) if why is None else None
-        except PayloadError as exc:  # StateError included: a state that does not load
-            why, r = str(exc), None
+            why = why or stamp_error(sent, target, rs.round, rs.step)
+            r = replay(self.scratch, rs.step, self.scratch_local) if why is None else None
+        except PayloadError as exc:
+            why = str(exc)
         match, drift = 0.0, float("inf")
         if r is not None:
             match = payload_match(sent, r.payload, self.optimizer.spec, values=self.config.validation.exact)
@@ -300,7 +314,7 @@ class NodeRuntime:
                 drift = 0.0
             else:
                 claimed = self._fetch_state(commit.state_after, target)
-                drift = state_drift(self.scratch, r.state_after, claimed)
+                drift = state_drift(self.scratch, r.state_after, claimed, self.scratch_local)
         accept = self.config.validation.accepts(match, drift)
         if not accept:
             log.info("%s failed replay: %s", target.hex()[:8], why or f"match {match:.3f}, drift {drift:.2g}")
@@ -391,9 +405,9 @@ class NodeRuntime:
         if self._held is not None and (state is None or state[1] != self._held[1]):
             self.host.blobs.forget(self._held[1])
         if state is None:
-            reset_state(self.optimizer)
+            reset_state(self.optimizer, self.local)
         else:
-            load_state(self.optimizer, state[0])
+            load_state(self.optimizer, state[0], self.local)
         self._held = state
 
     def _serve_weights(self) -> bytes:

@@ -14,6 +14,7 @@ import torch
 
 from node.data import TokenDataset
 from node.model import Llama
+from optim.local import LocalSteps, inner_groups
 
 
 def use_deterministic_kernels() -> None:
@@ -73,6 +74,20 @@ class Trainer:
             (loss * (n / len(seqs))).backward()
             total += loss.item() * n
         return StepResult(total / max(1, len(seqs)), len(seqs) * self.data.seq_len)
+
+    def round_gradients(
+        self, batch_ids: Sequence[int], local: LocalSteps | None = None, lr: float | None = None
+    ) -> StepResult:
+        """What a round hands the optimizer in .grad: the gradient of these batches or, with local
+        steps, the pseudo-gradient of inner steps over them, dealt round-robin (optim/local.py);
+        the loss is the mean over the inner steps."""
+        if local is None:
+            return self.accumulate_gradients(batch_ids)
+        groups = inner_groups(batch_ids, local.config.steps)
+        steps: list[StepResult] = []
+        local.run(lambda h: steps.append(self.accumulate_gradients(groups[h])), lr, steps=len(groups))
+        loss = sum(r.loss for r in steps) / max(1, len(steps))
+        return StepResult(loss, sum(r.tokens for r in steps))
 
     @torch.no_grad()
     def evaluate(self, max_seqs: int = 64) -> float:

@@ -1,8 +1,9 @@
 """Re-examining another member's contribution: replay, and the sign-agreement score.
 
 Replay is the verdict: the validator loads the optimizer state the target committed to at the
-start of the round, recomputes the gradient on the target's own batches at the shared model,
-runs the same compress, and compares. An honest payload and next state come out identical
+start of the round, recomputes the gradient on the target's own batches at the shared model
+(with local steps: the inner steps, from the inner state the target committed to), runs the
+same compress, and compares. An honest payload and next state come out identical
 (deterministic kernels) or within numeric noise; noise, copies, flips, stale payloads and
 payloads trained on other data do not, from the first round on. The sign-agreement score below
 needs no state but cannot separate other-data payloads early in training; it stays as the
@@ -30,8 +31,9 @@ import torch
 from optim.codec import Payload, decode
 from optim.dct import block_positions, dct_blocks
 from optim.demo import DemoOptimizer
+from optim.local import LocalSteps
 from optim.spec import ParamSpec
-from optim.state import load_state, reset_state, state_bytes
+from optim.state import StateError, load_state, reset_state, state_bytes
 
 
 @dataclass(frozen=True)
@@ -62,16 +64,26 @@ class Replay:
     state_after: bytes  # the state it should hold after sending it
 
 
-def replay(scratch: DemoOptimizer, state_before: bytes | None, step: int) -> Replay:
-    """Run the target's compress on the gradients left in `scratch`'s parameters' .grad, from the
-    state the target committed to (None: fresh, all zeros). Raises StateError for a bad state."""
+def start_replay(scratch: DemoOptimizer, state_before: bytes | None, local: LocalSteps | None = None) -> None:
+    """Load the state the target committed to (None: fresh, all zeros) into `scratch` (and the
+    inner state into `local`, with local steps); on StateError both are reset, so what follows
+    is the same on every honest validator."""
     if state_before is None:
-        reset_state(scratch)
-    else:
-        load_state(scratch, state_before)
+        reset_state(scratch, local)
+        return
+    try:
+        load_state(scratch, state_before, local)
+    except StateError:
+        reset_state(scratch, local)
+        raise
+
+
+def replay(scratch: DemoOptimizer, step: int, local: LocalSteps | None = None) -> Replay:
+    """Run the target's compress, from the state `start_replay` loaded, on the gradients (or
+    the pseudo-gradient of the inner steps) left in `scratch`'s parameters' .grad."""
     scratch.step = step
     payload = decode(scratch.spec, scratch.compress())
-    return Replay(payload, state_bytes(scratch))
+    return Replay(payload, state_bytes(scratch, local))
 
 
 def replay_evidence(grads: Sequence[torch.Tensor | None], loss: float) -> bytes:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from chain.spec import MIN_UNBONDING_SECONDS
 from optim.config import PRECONDITIONS, DemoConfig, ValueMode
+from optim.local import InnerConfig
 from optim.schedule import LrSchedule
 from protocol.model_config import PRESETS, ModelConfig, preset
 
@@ -112,6 +113,14 @@ class OptimSection:
     lr: float = 1e-3
     schedule: str = "constant"
     warmup: int = 0
+    outer_step: str = "sign"  # "values": apply the aggregate's values (int8, bf16 or raw), not its signs
+    # local steps (optim/local.py): each round a member takes this many AdamW steps on its batches,
+    # dealt round-robin, and sends the change of its weights; 1: one gradient, no inner optimizer
+    inner_steps: int = 1
+    inner_lr: float = 1e-3  # the inner steps' peak lr, following the schedule's shape
+
+    def inner_config(self) -> InnerConfig | None:
+        return InnerConfig(steps=self.inner_steps, lr=self.inner_lr) if self.inner_steps > 1 else None
 
     def demo_config(self, total_rounds: int) -> DemoConfig:
         schedule = LrSchedule(self.schedule, self.lr, self.warmup, total_rounds)
@@ -125,6 +134,7 @@ class OptimSection:
             precondition=self.precondition,
             precondition_beta=self.precondition_beta,
             schedule=schedule,
+            outer_step=self.outer_step,
         )
 
     def check(self) -> None:
@@ -132,6 +142,7 @@ class OptimSection:
         _require(self.precondition in PRECONDITIONS, "optim.precondition", self.precondition)
         try:
             self.demo_config(10**6).check()
+            InnerConfig(steps=self.inner_steps, lr=self.inner_lr).check()
         except ValueError as exc:
             raise ConfigError(f"optim: {exc}") from None
 

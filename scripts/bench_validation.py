@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from node.model import Llama  # noqa: E402
 from node.run_data import build_data  # noqa: E402
 from node.train import Trainer  # noqa: E402
-from node.validation import payload_match, replay, sign_agreement  # noqa: E402
+from node.validation import payload_match, replay, sign_agreement, start_replay  # noqa: E402
 from optim import DemoOptimizer, TensorPayload, decode, encode  # noqa: E402
 from optim.state import state_bytes, state_drift  # noqa: E402
 from protocol.assignment import assign_batches, round_batch_ids  # noqa: E402
@@ -104,7 +104,8 @@ class Run:
         validator.accumulate_gradients(target_batches)
         p = decode(self.spec, payload)
         agreement = sign_agreement(p, [q.grad for q in validator.model.parameters()], self.spec).agreement
-        out = replay(scratch, before, r)
+        start_replay(scratch, before)
+        out = replay(scratch, r)
         match = payload_match(p, out.payload, self.spec)
         drift = 0.0 if out.state_after == after else state_drift(scratch, out.state_after, after)
         return match, drift, agreement

@@ -15,8 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def sim(tmp_path, *flags, validation_rate=None):
-    config = ROOT / "configs" / "sim.toml"
+def sim(tmp_path, *flags, validation_rate=None, config=ROOT / "configs" / "sim.toml"):
     if validation_rate is not None:
         base = load(config)
         cfg = replace(base, rounds=replace(base.rounds, validation_rate=validation_rate))
@@ -59,6 +58,25 @@ def test_a_dishonest_node_is_penalized_within_two_rounds_and_no_honest_one_is(tm
     first_dishonest_round = 3 if kind == "stale" else 0  # stale needs 3 rounds of history
     assert s["penalized_rounds"].get("1") and s["penalized_rounds"]["1"][0] <= first_dishonest_round + 1
     assert set(s["penalized_rounds"]) == {"1"}
+    losses = list(s["loss_per_round"].values())
+    assert losses[-1] < losses[0]
+
+
+def test_with_local_steps_replicas_agree_and_a_node_training_on_other_data_is_penalized(tmp_path):
+    config = ROOT / "configs" / "sim-local.toml"
+    s = sim(
+        tmp_path,
+        "--nodes",
+        "3",
+        "--rounds",
+        "5",
+        "--adversary",
+        "other-data@2",
+        validation_rate=1.0,
+        config=config,
+    )
+    assert all(s["model_hash_agreement"].values()) and set(s["penalized_rounds"]) == {"2"}
+    assert all(m["points"] > 0 for m in s["members"][:2]) and s["chain_points_match_coordinator"]
     losses = list(s["loss_per_round"].values())
     assert losses[-1] < losses[0]
 

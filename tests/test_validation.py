@@ -11,7 +11,7 @@ from node.data import TokenDataset, default_corpus
 from node.model import Llama, preset
 from node.tokenizer import ByteTokenizer
 from node.train import Trainer
-from node.validation import payload_match, replay, sign_agreement
+from node.validation import payload_match, replay, sign_agreement, start_replay
 from optim import DemoConfig, DemoOptimizer
 from optim.codec import Payload, TensorPayload, decode, encode
 from optim.config import ValueMode
@@ -139,8 +139,9 @@ def recorded():
 def replayed(recorded, round_, target_batch, state_before):
     scratch, validator, history = recorded
     assert round_ == REPLAY_ROUNDS - 1  # the validator holds the last round's model
+    start_replay(scratch, state_before)
     validator.accumulate_gradients([target_batch])
-    return replay(scratch, state_before, round_)
+    return replay(scratch, round_)
 
 
 def test_an_honest_round_replays_to_the_same_payload_and_state(recorded):
