@@ -136,7 +136,7 @@ def _join(s: State, e: JoinRequest, now: float) -> Result:
     if known is not None:  # a repeated announcement: fresher addresses, same membership
         member = replace(known, addrs=tuple(e.addrs), last_seen=now)
         return Result(replace(s, members={**s.members, e.key: member}), outcome=Outcome.IGNORED)
-    member = Member(e.key, tuple(e.addrs), now, e.model_hash)
+    member = Member(e.key, tuple(e.addrs), now, e.model_hash, joined_at=now)
     return Result(replace(s, members={**s.members, e.key: member}))
 
 
@@ -256,17 +256,19 @@ def _tick_waiting(s: State, now: float, effects: list[Effect]) -> State:
 
 
 def _tick_warmup(s: State, now: float, effects: list[Effect]) -> State:
+    """Wait for the members that must hold the model (every member before the first round, then
+    those that held it before), at most warmup_timeout_s; then drop those and the joiners that
+    had that long, and start with the ready members."""
     if not s.model_hash:
         s = replace(s, model_hash=membership.agreed_hash(s))
     s = membership.mark_ready(s)
-    all_ready = all(m.ready for m in s.members.values())
-    if not all_ready and not _elapsed(s, now, s.config.warmup_timeout_s):
+    waited_for = [m for m in s.members.values() if not m.ready and (m.ever_ready or not s.finalized_rounds)]
+    if waited_for and not _elapsed(s, now, s.config.warmup_timeout_s):
         return s
-    if not all_ready:
-        unready = sorted(k for k, m in s.members.items() if not m.ready)
-        effects.extend(Removed(k, "not ready within the warmup") for k in unready)
-        s = replace(s, members={k: m for k, m in s.members.items() if m.ready})
-    if len(s.members) < s.config.min_nodes:
+    late = membership.unready(s, now, joiners_too=True)
+    effects.extend(Removed(k, "not ready within the warmup") for k in late)
+    s = replace(s, members={k: m for k, m in s.members.items() if k not in late})
+    if len(s.ready_members) < s.config.min_nodes:
         return _change_phase(s, now, Phase.WAITING)
     return _start_round(s, now, effects)
 
@@ -403,15 +405,18 @@ def _finalize(s: State, settled: dict[bytes, Settlement], now: float, effects: l
 
 
 def _tick_cooldown(s: State, now: float, effects: list[Effect]) -> State:
-    reported = all(m.reported_round == s.last_finalized for m in s.members.values())
+    in_round = [m for k, m in s.members.items() if k in s.round.batches]
+    reported = all(m.reported_round == s.last_finalized for m in in_round)
     if not reported and not _elapsed(s, now, s.config.cooldown_s):
         return s
     s = membership.mark_ready(replace(s, model_hash=membership.agreed_hash(s), round=None))
     if s.finalized_rounds >= s.config.rounds:
         return _change_phase(s, now, Phase.FINISHED)
+    s = membership.expire_joiners(s, now, effects)
     if len(s.members) < s.config.min_nodes:
         return _change_phase(s, now, Phase.WAITING)
-    if not all(m.ready for m in s.members.values()):
+    behind = any(m.ever_ready and not m.ready for m in s.members.values())
+    if behind or len(s.ready_members) < s.config.min_nodes:
         return _change_phase(s, now, Phase.WARMUP)
     return _start_round(s, now, effects)
 

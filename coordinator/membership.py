@@ -20,26 +20,42 @@ def expire_silent(s: State, now: float, effects: list[Effect]) -> State:
     return replace(s, members={k: m for k, m in s.members.items() if k not in silent})
 
 
-def agreed_hash(s: State) -> bytes:
-    """The model hash a strict majority of members report for the last finalized round (empty
-    when none has one), so a minority cannot choose the model the others must hold."""
-    reports = Counter(
-        m.model_hash for m in s.members.values() if m.reported_round == s.last_finalized and m.model_hash
+def expire_joiners(s: State, now: float, effects: list[Effect]) -> State:
+    """At a round boundary, joiners still without the model warmup_timeout_s after joining leave
+    (never mid-round: a round's disputes are decided among the members it started with)."""
+    late = [k for k in unready(s, now, joiners_too=True) if not s.members[k].ever_ready]
+    if not late:
+        return s
+    effects.extend(Removed(k, "not ready within the warmup") for k in late)
+    return replace(s, members={k: m for k, m in s.members.items() if k not in late})
+
+
+def unready(s: State, now: float, joiners_too: bool) -> list[bytes]:
+    """Members without the run's model that had their time: those that held it before, and
+    (joiners_too) joiners warmup_timeout_s after joining."""
+    limit = s.config.warmup_timeout_s
+    return sorted(
+        k
+        for k, m in s.members.items()
+        if not m.ready and (m.ever_ready or (joiners_too and now - m.joined_at >= limit))
     )
+
+
+def agreed_hash(s: State) -> bytes:
+    """The model hash a strict majority of the members that held the run's model report for the
+    last finalized round (of every member, before anyone held it; empty when none has one), so a
+    minority cannot choose the model the others must hold, and joiners still syncing do not vote."""
+    voters = [m for m in s.members.values() if m.ever_ready] or list(s.members.values())
+    reports = Counter(m.model_hash for m in voters if m.reported_round == s.last_finalized and m.model_hash)
     top = max(reports, key=lambda h: (reports[h], h), default=b"")
-    return top if 2 * reports[top] > len(s.members) else b""
+    return top if 2 * reports[top] > len(voters) else b""
 
 
 def mark_ready(s: State) -> State:
-    members = {
-        k: replace(
-            m,
-            ready=bool(s.model_hash)
-            and m.model_hash == s.model_hash
-            and m.reported_round == s.last_finalized,
-        )
-        for k, m in s.members.items()
-    }
+    members = {}
+    for k, m in s.members.items():
+        ready = bool(s.model_hash) and m.model_hash == s.model_hash and m.reported_round == s.last_finalized
+        members[k] = replace(m, ready=ready, ever_ready=m.ever_ready or ready)
     return replace(s, members=members)
 
 

@@ -40,6 +40,10 @@ class Member:
     model_hash: bytes = b""  # the last hash it reported
     reported_round: int = -1  # the round after which it reported that hash
     ready: bool = False  # holds the run's current model, may be given batches
+    # held the run's model once: only such a member, falling behind, stalls the run for a warmup;
+    # a joiner syncs while the others train, and has warmup_timeout_s from `joined_at` to do so
+    ever_ready: bool = False
+    joined_at: float = 0.0
     throughput: float = 1.0  # batches per second, measured from its commits
     misses: int = 0  # consecutive rounds without a commit
 

@@ -121,7 +121,10 @@ class StatusServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting: its loss
+                    log.debug("status client %s left before the answer", self.client_address[0])
 
             def log_message(self, fmt: str, *args: object) -> None:
                 log.debug(fmt, *args)

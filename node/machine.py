@@ -200,9 +200,14 @@ def _run_info(s: NodeState, info: RunInfo, sender: bytes, effects: list[Effect])
     admitted = s.admitted and info.phase != "waiting"
     s = replace(s, phase=info.phase, members=(info.members, info.needed), admitted=admitted)
     behind = info.model_hash != bytes(32) and info.model_hash != s.model_hash
-    if behind and info.phase in ("warmup", "waiting") and not s.busy:
+    # a joiner syncs while the others train; never in cooldown, where the run's agreed model is
+    # still the one before the round just finalized, which this node may already have moved past
+    if behind and info.phase in SYNC_PHASES and not s.busy:
         effects.append(Sync(info.model_hash, info.last_finalized, info.step))
     return s
+
+
+SYNC_PHASES = ("warmup", "waiting", "training", "finalize")
 
 
 def _round_start(s: NodeState, rs: RoundStart, sender: bytes, effects: list[Effect]) -> NodeState:

@@ -27,8 +27,14 @@ from protocol.usage import USAGE, read_usage  # noqa: E402
 def run(nodes: int, rounds: int, out: Path, timeout: float) -> dict:
     cmd = [sys.executable, "-m", "eranos", "sim", "--nodes", str(nodes), "--rounds", str(rounds)]
     cmd += ["--out", str(out), "--timeout", str(timeout)]
-    subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    summary = json.loads((out / "summary.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").unlink(missing_ok=True)
+    with open(out / "sim.out", "w") as log:
+        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {"nodes": nodes, "verdict": f"no summary: see {out / 'sim.out'}"}
     return figures(summary, out)
 
 
@@ -66,6 +72,9 @@ def table(rows: list[dict]) -> str:
     head += "| node peak MB | gossip received per node per round | Heartbeats received per node per round |"
     lines = [head, "|" + "---:|" * 9]
     for r in rows:
+        if "earned" not in r:
+            lines.append(f"| {r['nodes']} | - | FAIL ({r['verdict']}) |" + " - |" * 6)
+            continue
         beats = r["gossip_by_type_per_node_per_round"].get("received:Heartbeat", 0.0)
         lines.append(
             f"| {r['nodes']} | {r['earned']} | {r['verdict'] if r['verdict'] == 'pass' else 'FAIL'} "
@@ -84,6 +93,7 @@ def plot(rows: list[dict], path: Path) -> None:
     from scripts.plotting import save_png, subplots
 
     fig, axes = subplots(1, 3, figsize=(14, 4))
+    rows = [r for r in rows if "earned" in r]
     n = [r["nodes"] for r in rows]
     axes[0].plot(n, [r["round_s"] for r in rows], "o-", label="seconds per round")
     axes[0].plot(

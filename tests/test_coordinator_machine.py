@@ -249,23 +249,51 @@ def test_a_payload_failing_the_structural_check_is_penalized_without_recomputati
     assert d.send(JoinRequest(C, (), H1)) == Outcome.INVALID
 
 
-def test_a_joiner_warms_up_at_the_next_boundary_and_enters_with_the_current_model():
-    d = started()
+def test_a_joiner_enters_at_the_first_boundary_after_it_reports_the_current_model():
+    d = started(replace(CFG, rounds=5))
     d.send(JoinRequest(C, (), H0))
     assert C not in d.state.round.batches
-    finish_round(d, [A, B], H1)  # C reported H1? finish_round reports for every member
+    d.report(C, H1, round_=0)  # synced early: it holds round 0's model before the round ends
+    finish_round(d, [A, B], H1)
     assert d.state.phase == Phase.TRAINING and C in d.state.round.batches
 
 
-def test_a_joiner_not_ready_within_the_warmup_is_removed():
-    d = started()
+def test_a_joiner_still_syncing_does_not_hold_the_others_back():
+    d = started(replace(CFG, rounds=5))
     d.send(JoinRequest(C, (), H0))
-    d.commit(A), d.commit(B), d.check(A), d.check(B)
-    d.report(A, H1), d.report(B, H1)
-    d.at(10)  # cooldown over; C never reported round 0's model
-    assert d.state.phase == Phase.WARMUP
-    d.at(110)
-    assert (C, "not ready within the warmup") in d.removed() and d.state.phase == Phase.TRAINING
+    finish_round(d, [A, B], H1)
+    assert d.published(RoundStart)[-1].round == 1 and C not in d.state.round.batches
+    d.report(C, H1, round_=0)  # it holds the model the run agreed on after round 0
+    d.report(A, H2, round_=1)  # not yet: round 1 is under way
+    for k in (A, B):
+        d.commit(k), d.check(k)
+    d.report(C, H2, round_=1), d.report(A, H2, round_=1), d.report(B, H2, round_=1)
+    assert d.state.round.number == 2 and C in d.state.round.batches
+
+
+def test_a_joiner_that_never_holds_the_model_leaves_at_the_first_boundary_past_its_warmup_time():
+    def round_of_a_and_b(new_hash):
+        for k in (A, B):
+            d.commit(k), d.check(k)
+        d.report(A, new_hash), d.report(B, new_hash)
+
+    d = started(replace(CFG, rounds=5))
+    d.at(5)
+    d.send(JoinRequest(C, (), H0))
+    round_of_a_and_b(H1)
+    assert C in d.state.members and d.state.round.number == 1
+    d.at(5 + CFG.warmup_timeout_s)
+    assert C in d.state.members  # mid-round: the round's disputes count the members it began with
+    round_of_a_and_b(H2)
+    assert (C, "not ready within the warmup") in d.removed() and d.state.round.number == 2
+
+
+def test_joiners_still_syncing_do_not_vote_on_the_model_the_run_agrees_on():
+    d = started(replace(CFG, rounds=5))
+    for joiner in (C, D, F):
+        d.send(JoinRequest(joiner, (), H0))
+    finish_round(d, [A, B], H1)  # two of five members report H1: the two that applied the round
+    assert d.state.model_hash == H1 and d.state.phase == Phase.TRAINING
 
 
 def test_pausing_mid_round_abandons_it_and_resuming_hands_its_batches_out_again():

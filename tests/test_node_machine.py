@@ -167,6 +167,14 @@ def test_a_node_behind_the_run_syncs_only_when_no_job_is_running():
     assert n.jobs(Sync) == [Sync(H1, 0, 1)]
 
 
+def test_a_joiner_syncs_while_the_run_trains_and_never_during_a_cooldown():
+    n = Node()
+    n.send(RunInfo("", 4, "cooldown", 3, H1, 4))  # H1 may be older than what members now hold
+    assert n.jobs(Sync) == []
+    n.send(RunInfo("", 4, "training", 3, H1, 4))
+    assert n.jobs(Sync) == [Sync(H1, 3, 4)]
+
+
 def test_joins_until_admitted_and_heartbeats_on_the_clock():
     n = Node()
     n.send(Tick())
