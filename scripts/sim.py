@@ -72,9 +72,10 @@ def free_port() -> int:
 
 
 def at_pairs(values: list[str], flag: str, kinds: tuple[str, ...] | None = None) -> list[tuple[str, int]]:
-    """Parse KIND@NODE or NODE@ROUND values; refuse bad ones naming the flag."""
+    """Parse KIND@NODE or NODE@ROUND values, repeated or comma-separated; refuse bad ones naming
+    the flag."""
     out = []
-    for v in values:
+    for v in (part for value in values for part in value.split(",")):
         left, sep, right = v.partition("@")
         if not sep or not right.isdigit() or (kinds is None and not left.isdigit()):
             raise SystemExit(f"eranos sim: {flag} {v!r}: expected {'KIND@NODE' if kinds else 'NODE@ROUND'}")
