@@ -70,6 +70,11 @@ def parse_args(argv: list[str] | None, prog: str = "eranos node") -> argparse.Na
         default=Path("eranos-data"),
         help="where shards fetched from peers are kept",
     )
+    run.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="recompute activations in the backward pass: less memory, one more forward",
+    )
     run.add_argument("--no-chain", action="store_true", help="do not register on chain")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     for name, summary in account.COMMANDS.items():

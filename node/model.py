@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from protocol.model_config import PRESETS, ModelConfig, preset
 
@@ -107,6 +108,9 @@ class Llama(nn.Module):
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        # recompute each block's activations in the backward pass instead of keeping them: less
+        # memory for one more forward; the gradients are the same bits (a node's own choice)
+        self.activation_checkpointing = False
         self.reset_parameters(seed)
 
     @torch.no_grad()
@@ -130,7 +134,10 @@ class Llama(nn.Module):
         cos, sin = rope_tables(self.config, T, idx.device)
         x = self.model.embed_tokens(idx)
         for block in self.model.layers:
-            x = block(x, cos, sin)
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin)
         logits = self.lm_head(self.model.norm(x))
         if targets is None:
             return logits, None

@@ -105,6 +105,7 @@ class Session:
             runtime = NodeRuntime(
                 config, host, self.coordinator, self.workdir, device, behaviour, data=self.data
             )
+            runtime.model.activation_checkpointing = self.args.activation_checkpointing
             self.stage("model")
             for name, start, end in self.stages:
                 runtime.events.write(name, -1, start, end - start)

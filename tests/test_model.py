@@ -121,3 +121,34 @@ def test_the_coordinators_payload_spec_is_the_nodes():
         Llama(preset(cfg.model.preset)).named_parameters(), cfg.optim.demo_config(20)
     ).spec
     assert param_spec(cfg).digest == node_spec.digest
+
+
+def test_activation_checkpointing_gives_the_same_gradients_to_the_bit():
+    def grads(checkpointing: bool) -> list[torch.Tensor]:
+        model = Llama(preset("tiny"), seed=3)
+        model.activation_checkpointing = checkpointing
+        idx = torch.randint(0, model.config.vocab_size, (2, 33), generator=torch.Generator().manual_seed(1))
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        loss.backward()
+        return [p.grad for p in model.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(grads(False), grads(True), strict=True))
+
+
+def test_activation_checkpointing_keeps_fewer_activations_for_the_backward_pass():
+    def saved_bytes(checkpointing: bool) -> int:
+        model = Llama(preset("tiny"))
+        model.activation_checkpointing = checkpointing
+        idx = torch.zeros((2, 64), dtype=torch.long)
+        total = 0
+
+        def pack(t):
+            nonlocal total
+            total += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(idx[:, :-1], idx[:, 1:])
+        return total
+
+    assert saved_bytes(True) < saved_bytes(False) / 2
