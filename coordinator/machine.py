@@ -268,8 +268,10 @@ def _tick_warmup(s: State, now: float, effects: list[Effect]) -> State:
     late = membership.unready(s, now, joiners_too=True)
     effects.extend(Removed(k, "not ready within the warmup") for k in late)
     s = replace(s, members={k: m for k, m in s.members.items() if k not in late})
-    if len(s.ready_members) < s.config.min_nodes:
+    if len(s.members) < membership.needed(s):
         return _change_phase(s, now, Phase.WAITING)
+    if len(s.ready_members) < s.config.min_nodes:  # joiners still syncing: another warmup for them
+        return replace(s, phase_started_at=now)
     return _start_round(s, now, effects)
 
 

@@ -43,12 +43,18 @@ def unready(s: State, now: float, joiners_too: bool) -> list[bytes]:
 
 def agreed_hash(s: State) -> bytes:
     """The model hash a strict majority of the members that held the run's model report for the
-    last finalized round (of every member, before anyone held it; empty when none has one), so a
-    minority cannot choose the model the others must hold, and joiners still syncing do not vote."""
-    voters = [m for m in s.members.values() if m.ever_ready] or list(s.members.values())
+    last finalized round, so a minority cannot choose the model the others must hold, and joiners
+    still syncing do not vote. Before anyone held it, or once every such member is gone (dropped
+    by an overloaded run), the members that report the last round vote, at least min_nodes of
+    them agreeing: the run's model is not lost while members that hold it are in the run."""
+    voters = [m for m in s.members.values() if m.ever_ready]
+    floor = 1
+    if not voters:
+        voters = [m for m in s.members.values() if m.reported_round == s.last_finalized and m.model_hash]
+        floor = s.config.min_nodes if s.last_finalized >= 0 else 1
     reports = Counter(m.model_hash for m in voters if m.reported_round == s.last_finalized and m.model_hash)
     top = max(reports, key=lambda h: (reports[h], h), default=b"")
-    return top if 2 * reports[top] > len(voters) else b""
+    return top if 2 * reports[top] > len(voters) and reports[top] >= floor else b""
 
 
 def mark_ready(s: State) -> State:

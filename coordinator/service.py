@@ -104,9 +104,11 @@ def starting_weights(journal: Path) -> Path:
 
 
 def provide_data(host: Host, config: RunConfig) -> int:
-    """Serve the run's manifest and shards when they are here; how many files."""
+    """Serve the run's manifest, shards and evaluation tasks when they are here; how many files."""
     path = Path(config.data.manifest) if config.data.manifest else None
     served = manifest_files(path) if path is not None and path.is_file() else []
+    if config.eval.tasks and Path(config.eval.tasks).is_file():
+        served.append(Path(config.eval.tasks))
     for f in served:
         host.provide_file(f)
     return len(served)

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "localnet": ("eranos.localnet", "serve Solana JSON-RPC on 127.0.0.1 with the eranos program"),
     "export": ("node.export", "write a node's current model as a Hugging Face checkpoint"),
     "prepare-data": ("eranos.prepare_data", "text, JSONL or Parquet in; token shards and a manifest out"),
+    "prepare-eval": ("eranos.prepare_eval", "multiple-choice tasks in; the token ids every node scores out"),
     "sim": ("scripts.sim", "a whole multi-node run on 127.0.0.1 with the embedded chain"),
     "timeline": ("eranos.timeline", "draw where a run's time went, from its processes' event logs"),
 }

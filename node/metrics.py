@@ -60,6 +60,11 @@ class NodeMetrics:
         )
         self._first_compute: float | None = None
         self._compute_total = 0.0
+        self.eval_accuracy = Gauge(
+            "eranos_node_eval_accuracy",
+            "Share of the run's multiple-choice tasks answered right after the last evaluated round.",
+            registry=r,
+        )
         self.eval_loss = Gauge(
             "eranos_node_eval_loss", "Held-out loss after the last evaluated round.", registry=r
         )

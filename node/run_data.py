@@ -1,12 +1,16 @@
 """The run's training data, as its config says: the stdlib corpus, a text file or directory, a
-raw token file, or token shards under a manifest the run pins (checked before training)."""
+raw token file, or token shards under a manifest the run pins (checked before training); and
+its multiple-choice evaluation tasks, pinned the same way."""
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 
 from node.data import TokenDataset, default_corpus, text_path_corpus, token_file_corpus
 from node.shards import hex_sha256, shard_corpus
 from node.tokenizer import ByteTokenizer
+from protocol.eval_tasks import MAX_BYTES as TASKS_LIMIT
+from protocol.eval_tasks import EvalTasksError, Task, loads
 from protocol.manifest import ManifestError
 from protocol.manifest import load as load_manifest
 from protocol.run_config import RunConfig
@@ -53,6 +57,33 @@ def fetch_shards(host, peers: list[str], config: RunConfig, cache: Path) -> RunC
         if s.mask_sha256:
             _fetch(host, peers, s.mask_sha256, s.tokens, cache / s.mask_name)
     return replace(config, data=replace(d, manifest=str(local)))
+
+
+def fetch_eval_tasks(host, peers: list[str], config: RunConfig, cache: Path) -> RunConfig:
+    """The run's tasks file, unless it is here, from `peers` by its pinned sha256 into `cache`;
+    the config pointing at it."""
+    e = config.eval
+    if not e.tasks or Path(e.tasks).is_file():
+        return config
+    cache.mkdir(parents=True, exist_ok=True)
+    dest = cache / f"tasks-{e.tasks_sha256[:16]}.eval.json"
+    _fetch(host, peers, e.tasks_sha256, TASKS_LIMIT, dest)
+    return replace(config, eval=replace(e, tasks=str(dest)))
+
+
+def eval_tasks(config: RunConfig) -> list[Task]:
+    """The run's evaluation tasks, checked against the pinned hash and the model; [] for none."""
+    e = config.eval
+    if not e.tasks:
+        return []
+    data = Path(e.tasks).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != e.tasks_sha256:
+        raise EvalTasksError(
+            f"{e.tasks} is not the run's tasks: sha256 {digest}, the run pins {e.tasks_sha256}"
+        )
+    model = config.model.model_config()
+    return loads(data, model.vocab_size, model.max_seq_len)
 
 
 def _fetch(host, peers: list[str], sha256: str, limit: int, dest: Path) -> None:

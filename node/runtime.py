@@ -26,7 +26,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +53,7 @@ from p2p.errors import BlobError, LocalError
 from p2p.host import Host
 from p2p.identity import peer_id_of
 from p2p.messages import FRESH_STATE, Commit, RoundEnd, RoundStart, Verdict
+from protocol.eval_tasks import Task
 from protocol.events import EventLog
 from protocol.run_config import RunConfig, dumps
 from protocol.stamps import stamp_error
@@ -112,6 +113,7 @@ class NodeRuntime:
         behaviour: Behaviour | None = None,
         clock: Callable[[], float] = time.time,
         data: TokenDataset | None = None,
+        tasks: Sequence[Task] = (),
     ) -> None:
         self.config, self.host, self.workdir, self.clock = config, host, workdir, clock
         self.me = host.identity.public_key
@@ -126,6 +128,7 @@ class NodeRuntime:
         self.scratch = DemoOptimizer(self.model.named_parameters(), self.optimizer.config)
         self.scratch_local = LocalSteps(self.model.parameters(), inner) if inner else None
         self.trainer = Trainer(self.model, data or build_data(config), config.data.micro_batch, device)
+        self.tasks = list(tasks)
         self.max_payload = max_payload_bytes(self.optimizer.spec)
         self.state_size = state_size(self.optimizer, self.local)
         self.hash = bytes.fromhex(model_hash(self.model))
@@ -361,15 +364,19 @@ class NodeRuntime:
         return machine.Applied(end.round, self.hash)
 
     def _evaluate(self, round: int) -> None:
-        """Held-out loss after this round, every `eval.every_rounds`: evals.jsonl and /metrics."""
+        """Held-out loss (and the tasks' accuracy) after this round, every `eval.every_rounds`:
+        evals.jsonl and /metrics."""
         every = self.config.eval.every_rounds
         if not every or (round + 1) % every:
             return
         with self.events.span("eval", round):
-            loss = self.trainer.evaluate(self.config.eval.sequences)
-        self.metrics.eval_loss.set(loss)
+            record = {"round": round, "loss": self.trainer.evaluate(self.config.eval.sequences)}
+            if self.tasks:
+                record["accuracy"] = self.trainer.choice_accuracy(self.tasks)
+                self.metrics.eval_accuracy.set(record["accuracy"])
+        self.metrics.eval_loss.set(record["loss"])
         with open(self.workdir / EVALS, "a") as f:
-            f.write(json.dumps({"round": round, "loss": loss}) + "\n")
+            f.write(json.dumps(record) + "\n")
 
     def _writes_checkpoint(self, end: RoundEnd) -> bool:
         every, by = self.config.checkpoint.every_rounds, self.config.checkpoint.by

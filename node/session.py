@@ -26,7 +26,7 @@ from chain.client import EranosClient
 from chain.errors import ProgramError, RpcUnavailable
 from chain.state import MemberStatus
 from node.data import TokenDataset
-from node.run_data import build_data, fetch_shards
+from node.run_data import build_data, eval_tasks, fetch_eval_tasks, fetch_shards
 from node.runtime import Behaviour, NodeRuntime, Progress
 from node.train import pick_device, use_deterministic_kernels
 from p2p.errors import BlobError, LocalError, PeerUnreachable
@@ -72,6 +72,7 @@ class Session:
         self.address, self.coordinator = args.coordinator
         self.peer = peer_id_of(self.coordinator)
         self.stages: list[tuple[str, float, float]] = []  # start-up: (stage, start, end)
+        self.tasks: list = []  # the run's multiple-choice evaluation tasks (protocol/eval_tasks.py)
         self._since = process_started()
 
     def stage(self, name: str) -> None:
@@ -103,7 +104,14 @@ class Session:
                 return
             use_deterministic_kernels()
             runtime = NodeRuntime(
-                config, host, self.coordinator, self.workdir, device, behaviour, data=self.data
+                config,
+                host,
+                self.coordinator,
+                self.workdir,
+                device,
+                behaviour,
+                data=self.data,
+                tasks=self.tasks,
             )
             runtime.model.activation_checkpointing = self.args.activation_checkpointing
             self.stage("model")
@@ -152,6 +160,7 @@ class Session:
         if config.data.manifest:  # a member holding the shards serves them to the next joiner too
             for f in manifest_files(Path(config.data.manifest)):
                 host.provide_file(f)
+        config = self.load_tasks(host, config)
         self.stage("data")
         if not self.args.no_chain:
             authority = Pubkey.from_bytes(self.coordinator)
@@ -168,6 +177,18 @@ class Session:
             return fetch_shards(host, [self.peer, *host.peers()], config, cache)
         except (BlobError, LocalError, ValueError) as exc:
             fail(f"cannot fetch the run's data: {exc}")
+
+    def load_tasks(self, host: Host, config: RunConfig) -> RunConfig:
+        """The run's evaluation tasks, fetched when not here and served on to later joiners."""
+        try:
+            cache = self.args.data_cache / "eval"
+            config = fetch_eval_tasks(host, [self.peer, *host.peers()], config, cache)
+            self.tasks = eval_tasks(config)
+        except (BlobError, LocalError, OSError, ValueError) as exc:
+            fail(f"cannot use the run's evaluation tasks: {exc}")
+        if self.tasks:
+            host.provide_file(Path(config.eval.tasks))
+        return config
 
     def connect(self, host: Host) -> bool:
         report = Reporter()

@@ -15,6 +15,7 @@ import torch
 from node.data import TokenDataset
 from node.model import Llama
 from optim.local import LocalSteps, inner_groups
+from protocol.eval_tasks import Task
 
 
 def use_deterministic_kernels() -> None:
@@ -95,6 +96,25 @@ class Trainer:
         self.model.eval()
         seqs = self.data.val_batches(max_seqs)
         return sum(loss.item() * n for loss, n in self._losses(seqs)) / len(seqs)
+
+    @torch.no_grad()
+    def choice_accuracy(self, tasks: Sequence[Task]) -> float:
+        """The share of tasks whose answer is the choice the model gives the highest
+        log-likelihood after the prompt (summed over the choice's tokens; ties: the first)."""
+        self.model.eval()
+        right = 0
+        for task in tasks:
+            scores = [self._log_likelihood(task.prompt, choice) for choice in task.choices]
+            right += max(range(len(scores)), key=lambda i: (scores[i], -i)) == task.answer
+        return right / len(tasks)
+
+    @torch.no_grad()
+    def _log_likelihood(self, prompt: Sequence[int], choice: Sequence[int]) -> float:
+        ids = torch.tensor([*prompt, *choice], device=self.device)
+        with self._autocast():
+            logits, _ = self.model(ids[None, :-1])
+        logprobs = torch.log_softmax(logits[0, len(prompt) - 1 :].float(), dim=-1)
+        return float(logprobs.gather(1, ids[len(prompt) :, None]).sum())
 
     def _losses(
         self, seqs: np.ndarray, counted: np.ndarray | None = None

@@ -264,10 +264,18 @@ class EvalSection:
 
     every_rounds: int = 0
     sequences: int = 64  # validation sequences scored
+    # multiple-choice tasks scored by log-likelihood (eranos prepare-eval writes the file); the
+    # coordinator serves the file, nodes without it fetch it by tasks_sha256
+    tasks: str = ""
+    tasks_sha256: str = ""
 
     def check(self) -> None:
         _require(self.every_rounds >= 0, "eval.every_rounds", self.every_rounds)
         _require(self.sequences >= 1, "eval.sequences", self.sequences)
+        valid_hex = len(self.tasks_sha256) == 64 and all(c in "0123456789abcdef" for c in self.tasks_sha256)
+        _require(
+            not self.tasks or valid_hex, "eval.tasks_sha256", self.tasks_sha256, "64 lowercase hex digits"
+        )
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from coordinator.state import (
     HeartbeatSeen,
     JoinRequest,
     LeaveRequest,
+    Member,
     Outcome,
     PauseRequest,
     PayloadChecked,
@@ -847,3 +848,38 @@ def test_a_dishonest_vote_cast_after_the_majority_is_still_penalized():
     d.verdict(colluder, A)
     (record,) = d.records()
     assert set(record.penalized) == {A, colluder} and {v, honest} <= set(record.validated)
+
+
+def test_a_warmup_that_ends_with_too_few_ready_members_waits_another_warmup_for_the_joiners():
+    d = started(replace(CFG, rounds=5, min_nodes=3), members=(A, B, D))
+    for k in (A, B, D):
+        d.commit(k), d.check(k)
+    d.report(A, H1), d.report(D, H1), d.report(B, H2)  # B applied the round wrongly: a resync
+    assert d.state.phase == Phase.WARMUP
+    d.at(50)
+    d.send(JoinRequest(C, (), H0))  # joins mid-warmup, with 50 s of it left
+    phases = []
+    while d.now < 50 + CFG.warmup_timeout_s - 1:  # C's own time runs out at 150
+        d.at(d.now + 1)
+        phases.append(d.state.phase)
+    assert (B, "not ready within the warmup") in d.removed()
+    assert set(phases) == {Phase.WARMUP}  # from 100: A, D and the joiner C, two ready
+    d.report(C, H1)
+    d.at(d.now + 1)
+    assert d.state.phase == Phase.TRAINING and C in d.state.round.batches
+
+
+def rejoined(reports):
+    """A run after round 1 whose members all joined again (none has held its model since)."""
+    members = {k: Member(k, (), 0.0, h, reported_round=r) for k, (h, r) in reports.items()}
+    return State(CFG, members=members, last_finalized=1, finalized_rounds=2)
+
+
+def test_the_runs_model_is_not_lost_when_every_member_that_held_it_was_dropped_and_rejoined():
+    s = rejoined({A: (H1, 1), B: (H1, 1), C: (H0, -1)})  # C is new: it holds nothing yet
+    assert membership.agreed_hash(s) == H1
+
+
+def test_one_member_alone_cannot_choose_the_model_when_nobody_who_held_it_is_left():
+    assert membership.agreed_hash(rejoined({F: (H2, 1), C: (H0, -1)})) == b""  # min_nodes is 2
+    assert membership.agreed_hash(rejoined({A: (H1, 1), B: (H1, 1), F: (H2, 1)})) == H1
