@@ -8,6 +8,7 @@ a second safetensors file with its step and spec digest in the metadata.
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -18,6 +19,9 @@ from safetensors.torch import load_file, save_file
 
 from node.model import Llama, ModelConfig
 from optim import DemoOptimizer
+from protocol.run_config import RunConfig
+
+log = logging.getLogger(__name__)
 
 WEIGHTS, CONFIG, OPTIMIZER = "model.safetensors", "config.json", "optimizer.safetensors"
 _OPT_GROUPS = ("momentum", "second_moment")  # tensors of the optimizer state, stored as "<group>/<param>"
@@ -202,3 +206,18 @@ def load_optimizer(directory: str | Path, optimizer: DemoOptimizer) -> None:
         optimizer.load_state_dict({"step": step, "spec_digest": digest, **groups})
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: does not fit this optimizer ({exc})") from None
+
+
+def starting_model(config: RunConfig) -> Llama:
+    """The run's starting weights when this machine holds them (`model.path` with the pinned
+    hash); else the seeded initialization, which a node syncs from peers by the pinned hash."""
+    path = Path(config.model.path) if config.model.path else None
+    if path is not None and path.is_dir():
+        try:
+            model = load_model(path)
+            if model_hash(model) == config.model.hash:
+                return model
+            log.warning("%s is not the run's starting model: fetching it from peers", path)
+        except CheckpointError as exc:
+            log.warning("cannot use %s (%s): fetching the starting model from peers", path, exc)
+    return Llama(config.model.model_config(), seed=config.model.seed)

@@ -36,13 +36,12 @@ import torch
 
 from node import machine
 from node.audit import LoggedRound, log_round
-from node.checkpoint import CheckpointError, load_model, model_hash, read_weights, write_weights
+from node.checkpoint import model_hash, read_weights, starting_model, write_weights
 from node.data import TokenDataset
 from node.export import RUN_CONFIG, export
 from node.metrics import NodeMetrics
-from node.model import Llama
 from node.run_data import build_data
-from node.train import Trainer
+from node.train import Trainer, describe
 from node.validation import payload_match, replay, replay_evidence, start_replay
 from optim import DemoOptimizer
 from optim.codec import decode, max_payload_bytes
@@ -428,27 +427,6 @@ class NodeRuntime:
             self.host.blobs.forget(self._provided_weights)
         self._provided_weights = self.host.provide_file(path)
         return self._provided_weights
-
-
-def starting_model(config: RunConfig) -> Llama:
-    """The run's starting weights when this machine holds them (`model.path` with the pinned
-    hash); else the seeded initialization, which a node syncs from peers by the pinned hash."""
-    path = Path(config.model.path) if config.model.path else None
-    if path is not None and path.is_dir():
-        try:
-            model = load_model(path)
-            if model_hash(model) == config.model.hash:
-                return model
-            log.warning("%s is not the run's starting model: fetching it from peers", path)
-        except CheckpointError as exc:
-            log.warning("cannot use %s (%s): fetching the starting model from peers", path, exc)
-    return Llama(config.model.model_config(), seed=config.model.seed)
-
-
-def describe(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu, {torch.get_num_threads()} threads"
 
 
 def _round_of(job: machine.Effect) -> int:

@@ -43,6 +43,12 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu, {torch.get_num_threads()} threads"
+
+
 @dataclass(frozen=True)
 class StepResult:
     loss: float  # mean training loss over the step's sequences
