@@ -270,8 +270,8 @@ def _tick_warmup(s: State, now: float, effects: list[Effect]) -> State:
     s = replace(s, members={k: m for k, m in s.members.items() if k not in late})
     if len(s.members) < membership.needed(s):
         return _change_phase(s, now, Phase.WAITING)
-    if len(s.ready_members) < s.config.min_nodes:  # joiners still syncing: another warmup for them
-        return replace(s, phase_started_at=now)
+    if len(s.ready_members) < s.config.min_nodes:  # joiners still syncing, each on its own clock
+        return s
     return _start_round(s, now, effects)
 
 
