@@ -93,6 +93,17 @@ def tally(s: State, verified: set[bytes], penalized: set[bytes], effects: list[E
     return replace(s, members=members, removals=removals, banned=s.banned | banned)
 
 
+def unapplied(s: State) -> bool:
+    """Whether a member that held the model has not reported applying the last finalized round."""
+    return any(m.ever_ready and m.reported_round < s.last_finalized for m in s.members.values())
+
+
+def uncommitted(s: State) -> bool:
+    """Whether a worker of the round under training has not committed yet."""
+    r = s.round
+    return s.phase == Phase.TRAINING and r is not None and any(k not in r.commits for k in r.workers)
+
+
 def needed(s: State) -> int:
     """Members the run waits for: `start_nodes` before its first round, `min_nodes` after."""
     return s.config.min_nodes if s.finalized_rounds else max(s.config.min_nodes, s.config.start_nodes)

@@ -304,12 +304,15 @@ class CoordinatorService:
         s = self.state
         number = s.round.number if s.round is not None else s.next_round
         # A member that missed the last RoundEnd or RoundStart (a crash, a lost gossip message)
-        # gets it again with each RunInfo; members ignore what they already acted on.
+        # gets it again with each RunInfo while some member shows it has not acted on it (sent
+        # to everyone every time, a RoundStart of 1024 members was most of the coordinator's
+        # traffic: scripts/bench_membership.py); members ignore what they already acted on.
         current = s.round.number if s.round is not None else None
-        if self._last_round_end is not None and self._last_round_end.round == s.last_finalized:
-            self._publish(self._last_round_end)
-        if self._last_round_start is not None and self._last_round_start.round == current:
-            self._publish(self._last_round_start)
+        end, start = self._last_round_end, self._last_round_start
+        if end is not None and end.round == s.last_finalized and membership.unapplied(s):
+            self._publish(end)
+        if start is not None and start.round == current and membership.uncommitted(s):
+            self._publish(start)
         if s.phase == Phase.FINALIZE:  # who checks whom: a member that missed it cannot vote
             for message in self._finalize_messages:
                 self._publish(message)

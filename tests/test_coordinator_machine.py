@@ -883,3 +883,21 @@ def test_the_runs_model_is_not_lost_when_every_member_that_held_it_was_dropped_a
 def test_one_member_alone_cannot_choose_the_model_when_nobody_who_held_it_is_left():
     assert membership.agreed_hash(rejoined({F: (H2, 1), C: (H0, -1)})) == b""  # min_nodes is 2
     assert membership.agreed_hash(rejoined({A: (H1, 1), B: (H1, 1), F: (H2, 1)})) == H1
+
+
+def test_a_round_start_is_sent_again_only_while_a_worker_has_not_committed():
+    d = started()
+    assert membership.uncommitted(d.state)
+    d.commit(A), d.commit(B)
+    assert d.state.phase == Phase.FINALIZE and not membership.uncommitted(d.state)
+
+
+def test_a_round_end_is_sent_again_only_while_a_member_that_held_the_model_has_not_applied_it():
+    d = started(replace(CFG, rounds=5))
+    d.send(JoinRequest(C, (), H0))  # a joiner syncs weights: it needs no RoundEnd
+    for k in (A, B):
+        d.commit(k), d.check(k)
+    d.report(A, H1)
+    assert membership.unapplied(d.state)  # B has not reported round 0
+    d.report(B, H1)
+    assert not membership.unapplied(d.state)
