@@ -265,9 +265,7 @@ def _tick_warmup(s: State, now: float, effects: list[Effect]) -> State:
     waited_for = [m for m in s.members.values() if not m.ready and (m.ever_ready or not s.finalized_rounds)]
     if waited_for and not _elapsed(s, now, s.config.warmup_timeout_s):
         return s
-    late = membership.unready(s, now, joiners_too=True)
-    effects.extend(Removed(k, "not ready within the warmup") for k in late)
-    s = replace(s, members={k: m for k, m in s.members.items() if k not in late})
+    s = membership.remove(s, membership.unready(s, now), membership.NOT_READY, effects)
     if len(s.members) < membership.needed(s):
         return _change_phase(s, now, Phase.WAITING)
     if len(s.ready_members) < s.config.min_nodes:  # joiners still syncing, each on its own clock

@@ -9,36 +9,39 @@ from dataclasses import replace
 from coordinator.state import Effect, Phase, Removed, State
 
 THROUGHPUT_EWMA = 0.5
+NOT_READY = "not ready within the warmup"  # why a member without the model was removed
+
+
+def remove(s: State, keys: list[bytes], reason: str, effects: list[Effect]) -> State:
+    """`keys` leave the run, each with a Removed effect giving `reason`."""
+    if not keys:
+        return s
+    effects.extend(Removed(k, reason) for k in sorted(keys))
+    gone = set(keys)
+    return replace(s, members={k: m for k, m in s.members.items() if k not in gone})
 
 
 def expire_silent(s: State, now: float, effects: list[Effect]) -> State:
-    limit = s.config.heartbeat_timeout_s
-    silent = [k for k, m in s.members.items() if now - m.last_seen > limit]
-    if not silent or s.phase == Phase.FINISHED:
+    if s.phase == Phase.FINISHED:
         return s
-    effects.extend(Removed(k, "heartbeat timeout") for k in sorted(silent))
-    return replace(s, members={k: m for k, m in s.members.items() if k not in silent})
+    limit = s.config.heartbeat_timeout_s
+    return remove(
+        s, [k for k, m in s.members.items() if now - m.last_seen > limit], "heartbeat timeout", effects
+    )
 
 
 def expire_joiners(s: State, now: float, effects: list[Effect]) -> State:
     """At a round boundary, joiners still without the model warmup_timeout_s after joining leave
     (never mid-round: a round's disputes are decided among the members it started with)."""
-    late = [k for k in unready(s, now, joiners_too=True) if not s.members[k].ever_ready]
-    if not late:
-        return s
-    effects.extend(Removed(k, "not ready within the warmup") for k in late)
-    return replace(s, members={k: m for k, m in s.members.items() if k not in late})
+    late = [k for k in unready(s, now) if not s.members[k].ever_ready]
+    return remove(s, late, NOT_READY, effects)
 
 
-def unready(s: State, now: float, joiners_too: bool) -> list[bytes]:
+def unready(s: State, now: float) -> list[bytes]:
     """Members without the run's model that had their time: those that held it before, and
-    (joiners_too) joiners warmup_timeout_s after joining."""
+    joiners warmup_timeout_s after joining."""
     limit = s.config.warmup_timeout_s
-    return sorted(
-        k
-        for k, m in s.members.items()
-        if not m.ready and (m.ever_ready or (joiners_too and now - m.joined_at >= limit))
-    )
+    return [k for k, m in s.members.items() if not m.ready and (m.ever_ready or now - m.joined_at >= limit)]
 
 
 def agreed_hash(s: State) -> bytes:

@@ -14,6 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from node.shards import hex_sha256
 from node.tokenizer import load_tokenizer
 from protocol.console import HelpFormatter, Parser
 from protocol.eval_tasks import Task, dumps
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None, prog: str = "eranos prepare-eval") -> No
         if path is not None and not path.is_file():
             p.error(f"{path} does not exist")
     tokenizer = load_tokenizer(args.tokenizer)
-    tokenizer_sha = hashlib.sha256(args.tokenizer.read_bytes()).hexdigest() if args.tokenizer else "bytes"
+    tokenizer_sha = hex_sha256(args.tokenizer) if args.tokenizer else "bytes"
     tasks = tasks_from_jsonl(args.input, tokenizer)
     if not tasks:
         p.error(f"{args.input} holds no tasks")

@@ -34,6 +34,7 @@ from p2p.host import Host
 from p2p.identity import Identity, peer_id_of
 from p2p.messages import RunInfo
 from protocol.console import process_started
+from protocol.eval_tasks import Task
 from protocol.manifest import files as manifest_files
 from protocol.run_config import ConfigError, RunConfig, loads
 from protocol.usage import USAGE, write_usage
@@ -72,7 +73,7 @@ class Session:
         self.address, self.coordinator = args.coordinator
         self.peer = peer_id_of(self.coordinator)
         self.stages: list[tuple[str, float, float]] = []  # start-up: (stage, start, end)
-        self.tasks: list = []  # the run's multiple-choice evaluation tasks (protocol/eval_tasks.py)
+        self.tasks: list[Task] = []  # the run's multiple-choice evaluation tasks
         self._since = process_started()
 
     def stage(self, name: str) -> None:

@@ -6,7 +6,8 @@ one after another, and what each cost.
 Per node count: whether every node joined and earned (the sim's verdict), seconds from a node's
 start to its first training (mean and slowest), wall seconds per round, the coordinator's CPU
 seconds, peak memory per node, and unique gossip messages per node per round by type (from the
-usage.json each process writes at exit). Exits 1 when any run's verdict is not a pass.
+usage.json each process writes at exit, through the sim's summary). Exits 1 when any run's
+verdict is not a pass.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from eranos.timeline import load, startup  # noqa: E402
-from protocol.usage import USAGE, read_usage  # noqa: E402
 
 
 def run(nodes: int, rounds: int, out: Path, timeout: float) -> dict:
@@ -45,11 +45,6 @@ def figures(summary: dict, out: Path) -> dict:
     span = max(e.t + e.dur for e in phases) - min(e.t for e in phases) if phases else 0.0
     firsts = [s["first training"] for name, evs in events.items() if name.startswith("node-")
               for s in [startup(evs)] if "first training" in s]  # fmt: skip
-    by_type: dict[str, float] = {}
-    usages = [u for u in (read_usage(p) for p in out.glob(f"node-*/{USAGE}")) if u]
-    for u in usages:
-        for kind, count in u["gossip_messages"].items():
-            by_type[kind] = by_type.get(kind, 0.0) + count / len(usages) / recorded
     r = summary.get("resources", {})
     earned = sum(1 for m in summary["members"] if m["points"] > 0)
     return {
@@ -62,7 +57,7 @@ def figures(summary: dict, out: Path) -> dict:
         "coordinator_cpu_s": r.get("coordinator_cpu_s"),
         "node_peak_rss_mb_mean": r.get("node_peak_rss_mb_mean"),
         "gossip_received_per_node_per_round": r.get("gossip_received_per_node_per_round"),
-        "gossip_by_type_per_node_per_round": dict(sorted(by_type.items())),
+        "gossip_by_type_per_node_per_round": r.get("gossip_per_node_per_round_by_type", {}),
         "wall_s": summary["wall_seconds"],
     }
 

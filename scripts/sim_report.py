@@ -84,9 +84,13 @@ def resources(out: Path, n_nodes: int, rounds: int) -> dict:
     nodes = [u for u in (read_usage(out / f"node-{i}" / USAGE) for i in range(n_nodes)) if u]
     per_round = max(1, rounds)
 
+    by_type: dict[str, float] = {}
+    for u in nodes:
+        for kind, count in u["gossip_messages"].items():
+            by_type[kind] = by_type.get(kind, 0.0) + count / len(nodes) / per_round
+
     def gossip(direction: str) -> float:
-        counts = [sum(v for k, v in u["gossip_messages"].items() if k.startswith(direction)) for u in nodes]
-        return sum(counts) / len(counts) / per_round if counts else 0.0
+        return sum(v for k, v in by_type.items() if k.startswith(direction))
 
     rss = [u["peak_rss_mb"] for u in nodes]
     return {
@@ -98,6 +102,7 @@ def resources(out: Path, n_nodes: int, rounds: int) -> dict:
         "node_cpu_s_mean": sum(u["cpu_s"] for u in nodes) / len(nodes) if nodes else None,
         "gossip_received_per_node_per_round": gossip("received:"),
         "gossip_sent_per_node_per_round": gossip("sent:"),
+        "gossip_per_node_per_round_by_type": dict(sorted(by_type.items())),
     }
 
 
