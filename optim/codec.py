@@ -9,6 +9,7 @@ Layout (little-endian), every length implied by the spec or declared before its 
     unary     byte length u32, then the unary stream of every gap quotient (see rice.py)
     remainder every gap remainder, b bits each, all tensors in one bit stream
     values    SIGN: 1 bit each (1 = positive); INT8: one fp32 scale per sent chunk, then int8;
+              INT2: one fp32 scale per tensor, then 2 bits each (sign, magnitude);
               BF16: 2 bytes each; RAW: float64 each
 
 The header binds a payload to the step it is for, the round it was sent in and its origin (the
@@ -53,7 +54,14 @@ _FLAG_PARTIAL = 1
 # No honest momentum coefficient comes near this; bounding it keeps the sum of any number of
 # payloads finite (a value at float max beside an honest one made the aggregate inf/NaN).
 MAX_VALUE = 1e4
-_VALUE_BYTES = {ValueMode.SIGN: 1 / 8, ValueMode.INT8: 1, ValueMode.BF16: 2, ValueMode.RAW: 8}
+_VALUE_BYTES = {
+    ValueMode.SIGN: 1 / 8, ValueMode.INT2: 1 / 4, ValueMode.INT8: 1, ValueMode.BF16: 2, ValueMode.RAW: 8
+}  # fmt: skip
+# INT2's levels in units of its tensor's scale (the RMS of the values sent): the Lloyd-Max
+# quantizer of a unit Gaussian, with the threshold between them at their midpoint so every value
+# decodes to its nearest level.
+INT2_LEVELS = (0.4528, 1.510)
+_INT2_THRESHOLD = sum(INT2_LEVELS) / 2
 
 
 @dataclass
@@ -144,6 +152,7 @@ def max_payload_bytes(spec: ParamSpec) -> int:
         index_bits += max(chunks * (((n - k) >> b) + k + k * b) for b in range(ts.rice_max + 1))
         size += math.ceil(chunks * k * _VALUE_BYTES[spec.mode])
         size += 4 * chunks if spec.mode == ValueMode.INT8 else 0
+    size += 4 * len(spec.tensors) if spec.mode == ValueMode.INT2 else 0
     return size + math.ceil(index_bits / 8) + 1
 
 
@@ -230,11 +239,35 @@ def _encode_values(mode: ValueMode, values: list[np.ndarray]) -> bytes:
             all_scales.tobytes()
             + np.concatenate([q.reshape(-1) for q in quantized]).astype(np.int8).tobytes()
         )
+    if mode == ValueMode.INT2:
+        return _encode_int2(values)
     if mode == ValueMode.BF16:
         bits = flat.astype(np.float32).view(np.uint32)
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # round to nearest even
         return rounded.astype("<u2").tobytes()
     return flat.astype("<f8").tobytes()
+
+
+def _encode_int2(values: list[np.ndarray]) -> bytes:
+    scales, codes = [], []
+    for v in values:
+        v = v.reshape(-1).astype(np.float64)
+        rms = float(np.sqrt(np.mean(v * v))) if v.size else 0.0
+        scale = np.float32(rms if rms > 0 else 1.0)
+        scales.append(scale)
+        codes.append(np.stack([v > 0, np.abs(v) > _INT2_THRESHOLD * float(scale)], axis=1).reshape(-1))
+    return np.array(scales, dtype="<f4").tobytes() + np.packbits(np.concatenate(codes)).tobytes()
+
+
+def _decode_int2(reader: _Reader, rows: list[int], ks: list[int]) -> np.ndarray:
+    with np.errstate(invalid="ignore"):  # a NaN scale is refused just below
+        scales = np.frombuffer(reader.take(4 * len(rows), "int2 scales"), dtype="<f4").astype(np.float64)
+    if not (np.isfinite(scales) & (scales > 0)).all():
+        raise ValueRangeError("int2 scales must be finite and positive")
+    counts = np.array(rows) * np.array(ks)
+    bits = reader.take_bits(2 * int(counts.sum()), "int2 values").reshape(-1, 2).astype(np.int64)
+    levels = np.array(INT2_LEVELS)[bits[:, 1]] * (bits[:, 0] * 2 - 1)
+    return levels * np.repeat(scales, counts)
 
 
 def _decode_values(mode: ValueMode, reader: _Reader, chunk_ids: list, ks: list[int]) -> list[np.ndarray]:
@@ -251,6 +284,8 @@ def _decode_values(mode: ValueMode, reader: _Reader, chunk_ids: list, ks: list[i
         if (q == -128).any():
             raise ValueRangeError("int8 value -128 is outside the symmetric range")
         flat = q.astype(np.float64) * np.repeat(scales, np.repeat(ks, rows))
+    elif mode == ValueMode.INT2:
+        flat = _decode_int2(reader, rows, ks)
     elif mode == ValueMode.BF16:
         half = np.frombuffer(reader.take(2 * total, "bf16 values"), dtype="<u2")
         flat = (half.astype(np.uint32) << 16).view(np.float32).astype(np.float64)

@@ -13,6 +13,7 @@ class ValueMode(enum.IntEnum):
     INT8 = 2  # symmetric int8 with one fp32 absmax scale per chunk
     BF16 = 3  # bfloat16
     RAW = 4  # float64, exact; for reference-equivalence tests
+    INT2 = 5  # 2 bits: sign and one of two magnitudes, with one fp32 scale per tensor
 
 
 PRECONDITIONS = ("none", "rms", "adam")
@@ -56,6 +57,6 @@ class DemoConfig:
             raise ValueError(f"outer_step must be one of {OUTER_STEPS}, got {self.outer_step!r}")
         if self.outer_step == "values" and self.values == ValueMode.SIGN:
             raise ValueError(
-                "outer_step 'values' needs the values sent (values int8, bf16 or raw), not signs"
+                "outer_step 'values' needs the values sent (values int2, int8, bf16 or raw), not signs"
             )
         self.schedule.check()

@@ -113,7 +113,7 @@ class OptimSection:
     lr: float = 1e-3
     schedule: str = "constant"
     warmup: int = 0
-    outer_step: str = "sign"  # "values": apply the aggregate's values (int8, bf16 or raw), not its signs
+    outer_step: str = "sign"  # "values": apply the aggregate's values, not its signs (needs values != "sign")
     # local steps (optim/local.py): each round a member takes this many AdamW steps on its batches,
     # dealt round-robin, and sends the change of its weights; 1: one gradient, no inner optimizer
     inner_steps: int = 1

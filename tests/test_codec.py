@@ -70,6 +70,23 @@ def test_int8_mode_is_within_half_a_step_of_each_chunks_scale():
         assert (np.abs(d.values - s.values) <= scale.astype(np.float32) / 2 * (1 + 1e-6)).all()
 
 
+def test_int2_mode_decodes_each_value_to_the_nearest_of_four_levels_of_its_tensors_rms():
+    spec = make_spec(ValueMode.INT2)
+    sent = random_payload(spec, np.random.default_rng(6))
+    for d, s in zip(decode(spec, encode(spec, 0, sent)).tensors, sent):
+        rms = np.float32(np.sqrt(np.mean(s.values**2)))
+        levels = np.array([-1.510, -0.4528, 0.4528, 1.510]) * float(rms)
+        nearest = levels[np.abs(s.values[..., None] - levels).argmin(axis=-1)]
+        assert np.array_equal(d.values, nearest)
+
+
+def test_int2_values_cost_a_quarter_byte_each_and_a_scale_per_tensor():
+    shapes = [("w", (16, 24))]  # 6 chunks of 8 x 8, 3 values each
+    sizes = {m: len(encode(make_spec(m, shapes=shapes), 0, random_payload(make_spec(m, shapes=shapes),
+             np.random.default_rng(7)))) for m in (ValueMode.SIGN, ValueMode.INT2)}  # fmt: skip
+    assert sizes[ValueMode.INT2] - sizes[ValueMode.SIGN] == 4 + 5 - 3  # a scale; 36 bits, not 18
+
+
 def test_bf16_mode_rounds_to_bfloat16():
     spec = make_spec(ValueMode.BF16)
     sent = random_payload(spec, np.random.default_rng(3))
@@ -182,6 +199,15 @@ def test_zero_int8_scale_is_rejected():
     data = encode(spec, 0, [TensorPayload(np.array([0]), np.array([[0, 1, 2]]), np.ones((1, 3)))])
     with pytest.raises(ValueRangeError, match="scale"):
         decode(spec, data[:-7] + bytes(4) + data[-3:])
+
+
+def test_an_int2_scale_that_is_zero_or_makes_values_huge_is_rejected():
+    spec = make_spec(ValueMode.INT2, shapes=[("w", (8, 8))])
+    data = encode(spec, 0, [TensorPayload(np.array([0]), np.array([[0, 1, 2]]), np.ones((1, 3)))])
+    with pytest.raises(ValueRangeError, match="scale"):
+        decode(spec, data[:-5] + bytes(4) + data[-1:])
+    with pytest.raises(ValueRangeError, match="magnitude"):
+        decode(spec, data[:-5] + struct.pack("<f", 3e38) + data[-1:])
 
 
 def test_rice_parameter_beyond_the_chunk_is_malformed(payload):
