@@ -31,6 +31,7 @@ from coordinator.service import CoordinatorService, starting_weights
 from coordinator.status import StatusServer
 from coordinator.telemetry import snapshot
 from node.checkpoint import load_model, model_hash, write_weights
+from node.run_data import shard_store
 from p2p.addresses import parse_announce, parse_listen
 from p2p.errors import LocalError
 from p2p.host import Host
@@ -114,6 +115,17 @@ def with_starting_model(config: RunConfig, journal: Path) -> RunConfig:
     return replace(config, model=replace(config.model, hash=digest, architecture=architecture))
 
 
+def check_data(config: RunConfig) -> None:
+    """When this coordinator serves the run's shards, check every one against the pinned manifest
+    and the model before any node trains on them (ShardError, a ValueError, names the shard)."""
+    if not config.data.manifest or not Path(config.data.manifest).is_file():
+        return
+    store = shard_store(config)
+    gb = store.manifest.total_tokens * (2 if store.manifest.dtype == "uint16" else 4) / 1e9
+    print(f"checking the run's {len(store.manifest.shards)} shards ({gb:.2f} GB)", flush=True)
+    store.check_all()
+
+
 def status_table(snap: dict) -> Table:
     table = Table(title=f"eranos coordinator: {snap['run']}", show_header=False)
     for key in (
@@ -144,6 +156,7 @@ def main(argv: list[str] | None = None, prog: str = "eranos coordinator") -> Non
             config = replace(config, run=replace(config.run, rpc=args.rpc))
             config.check()
         config = with_starting_model(config, args.journal)
+        check_data(config)
         keypair = load_keypair(args.keypair)
         http = http_address(args.http)
     except (ConfigError, ValueError) as exc:

@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None, prog: str = "eranos node") -> argparse.Na
         help="where shards fetched from peers are kept",
     )
     run.add_argument(
+        "--data-cache-gb",
+        type=gigabytes,
+        default=20.0,
+        help="the most shard data kept in --data-cache; the least recently used go first (default 20)",
+    )
+    run.add_argument(
         "--activation-checkpointing",
         action="store_true",
         help="recompute activations in the backward pass: less memory, one more forward",
@@ -115,7 +121,15 @@ def parse_device(text: str) -> str:
     raise ValueError(f"unknown device {text!r}{hint} (auto, cpu, cuda or cuda:N)")
 
 
+def parse_gigabytes(text: str) -> float:
+    size = float(text)
+    if not size > 0:
+        raise ValueError(f"a size in GB must be positive, got {text}")
+    return size
+
+
 device_name, peer_addr, pubkey = arg_type(parse_device), arg_type(parse_peer), arg_type(parse_pubkey)
+gigabytes = arg_type(parse_gigabytes)
 
 
 def read_keypair(path: Path) -> Keypair:

@@ -88,7 +88,7 @@ class TokenDataset:
     ):
         n_val = max(seq_len + 1, int(len(corpus.tokens) * val_fraction))
         self.train, self.val = corpus.tokens[:-n_val], corpus.tokens[-n_val:]
-        self.mask = mask
+        self.masked = mask is not None
         self.train_mask, self.val_mask = (mask[:-n_val], mask[-n_val:]) if mask is not None else (None, None)
         self.seq_len, self.batch_seqs, self.seed = seq_len, batch_seqs, seed
         self.n_train_seqs = (len(self.train) - 1) // seq_len
@@ -116,6 +116,9 @@ class TokenDataset:
         if self.train_mask is None:
             return None
         return self._sequences(self.train_mask, self._starts(batch_id))[:, 1:].astype(bool)
+
+    def prefetch(self, batch_ids) -> None:
+        """Nothing to fetch: the whole corpus is in memory."""
 
     def val_batches(self, max_seqs: int) -> np.ndarray:
         """The first `max_seqs` validation sequences (fewer if the split is short)."""

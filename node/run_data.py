@@ -3,11 +3,13 @@ raw token file, or token shards under a manifest the run pins (checked before tr
 its multiple-choice evaluation tasks, pinned the same way."""
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from node.data import TokenDataset, default_corpus, text_path_corpus, token_file_corpus
-from node.shards import hex_sha256, shard_corpus
+from node.shard_store import Cache, ShardStore, hex_sha256
+from node.sharded_data import ShardedDataset
 from node.tokenizer import ByteTokenizer
 from protocol.eval_tasks import MAX_BYTES as TASKS_LIMIT
 from protocol.eval_tasks import EvalTasksError, Task, loads
@@ -16,18 +18,15 @@ from protocol.manifest import load as load_manifest
 from protocol.run_config import RunConfig
 
 
-def build_data(config: RunConfig) -> TokenDataset:
-    """The run's training data, checked; ManifestError (a ValueError) naming what is wrong."""
+def build_data(config: RunConfig, cache: Cache | None = None) -> TokenDataset | ShardedDataset:
+    """The run's training data, checked; ManifestError (a ValueError) naming what is wrong. Shards
+    are all checked now, unless they come from a `cache` (then each on its first use)."""
     d = config.data
     if d.manifest:
-        path = Path(d.manifest)
-        manifest = load_manifest(path)
-        if d.manifest_sha256 and manifest.digest() != d.manifest_sha256:
-            raise ManifestError(
-                f"{path} is not the run's data: sha256 {manifest.digest()}, the run pins {d.manifest_sha256}"
-            )
-        corpus, mask = shard_corpus(path.parent, manifest, config.model.model_config().vocab_size)
-        return TokenDataset(corpus, d.seq_len, d.batch_size, mask=mask)
+        store = shard_store(config, cache)
+        if cache is None:
+            store.check_all()
+        return ShardedDataset(store, d.seq_len, d.batch_size)
     if d.corpus == "stdlib":
         corpus = default_corpus(ByteTokenizer())
     elif d.corpus.endswith(".bin"):
@@ -37,26 +36,36 @@ def build_data(config: RunConfig) -> TokenDataset:
     return TokenDataset(corpus, d.seq_len, d.batch_size)
 
 
+def shard_store(config: RunConfig, cache: Cache | None = None) -> ShardStore:
+    """The run's shards under its manifest, which must be the one the run pins."""
+    d = config.data
+    path = Path(d.manifest)
+    manifest = load_manifest(path)
+    if d.manifest_sha256 and manifest.digest() != d.manifest_sha256:
+        raise ManifestError(
+            f"{path} is not the run's data: sha256 {manifest.digest()}, the run pins {d.manifest_sha256}"
+        )
+    return ShardStore(path.parent, manifest, config.model.model_config().vocab_size, cache)
+
+
 MANIFEST_LIMIT = 64 << 20  # bytes a fetched manifest may have
 
 
-def fetch_shards(host, peers: list[str], config: RunConfig, cache: Path) -> RunConfig:
-    """The run's manifest (by its pinned sha256) and shards (by theirs) from `peers` into
-    `cache`, each verified by the blob protocol's hash check; the config pointing at them.
-    Files already cached and matching are kept."""
+def fetch_manifest(host, peers: list[str], config: RunConfig, cache: Path) -> RunConfig:
+    """The run's manifest, by its pinned sha256, from `peers` into `cache` (its shards follow on
+    demand: shard_fetcher); the config pointing at it."""
     d = config.data
     if not d.manifest_sha256:
         raise ManifestError(f"{d.manifest} is not here and the run pins no manifest_sha256 to fetch it by")
     cache.mkdir(parents=True, exist_ok=True)
     local = cache / "manifest.json"
     _fetch(host, peers, d.manifest_sha256, MANIFEST_LIMIT, local)
-    manifest = load_manifest(local)
-    itemsize = 2 if manifest.dtype == "uint16" else 4
-    for s in manifest.shards:
-        _fetch(host, peers, s.sha256, s.tokens * itemsize + 4096, cache / s.name)
-        if s.mask_sha256:
-            _fetch(host, peers, s.mask_sha256, s.tokens, cache / s.mask_name)
     return replace(config, data=replace(d, manifest=str(local)))
+
+
+def shard_fetcher(host, peers: Callable[[], list[str]]):
+    """Fetch a shard by hash from the data providers `peers()` names at the time."""
+    return lambda sha256, limit, dest: _fetch(host, peers(), sha256, limit, dest)
 
 
 def fetch_eval_tasks(host, peers: list[str], config: RunConfig, cache: Path) -> RunConfig:

@@ -41,6 +41,8 @@ from node.data import TokenDataset
 from node.export import RUN_CONFIG, export
 from node.metrics import NodeMetrics
 from node.run_data import build_data
+from node.shard_store import ShardUnavailable
+from node.sharded_data import ShardedDataset
 from node.train import Trainer, describe
 from node.validation import payload_match, replay, replay_evidence, start_replay
 from optim import DemoOptimizer
@@ -111,7 +113,7 @@ class NodeRuntime:
         device: torch.device,
         behaviour: Behaviour | None = None,
         clock: Callable[[], float] = time.time,
-        data: TokenDataset | None = None,
+        data: TokenDataset | ShardedDataset | None = None,
         tasks: Sequence[Task] = (),
     ) -> None:
         self.config, self.host, self.workdir, self.clock = config, host, workdir, clock
@@ -241,10 +243,15 @@ class NodeRuntime:
             self._own = None
             self._hold(None)
         self.optimizer.step = rs.step
+        self._prefetch_next(rs)
         started = time.perf_counter()
         with self.events.span("compute", rs.round):
             batches = self.behaviour.batches(self, rs)
-            result = self.trainer.round_gradients(batches, self.local, self._inner_lr(rs.step))
+            try:
+                result = self.trainer.round_gradients(batches, self.local, self._inner_lr(rs.step))
+            except ShardUnavailable as exc:
+                log.warning("round %d not trained: %s", rs.round, exc)
+                return machine.Trained(rs.round, None)
         self.metrics.computed(time.perf_counter() - started)
         before = self._held
         compress_started = time.perf_counter()
@@ -273,6 +280,11 @@ class NodeRuntime:
             ),
         )
 
+    def _prefetch_next(self, rs: RoundStart) -> None:
+        """Start fetching the data of the next round's fresh batches, which follow this round's."""
+        last = max((b for batches in rs.batches.values() for b in batches), default=-1)
+        self.trainer.data.prefetch(range(last + 1, last + 1 + self.config.rounds.global_batch))
+
     def _inner_lr(self, step: int) -> float | None:
         return inner_lr(self.local.config, self.optimizer.config.schedule, step) if self.local else None
 
@@ -282,6 +294,9 @@ class NodeRuntime:
             return machine.Validated(None)
         try:
             verdict = self._replay(rs, target, job.commit)
+        except ShardUnavailable as exc:  # this node's data, not the target's fault: no verdict
+            log.warning("cannot check %s: %s", target.hex()[:8], exc)
+            return machine.Validated(None)
         except (BlobError, LocalError) as exc:  # the target's to serve: reported, never guessed
             log.info("cannot fetch what %s committed: %s", target.hex()[:8], exc)
             verdict = Verdict(rs.round, target, False, 0.0, False, bytes(32), 0.0)
@@ -369,7 +384,11 @@ class NodeRuntime:
         if not every or (round + 1) % every:
             return
         with self.events.span("eval", round):
-            record = {"round": round, "loss": self.trainer.evaluate(self.config.eval.sequences)}
+            try:
+                record = {"round": round, "loss": self.trainer.evaluate(self.config.eval.sequences)}
+            except ShardUnavailable as exc:
+                log.warning("round %d not evaluated: %s", round, exc)
+                return
             if self.tasks:
                 record["accuracy"] = self.trainer.choice_accuracy(self.tasks)
                 self.metrics.eval_accuracy.set(record["accuracy"])

@@ -26,8 +26,10 @@ from chain.client import EranosClient
 from chain.errors import ProgramError, RpcUnavailable
 from chain.state import MemberStatus
 from node.data import TokenDataset
-from node.run_data import build_data, eval_tasks, fetch_eval_tasks, fetch_shards
+from node.run_data import build_data, eval_tasks, fetch_eval_tasks, fetch_manifest, shard_fetcher
 from node.runtime import Behaviour, NodeRuntime, Progress
+from node.shard_store import Cache
+from node.sharded_data import ShardedDataset
 from node.train import pick_device, use_deterministic_kernels
 from p2p.errors import BlobError, LocalError, PeerUnreachable
 from p2p.host import Host
@@ -155,10 +157,11 @@ class Session:
         if config is None:
             return None
         self.stage("run config")
+        cache = None
         if config.data.manifest and not Path(config.data.manifest).exists():
-            config = self.fetch_data(host, config)
-        self.data = load_data(config)
-        if config.data.manifest:  # a member holding the shards serves them to the next joiner too
+            config, cache = self.fetch_data(host, config)
+        self.data = load_data(config, cache)
+        if config.data.manifest and cache is None:  # a member holding the shards serves them too
             for f in manifest_files(Path(config.data.manifest)):
                 host.provide_file(f)
         config = self.load_tasks(host, config)
@@ -170,14 +173,25 @@ class Session:
             self.stage("chain join")
         return config
 
-    def fetch_data(self, host: Host, config: RunConfig) -> RunConfig:
-        """The run's shards from the coordinator (and peers), verified by hash, into the cache."""
-        cache = self.args.data_cache / config.data.manifest_sha256[:16]
-        say(f"fetching the run's data into {cache}")
+    def fetch_data(self, host: Host, config: RunConfig) -> tuple[RunConfig, Cache]:
+        """The run's manifest from the coordinator (and peers), and the cache its shards are
+        fetched into as the rounds need them, each served on to other members while here."""
+        directory = self.args.data_cache / config.data.manifest_sha256[:16]
+        say(f"fetching the run's data manifest; shards go to {directory} as rounds need them")
         try:
-            return fetch_shards(host, [self.peer, *host.peers()], config, cache)
+            config = fetch_manifest(host, [self.peer, *host.peers()], config, directory)
         except (BlobError, LocalError, ValueError) as exc:
             fail(f"cannot fetch the run's data: {exc}")
+        host.provide_file(Path(config.data.manifest))
+
+        def served(path: Path, sha256: str, here: bool) -> None:
+            if here:
+                host.provide_file(path)
+            else:
+                host.blobs.forget(bytes.fromhex(sha256))
+
+        fetch = shard_fetcher(host, lambda: [self.peer, *host.peers()])
+        return config, Cache(fetch, int(self.args.data_cache_gb * (1 << 30)), served)
 
     def load_tasks(self, host: Host, config: RunConfig) -> RunConfig:
         """The run's evaluation tasks, fetched when not here and served on to later joiners."""
@@ -238,7 +252,7 @@ class Session:
         return None
 
 
-def load_data(config: RunConfig) -> TokenDataset:
+def load_data(config: RunConfig, cache: Cache | None = None) -> TokenDataset | ShardedDataset:
     """The run's data, checked before any stake is deposited: one line when it is not here."""
     d = config.data
     where = d.manifest or d.corpus
@@ -248,7 +262,7 @@ def load_data(config: RunConfig) -> TokenDataset:
             "put it at that path and start again"
         )
     try:
-        return build_data(config)
+        return build_data(config, cache)
     except (ValueError, OSError) as exc:  # ManifestError and ShardError are ValueErrors
         fail(f"the run's data at {where} cannot be used: {exc}")
 

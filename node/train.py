@@ -74,7 +74,7 @@ class Trainer:
             p.grad = None
         seqs = np.concatenate([self.data.batch(b) for b in batch_ids]) if batch_ids else np.empty((0, 0))
         counted = None
-        if self.data.mask is not None and batch_ids:
+        if self.data.masked and batch_ids:
             counted = np.concatenate([self.data.batch_targets(b) for b in batch_ids])
         total = 0.0
         for loss, n in self._losses(seqs, counted):

@@ -252,6 +252,8 @@ def test_a_node_without_the_data_fetches_the_pinned_shards_from_the_coordinator(
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     from eranos.prepare_data import main as prepare
+    from node.shard_store import ShardStore
+    from node.sharded_data import ShardedDataset
     from protocol.manifest import load as load_manifest
 
     words = ["</s>", "<unk>", *(f"w{i}" for i in range(200))]
@@ -273,14 +275,15 @@ def test_a_node_without_the_data_fetches_the_pinned_shards_from_the_coordinator(
     with coordinator_in(coord_dir, run) as addr:
         code, err = finish(node(node_dir, addr), timeout=240)
     assert code == 0, err
-    assert "fetching the run's data into eranos-data" in err and "the run has finished" in err
-    cached = node_dir / "eranos-data" / digest[:16]
-    assert sorted(p.name for p in cached.iterdir()) == [
-        "manifest.json",
-        "shard-00000.bin",
-        "shard-00001.bin",
-        "shard-00002.bin",
-    ]
+    assert "fetching the run's data manifest; shards go to eranos-data" in err
+    assert "the run has finished" in err
+    cached = {p.name for p in (node_dir / "eranos-data" / digest[:16]).iterdir()}
+    store = ShardStore(coord_dir / "data", load_manifest(coord_dir / "data" / "manifest.json"), 202)
+    data = ShardedDataset(store, seq_len=32, batch_seqs=2)
+    trained, prefetched = data.shards_of(range(2)), data.shards_of(range(2, 4))
+    names = [s.name for s in store.manifest.shards]
+    assert "manifest.json" in cached and {names[i] for i in trained} <= cached
+    assert cached - {"manifest.json"} <= {names[i] for i in trained | prefetched | store.pinned}
 
 
 def test_a_run_from_a_hugging_face_directory_reaches_a_node_that_lacks_it(tmp_path):

@@ -8,8 +8,8 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from eranos.prepare_data import main as prepare
-from node.data import TokenDataset
-from node.shards import ShardError, shard_corpus
+from node.shard_store import ShardError, ShardStore
+from node.sharded_data import ShardedDataset
 from protocol.manifest import ManifestError, load, loads
 
 WORDS = ["<unk>", "</s>", "the", "cat", "sat", "on", "mat", "user", "says", "hi", "bot", "answers", "hello"]
@@ -31,8 +31,8 @@ def test_text_files_become_shards_whose_tokens_follow_the_documents(tmp_path, to
              str(tmp_path / "a.txt"), str(tmp_path / "b.txt")])  # fmt: skip
     manifest = load(tmp_path / "out" / "manifest.json")
     assert [s.tokens for s in manifest.shards] == [5, 3] and manifest.dtype == "uint16"
-    corpus, mask = shard_corpus(tmp_path / "out", manifest, vocab_size=len(WORDS))
-    assert corpus.tokens.tolist() == [2, 3, 4, 1, 5, 2, 6, 1] and mask is None
+    store = ShardStore(tmp_path / "out", manifest, vocab_size=len(WORDS))
+    assert store.read(0, 8).tolist() == [2, 3, 4, 1, 5, 2, 6, 1] and not store.masked
     assert f'manifest_sha256 = "{manifest.digest()}"' in capsys.readouterr().out
 
 
@@ -42,9 +42,9 @@ def test_chat_pairs_carry_a_loss_mask_that_leaves_the_prompt_out(tmp_path, token
     prepare(["--tokenizer", str(tokenizer), "-o", str(tmp_path / "out"), "--prompt-field", "prompt",
              "--completion-field", "completion", str(tmp_path / "chat.jsonl")])  # fmt: skip
     manifest = load(tmp_path / "out" / "manifest.json")
-    corpus, mask = shard_corpus(tmp_path / "out", manifest, vocab_size=len(WORDS))
-    assert corpus.tokens.tolist() == [7, 8, 9, 10, 11, 12, 1]
-    assert mask.tolist() == [0, 0, 0, 1, 1, 1, 1] and manifest.masked
+    store = ShardStore(tmp_path / "out", manifest, vocab_size=len(WORDS))
+    assert store.read(0, 7).tolist() == [7, 8, 9, 10, 11, 12, 1]
+    assert store.read(0, 7, mask=True).tolist() == [0, 0, 0, 1, 1, 1, 1] and manifest.masked
 
 
 def test_masked_targets_are_the_only_ones_in_a_batchs_loss(tmp_path, tokenizer):
@@ -52,8 +52,8 @@ def test_masked_targets_are_the_only_ones_in_a_batchs_loss(tmp_path, tokenizer):
     (tmp_path / "chat.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     prepare(["--tokenizer", str(tokenizer), "-o", str(tmp_path / "out"), "--prompt-field", "prompt",
              "--completion-field", "completion", str(tmp_path / "chat.jsonl")])  # fmt: skip
-    corpus, mask = shard_corpus(tmp_path / "out", load(tmp_path / "out" / "manifest.json"), len(WORDS))
-    data = TokenDataset(corpus, seq_len=6, batch_seqs=2, val_fraction=0.15, mask=mask)
+    store = ShardStore(tmp_path / "out", load(tmp_path / "out" / "manifest.json"), len(WORDS))
+    data = ShardedDataset(store, seq_len=6, batch_seqs=2, val_fraction=0.15)
     seqs, counted = data.batch(0), data.batch_targets(0)
     assert counted.shape == (2, 6)
     prompt_targets = {7, 8, 9}
@@ -70,7 +70,7 @@ def test_a_missing_shard_is_named(tmp_path, tokenizer):
     out, manifest = shards(tmp_path, tokenizer)
     (out / manifest.shards[0].name).unlink()
     with pytest.raises(ShardError, match="shard-00000.bin is missing"):
-        shard_corpus(out, manifest, len(WORDS))
+        ShardStore(out, manifest, len(WORDS)).check_all()
 
 
 def test_an_altered_shard_is_caught_by_its_hash(tmp_path, tokenizer):
@@ -78,13 +78,13 @@ def test_an_altered_shard_is_caught_by_its_hash(tmp_path, tokenizer):
     path = out / manifest.shards[0].name
     path.write_bytes(path.read_bytes()[:-2] + b"\x00\x00")
     with pytest.raises(ShardError, match="does not match the manifest's sha256"):
-        shard_corpus(out, manifest, len(WORDS))
+        ShardStore(out, manifest, len(WORDS)).check_all()
 
 
 def test_a_vocabulary_larger_than_the_models_is_refused_at_start(tmp_path, tokenizer):
     out, manifest = shards(tmp_path, tokenizer)
     with pytest.raises(ShardError, match="vocabulary of 13, the model has 5"):
-        shard_corpus(out, manifest, vocab_size=5)
+        ShardStore(out, manifest, vocab_size=5)
 
 
 def test_a_token_beyond_the_models_vocabulary_is_named_with_its_shard(tmp_path, tokenizer):
@@ -97,7 +97,7 @@ def test_a_token_beyond_the_models_vocabulary_is_named_with_its_shard(tmp_path, 
     sha = hashlib.sha256((out / "shard-00000.bin").read_bytes()).hexdigest()
     forged = Manifest("uint16", 13, manifest.tokenizer_sha256, (Shard("shard-00000.bin", 3, sha),))
     with pytest.raises(ShardError, match="token id 40, beyond the model's vocabulary of 13"):
-        shard_corpus(out, forged, vocab_size=13)
+        ShardStore(out, forged, vocab_size=13).check_all()
 
 
 @pytest.mark.parametrize(
@@ -149,4 +149,4 @@ def test_a_node_refuses_shards_whose_manifest_is_not_the_one_the_run_pins(tmp_pa
     with pytest.raises(ManifestError, match="is not the run's data"):
         build_data(replace(base, data=data))
     pinned = replace(data, manifest_sha256=manifest.digest())
-    assert build_data(replace(base, data=pinned)).train.tolist()[:3] == [2, 3, 4]  # the cat sat
+    assert build_data(replace(base, data=pinned)).store.read(0, 3).tolist() == [2, 3, 4]  # the cat sat
