@@ -40,6 +40,7 @@ from node.checkpoint import model_hash, read_weights, starting_model, write_weig
 from node.data import TokenDataset
 from node.export import RUN_CONFIG, export
 from node.metrics import NodeMetrics
+from node.ranks import Ranks
 from node.run_data import build_data
 from node.shard_store import ShardUnavailable
 from node.sharded_data import ShardedDataset
@@ -115,6 +116,7 @@ class NodeRuntime:
         clock: Callable[[], float] = time.time,
         data: TokenDataset | ShardedDataset | None = None,
         tasks: Sequence[Task] = (),
+        ranks: Ranks | None = None,  # this node's other GPUs (node/ranks.py)
     ) -> None:
         self.config, self.host, self.workdir, self.clock = config, host, workdir, clock
         self.me = host.identity.public_key
@@ -128,7 +130,8 @@ class NodeRuntime:
         # replays other members' rounds; its state is theirs, loaded for each check
         self.scratch = DemoOptimizer(self.model.named_parameters(), self.optimizer.config)
         self.scratch_local = LocalSteps(self.model.parameters(), inner) if inner else None
-        self.trainer = Trainer(self.model, data or build_data(config), config.data.micro_batch, device)
+        data = data or build_data(config)
+        self.trainer = Trainer(self.model, data, config.data.micro_batch, device, ranks)
         self.tasks = list(tasks)
         self.max_payload = max_payload_bytes(self.optimizer.spec)
         self.state_size = state_size(self.optimizer, self.local)

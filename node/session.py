@@ -25,12 +25,14 @@ from solders.pubkey import Pubkey
 from chain.client import EranosClient
 from chain.errors import ProgramError, RpcUnavailable
 from chain.state import MemberStatus
+from node import ranks
 from node.data import TokenDataset
+from node.model import Llama
 from node.run_data import build_data, eval_tasks, fetch_eval_tasks, fetch_manifest, shard_fetcher
 from node.runtime import Behaviour, NodeRuntime, Progress
 from node.shard_store import Cache
 from node.sharded_data import ShardedDataset
-from node.train import pick_device, use_deterministic_kernels
+from node.train import Trainer, pick_device, use_deterministic_kernels
 from p2p.errors import BlobError, LocalError, PeerUnreachable
 from p2p.host import Host
 from p2p.identity import Identity, peer_id_of
@@ -38,7 +40,7 @@ from p2p.messages import RunInfo
 from protocol.console import process_started
 from protocol.eval_tasks import Task
 from protocol.manifest import files as manifest_files
-from protocol.run_config import ConfigError, RunConfig, loads
+from protocol.run_config import ConfigError, RunConfig, dumps, loads
 from protocol.usage import USAGE, write_usage
 
 RETRY_S = 5.0
@@ -76,6 +78,7 @@ class Session:
         self.peer = peer_id_of(self.coordinator)
         self.stages: list[tuple[str, float, float]] = []  # start-up: (stage, start, end)
         self.tasks: list[Task] = []  # the run's multiple-choice evaluation tasks
+        self.ranks: ranks.Ranks | None = None  # this node's GPUs when torchrun started it
         self._since = process_started()
 
     def stage(self, name: str) -> None:
@@ -89,6 +92,12 @@ class Session:
             device = pick_device(self.args.device)
         except ValueError as exc:
             fail(str(exc))
+        self.ranks = ranks.from_environment(device)
+        if self.ranks is not None:
+            device = self.ranks.device
+            if self.ranks.rank > 0:
+                follow(self.args, self.ranks)
+                return
         self.stage("imports")
         identity = Identity.from_seed(bytes(self.keypair)[:32])
         try:
@@ -98,11 +107,13 @@ class Session:
             ).start()  # fmt: skip
         except LocalError as exc:
             fail(f"{exc}; pick another port with --listen /ip4/0.0.0.0/tcp/PORT")
-        runtime = None
+        runtime, config = None, None
         self.stage("p2p host")
         try:
             say(f"{identity.address} reachable at {', '.join(host.addrs)}")
             config = self.join_run(host)
+            if self.ranks is not None:
+                ranks.share(None if config is None else dumps(config), self.ranks)
             if config is None:
                 return
             use_deterministic_kernels()
@@ -115,6 +126,7 @@ class Session:
                 behaviour,
                 data=self.data,
                 tasks=self.tasks,
+                ranks=self.ranks,
             )
             runtime.model.activation_checkpointing = self.args.activation_checkpointing
             self.stage("model")
@@ -134,6 +146,8 @@ class Session:
             self.stop.set()
             if runtime is not None:
                 runtime.close()
+            if self.ranks is not None and config is not None:
+                ranks.stop(self.ranks)
             write_usage(self.workdir / USAGE, host.traffic, host.messages)
             host.close()
 
@@ -250,6 +264,19 @@ class Session:
                 except ConfigError as exc:
                     fail(f"the coordinator sent an invalid run config: {exc}")
         return None
+
+
+def follow(args: argparse.Namespace, group: ranks.Ranks) -> None:
+    """A follower rank of a multi-GPU node: the run config from rank 0, then the gradients of the
+    batches rank 0 deals it, until rank 0 stops (or never joined a run)."""
+    text = ranks.share(None, group)
+    if text is None:
+        return
+    config = loads(text)
+    use_deterministic_kernels()
+    model = Llama(config.model.model_config()).to(group.device)
+    model.activation_checkpointing = args.activation_checkpointing
+    ranks.follow(Trainer(model, None, config.data.micro_batch, group.device, group), group)
 
 
 def load_data(config: RunConfig, cache: Cache | None = None) -> TokenDataset | ShardedDataset:

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from node import ranks
 from node.data import TokenDataset
 from node.model import Llama
+from node.ranks import Ranks
+from node.sharded_data import ShardedDataset
 from optim.local import LocalSteps, inner_groups
 from protocol.eval_tasks import Task
 
@@ -59,8 +62,16 @@ IGNORED = -100  # F.cross_entropy's ignore_index: a target outside the loss
 
 
 class Trainer:
-    def __init__(self, model: Llama, data: TokenDataset, micro_batch: int, device: torch.device):
+    def __init__(
+        self,
+        model: Llama,
+        data: TokenDataset | ShardedDataset | None,  # None: a follower rank, handed its batches
+        micro_batch: int,
+        device: torch.device,
+        ranks: Ranks | None = None,
+    ):
         self.model, self.data, self.micro_batch, self.device = model, data, micro_batch, device
+        self.ranks = ranks
 
     def _autocast(self):
         if self.device.type == "cuda":
@@ -68,19 +79,38 @@ class Trainer:
         return contextlib.nullcontext()
 
     def accumulate_gradients(self, batch_ids: Sequence[int]) -> StepResult:
-        """Leave in .grad the mean-loss gradient over all sequences of these batches."""
+        """Leave in .grad the mean-loss gradient over all sequences of these batches: each batch's
+        gradient on its own, then their sum in batch order (the same bits however many ranks
+        compute the batches: node/ranks.py)."""
         self.model.train()
-        for p in self.model.parameters():
+        batches = [(self.data.batch(b), self.data.batch_targets(b)) for b in batch_ids]
+        total = sum(len(seqs) for seqs, _ in batches)
+        if self.ranks is None:
+            results = (self.batch_gradient(seqs, counted, total) for seqs, counted in batches)
+        else:
+            results = ranks.gradients(self, self.ranks, batches, total)
+        summed, loss = None, 0.0
+        for grads, batch_loss in results:
+            summed = grads if summed is None else [a.add_(g) for a, g in zip(summed, grads)]
+            loss += batch_loss
+        params = list(self.model.parameters())
+        for p, g in zip(params, summed if summed is not None else [None] * len(params)):
+            p.grad = g
+        return StepResult(loss / max(1, total), total * self.data.seq_len)
+
+    def batch_gradient(
+        self, seqs: np.ndarray, counted: np.ndarray | None, total: int
+    ) -> tuple[list[torch.Tensor], float]:
+        """One batch's part of a gradient over `total` sequences (its losses weighted n / total),
+        summed over its micro-batches in order, and its summed loss."""
+        params = list(self.model.parameters())
+        for p in params:
             p.grad = None
-        seqs = np.concatenate([self.data.batch(b) for b in batch_ids]) if batch_ids else np.empty((0, 0))
-        counted = None
-        if self.data.masked and batch_ids:
-            counted = np.concatenate([self.data.batch_targets(b) for b in batch_ids])
-        total = 0.0
+        loss_sum = 0.0
         for loss, n in self._losses(seqs, counted):
-            (loss * (n / len(seqs))).backward()
-            total += loss.item() * n
-        return StepResult(total / max(1, len(seqs)), len(seqs) * self.data.seq_len)
+            (loss * (n / total)).backward()
+            loss_sum += loss.item() * n
+        return [torch.zeros_like(p) if p.grad is None else p.grad for p in params], loss_sum
 
     def round_gradients(
         self, batch_ids: Sequence[int], local: LocalSteps | None = None, lr: float | None = None

@@ -44,6 +44,7 @@ from coordinator.service import initial_state  # noqa: E402
 from coordinator.state import HeartbeatSeen, Publish, RecordRound, VerdictSeen  # noqa: E402
 from eranos import timeline  # noqa: E402
 from eranos.runs import MODES, run_params  # noqa: E402
+from node.audit import LOG as AUDIT_LOG  # noqa: E402
 from node.audit import audit, read_log  # noqa: E402
 from node.checkpoint import model_hash  # noqa: E402
 from node.model import Llama  # noqa: E402
@@ -109,6 +110,13 @@ def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Nam
         "act with every other adversary as one operator",
     )
     p.add_argument(
+        "--ranks",
+        action="append",
+        default=[],
+        metavar="NODE@N",
+        help="start the node with torchrun as N ranks (gloo on the CPU: node/ranks.py)",
+    )
+    p.add_argument(
         "--restart-coordinator",
         type=int,
         metavar="ROUND",
@@ -137,7 +145,10 @@ def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Nam
     args.joins = {n: r for n, r in ((int(a), b) for a, b in at_pairs(args.join, "--join"))}
     args.leaves = {n: r for n, r in ((int(a), b) for a, b in at_pairs(args.leave, "--leave"))}
     args.adv = {n: k for k, n in at_pairs(args.adversary, "--adversary", tuple(KINDS))}
-    for n in [*args.kills, *args.joins, *args.leaves, *args.adv]:
+    args.rank_counts = {int(n): r for n, r in at_pairs(args.ranks, "--ranks")}
+    if any(not 2 <= r <= 8 for r in args.rank_counts.values()):
+        p.error("--ranks NODE@N: N must be between 2 and 8")
+    for n in [*args.kills, *args.joins, *args.leaves, *args.adv, *args.rank_counts]:
         if not 0 <= n < args.nodes:
             p.error(f"node {n} does not exist (nodes are 0..{args.nodes - 1})")
     return args
@@ -151,6 +162,8 @@ class Sim:
             self.out / "journal.jsonl",
             self.out / "coordinator.events.jsonl",
             *self.out.glob("node-*/events.jsonl"),
+            *self.out.glob(f"node-*/{AUDIT_LOG}"),  # an earlier run's rounds fail this run's audit
+            *self.out.glob(f"node-*/{EVALS}"),
             self.out / USAGE,
             *self.out.glob(f"node-*/{USAGE}"),
         ]:
@@ -246,6 +259,10 @@ def node_cmd(
         "--metrics", "127.0.0.1:0", "--workdir", str(args.out / f"node-{i}"),
         *(["-v"] if args.verbose else []),
     ]  # fmt: skip
+    if i in args.rank_counts:
+        torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.rank_counts[i]}"]
+        # "--" ends torchrun's options, which would take the node's --run for its --run-path
+        return [sys.executable, *torchrun, "-m", "--", "eranos", "node", "run", *options]
     if i not in args.adv:
         return [sys.executable, "-m", "eranos", "node", "run", *options]
     partners = ",".join(keys[j] for j in sorted(args.adv) if j != i)

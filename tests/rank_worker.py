@@ -1,0 +1,26 @@
+"""One rank of a torchrun-launched node for tests/test_ranks.py: rank 0 computes a round (plain,
+then with local steps) with the other ranks' help and writes the payloads and state it got; a
+follower starts from other weights, which rank 0's broadcast must replace."""
+
+import sys
+
+import torch
+from round_fixture import MICRO_BATCH, make_round, round_outputs
+
+from node import ranks
+from node.train import Trainer
+
+
+def main() -> None:
+    group = ranks.from_environment(torch.device("cpu"))
+    model, data, optimizer, local = make_round(seed=0 if group.rank == 0 else group.rank + 10)
+    if group.rank > 0:
+        ranks.follow(Trainer(model, None, MICRO_BATCH, group.device, group), group)
+        return
+    trainer = Trainer(model, data, MICRO_BATCH, group.device, group)
+    torch.save(round_outputs(trainer, optimizer, local), sys.argv[1])
+    ranks.stop(group)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""A node on several GPUs (node/ranks.py), run here as 2 torchrun ranks on the CPU (gloo): it
+hands the optimizer what one rank computes, to the bit, so its payloads and states are a
+1-rank node's and any validator, whatever its rank count, reproduces them."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from round_fixture import MICRO_BATCH, make_round, round_outputs
+
+from node.train import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def torchrun(nproc: int, out: Path) -> dict:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           str(ROOT / "tests" / "rank_worker.py"), str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return torch.load(out, weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def one_rank() -> dict:
+    torch.set_num_threads(1)
+    model, data, optimizer, local = make_round()
+    return round_outputs(Trainer(model, data, MICRO_BATCH, torch.device("cpu")), optimizer, local)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> dict:
+    return torchrun(2, tmp_path_factory.mktemp("ranks") / "two.pt")
+
+
+def test_two_ranks_hand_the_optimizer_one_ranks_gradient_to_the_bit(one_rank, two_ranks):
+    assert all(torch.equal(a, b) for a, b in zip(one_rank["grads"], two_ranks["grads"]))
+    assert one_rank["loss"] == two_ranks["loss"]
+
+
+def test_two_ranks_send_one_ranks_payload(one_rank, two_ranks):
+    assert one_rank["payload"] == two_ranks["payload"]
+
+
+def test_two_ranks_take_one_ranks_local_steps_and_reach_its_state(one_rank, two_ranks):
+    assert one_rank["local_payload"] == two_ranks["local_payload"]
+    assert one_rank["state"] == two_ranks["state"] and one_rank["local_loss"] == two_ranks["local_loss"]
+
+
+@pytest.mark.slow
+def test_three_ranks_send_one_ranks_payload_too(one_rank, tmp_path):
+    three = torchrun(3, tmp_path / "three.pt")
+    assert three["payload"] == one_rank["payload"] and three["state"] == one_rank["state"]
