@@ -82,10 +82,9 @@ def gradients(trainer, ranks: Ranks, batches: Sequence[Batch], total: int) -> It
     params = list(trainer.model.parameters())
     for p in params:
         dist.broadcast(p.data, src=0)
-    own = {i: trainer.batch_gradient(s, c, total) for i, (s, c) in enumerate(batches) if ranks.owner(i) == 0}
-    for i in range(len(batches)):
-        if i in own:
-            yield own.pop(i)
+    for i, (seqs, counted) in enumerate(batches):  # a follower computes its next batch meanwhile
+        if ranks.owner(i) == 0:
+            yield trainer.batch_gradient(seqs, counted, total)
             continue
         flat = torch.empty(sum(p.numel() for p in params), dtype=params[0].dtype, device=ranks.device)
         loss = torch.empty(1, dtype=torch.float64, device=ranks.device)
@@ -111,7 +110,7 @@ def follow(trainer, ranks: Ranks) -> None:
             dist.broadcast(p.data, src=0)
         # theirs: the batches of every follower in call order; this rank's are every
         # (world - 1)-th of them from its own offset, matching `owner`
-        mine = [trainer.batch_gradient(s, c, total) for s, c in theirs[ranks.rank - 1 :: ranks.world - 1]]
-        for grads, loss in mine:
+        for seqs, counted in theirs[ranks.rank - 1 :: ranks.world - 1]:
+            grads, loss = trainer.batch_gradient(seqs, counted, total)
             dist.send(_flat(grads), dst=0)
             dist.send(torch.tensor([loss], dtype=torch.float64, device=ranks.device), dst=0)
