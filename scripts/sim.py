@@ -46,7 +46,7 @@ from eranos import timeline  # noqa: E402
 from eranos.runs import MODES, run_params  # noqa: E402
 from node.audit import LOG as AUDIT_LOG  # noqa: E402
 from node.audit import audit, read_log  # noqa: E402
-from node.checkpoint import model_hash  # noqa: E402
+from node.checkpoint import load_model, model_hash  # noqa: E402
 from node.model import Llama  # noqa: E402
 from node.runtime import EVALS  # noqa: E402
 from p2p.identity import (
@@ -128,7 +128,10 @@ def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Nam
         help="add a peer that sends malformed, forged, replayed and non-member gossip all run long",
     )
     p.add_argument("--rpc", help="use this Solana JSON-RPC endpoint instead of the embedded localnet")
-    p.add_argument("--config", type=Path, default=ROOT / "configs" / "sim.toml", help="the run config (TOML)")
+    p.add_argument(
+        "--config", type=Path, default=ROOT / "configs" / "sim.toml",
+        help="the run config (TOML); its relative paths (data, model) are from its directory",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "out" / "sim", help="logs, summary and plots go here")
     p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -137,6 +140,7 @@ def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Nam
     )
     read_environment(p)
     args = p.parse_args(argv)
+    args.out, args.config = args.out.resolve(), args.config.resolve()  # processes run elsewhere
     if not 1 <= args.nodes <= 64:
         p.error("--nodes must be between 1 and 64")
     if args.rounds < 1:
@@ -228,9 +232,16 @@ class Sim:
             if m.stake:
                 client.withdraw_stake(self.run_id)
 
-    def spawn(self, name: str, cmd: list[str]) -> None:
+    def spawn(self, name: str, cmd: list[str], cwd: Path = ROOT) -> None:
         log = open(self.out / f"{name}.log", "w")
-        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=cwd)
+
+    def workdir(self, node: int) -> Path:
+        """Node i's work directory, also its working directory: the run config's relative paths
+        (data, model) resolve for the coordinator only, so nodes fetch them as a stranger's would."""
+        path = self.out / f"node-{node}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def stop_processes(self) -> None:
         for proc in self.procs.values():
@@ -270,8 +281,11 @@ def node_cmd(
     return [sys.executable, str(ROOT / "scripts" / "adversary_node.py"), *adversary, *options]
 
 
-def initial_model_hash(config: RunConfig) -> str:
-    """What every member computes from the preset and seed: the run pins it."""
+def initial_model_hash(config: RunConfig, directory: Path) -> str:
+    """The model round 0 starts from, which the run pins: the weights at `model.path` (relative to
+    the config's `directory`), or what every member computes from the preset and seed."""
+    if config.model.path:
+        return model_hash(load_model(directory / config.model.path))
     return model_hash(Llama(config.model.model_config(), seed=config.model.seed))
 
 
@@ -288,7 +302,7 @@ def run_sim(args: argparse.Namespace) -> dict:
         config = replace(
             base,
             run=replace(base.run, rpc=rpc),
-            model=replace(base.model, hash=initial_model_hash(base)),
+            model=replace(base.model, hash=initial_model_hash(base, args.config.parent)),
             rounds=replace(
                 base.rounds,
                 rounds=args.rounds,
@@ -308,7 +322,7 @@ def run_sim(args: argparse.Namespace) -> dict:
             "--events", str(args.out / "coordinator.events.jsonl"),
             "--http", f"127.0.0.1:{http_port}", "--no-live", *(["-v"] if args.verbose else []),
         ]  # fmt: skip
-        sim.spawn("coordinator", sim.coordinator_cmd)
+        sim.spawn("coordinator", sim.coordinator_cmd, cwd=args.config.parent)
         if args.hostile:
             hostile = [sys.executable, str(ROOT / "scripts" / "hostile_peer.py"), "--connect", coordinator]
             sim.spawn("hostile", [*hostile, "--run", config.run.name, "--duration", str(args.timeout)])
@@ -316,7 +330,7 @@ def run_sim(args: argparse.Namespace) -> dict:
         sim.node_cmd = lambda i: node_cmd(args, i, coordinator, rpc, config.run.name, keys)
         for i in range(args.nodes):
             if i not in args.joins:
-                sim.spawn(f"node-{i}", sim.node_cmd(i))
+                sim.spawn(f"node-{i}", sim.node_cmd(i), cwd=sim.workdir(i))
         status = watch(sim, f"http://127.0.0.1:{http_port}/status.json")
         exited = sorted(n for n, p in sim.procs.items() if p.poll() is not None and n not in sim.killed)
         sim.stop_processes()
@@ -363,7 +377,7 @@ def poll(sim: Sim, status_url: str, status: dict) -> dict:
                 restarted = True
                 sim.procs["coordinator"].kill()
                 sim.procs["coordinator"].wait()
-                sim.spawn("coordinator-restarted", sim.coordinator_cmd)
+                sim.spawn("coordinator-restarted", sim.coordinator_cmd, cwd=args.config.parent)
                 sim.procs["coordinator"] = sim.procs.pop("coordinator-restarted")
                 status.clear()
                 continue
@@ -388,7 +402,7 @@ def poll(sim: Sim, status_url: str, status: dict) -> dict:
                     sim.leave(node, status["finalized_rounds"])
             for node, at in args.joins.items():
                 if node not in joined and status["finalized_rounds"] >= at:
-                    sim.spawn(f"node-{node}", sim.node_cmd(node))
+                    sim.spawn(f"node-{node}", sim.node_cmd(node), cwd=sim.workdir(node))
                     joined.add(node)
             recorded = status["chain_recorded"] == status["last_finalized"] and status["chain_pending"] == 0
             if status["phase"] == "finished" and recorded:
