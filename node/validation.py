@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from optim import state_chunks
 from optim.codec import Payload, decode
 from optim.dct import block_positions, dct_blocks
 from optim.demo import DemoOptimizer
@@ -113,3 +114,29 @@ def _pairs(t, chunk_numel: int, values: bool) -> set[tuple[int, int]]:
     flat = np.ascontiguousarray(t.values, dtype=np.float64).ravel()
     what = flat.view(np.int64) if values else (flat > 0).astype(np.int64)
     return set(zip(positions.tolist(), what.tolist()))
+
+
+@dataclass(frozen=True)
+class SampledCheck:
+    payload_match: float  # share of the sampled chunks whose payload rows are the replay's, exactly
+    state_match: float  # share of the sampled leaves whose next state hashes as the target's index says
+
+
+def sampled_replay(
+    scratch: DemoOptimizer, step: int, sent: Payload, leaves: Sequence[int], after: Sequence[bytes]
+) -> SampledCheck:
+    """Run the target's compress from the sampled leaves of its state (loaded by
+    optim.state_chunks.load_leaves, the rest zero) on the gradient in `scratch`'s .grad, and
+    compare the sampled chunks: their payload rows with `sent`'s, their next-state leaves with
+    the hashes of the target's next-state index (`after`)."""
+    scratch.step = step
+    replayed = decode(scratch.spec, scratch.compress())
+    rows = states = 0
+    for leaf in leaves:
+        i, c = state_chunks.locate(scratch, leaf)
+        a, b = state_chunks.chunk_rows(sent.tensors[i], c), state_chunks.chunk_rows(replayed.tensors[i], c)
+        rows += (a is None and b is None) or (
+            a is not None and b is not None and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        )
+        states += hashlib.sha256(state_chunks.read_leaf(scratch, leaf)).digest() == after[leaf]
+    return SampledCheck(rows / len(leaves), states / len(leaves))

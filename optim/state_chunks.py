@@ -1,0 +1,175 @@
+"""The optimizer state cut into one leaf per DCT chunk, so a validator can check a sample of a
+member's state instead of moving all of it (8 bytes per parameter with Adam preconditioning).
+
+Compress is chunk-local: chunk c of tensor i takes its payload rows and its next state from its
+own momentum, its own second moment (over the chunk's block of the parameter) and the gradient
+(whose DCT is chunk-local; "rms" preconditioning and clipping read only the gradient, which the
+validator recomputes whole). So a validator that loads the state of a few chunks, zeros the
+rest and runs the ordinary compress reproduces those chunks' payload rows and next-state leaves
+exactly.
+
+    leaf (i, c)   the momentum of chunk c (fp32, chunk_numel values, row-major in the block),
+                  then, with Adam preconditioning, the second moment over the chunk's block
+                  (fp32, zero beyond the parameter's edge); leaves are numbered in spec order
+    index         magic "ERSI" | version u8 | spec sha256 | leaf count u32 | sha256 of each leaf
+
+The index's sha256 is the state's root. A leaf arrives with the hash the index gives it, so a
+leaf that is not the committed one is refused by the blob protocol's hash check. The sample is
+drawn from a secret revealed after commits close (`sample`): a member cannot know which of its
+chunks will be checked when it commits. Local steps' inner state is not chunk-local (the inner
+steps move every weight); runs with local steps replay from the whole state (optim/state.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from optim.codec import TensorPayload
+from optim.dct import ChunkLayout
+from optim.demo import DemoOptimizer
+from optim.state import StateError
+
+MAGIC, VERSION = b"ERSI", 1
+_HEADER = struct.Struct("<4sB32sI")
+
+
+def _blocks(padded: torch.Tensor, lay: ChunkLayout) -> torch.Tensor:
+    """(B, Hp, Wp) -> a (B, mh, sh, mw, sw) view: chunk (b, r, c) is [b, r, :, c, :]."""
+    return padded.view(lay.lead, lay.grid_rows, lay.chunk_rows, lay.grid_cols, lay.chunk_cols)
+
+
+def _padded(t: torch.Tensor, lay: ChunkLayout) -> torch.Tensor:
+    t = t.reshape(lay.lead, lay.rows, lay.cols)
+    pad_rows, pad_cols = lay.padded_shape[1] - lay.rows, lay.padded_shape[2] - lay.cols
+    return torch.nn.functional.pad(t, (0, pad_cols, 0, pad_rows)) if pad_rows or pad_cols else t
+
+
+def _chunk_rows(padded: torch.Tensor, lay: ChunkLayout) -> torch.Tensor:
+    """(n_chunks, chunk_numel): each chunk's values in a row, chunks in wire order."""
+    return _blocks(padded, lay).permute(0, 1, 3, 2, 4).reshape(lay.n_chunks, lay.chunk_numel)
+
+
+def _tensor_leaves(opt: DemoOptimizer, i: int) -> np.ndarray:
+    """Tensor i's leaves as rows of fp32: (n_chunks, chunk_numel or 2 * chunk_numel)."""
+    lay = opt.spec.tensors[i].layout
+    parts = [_chunk_rows(opt.momentum[i].view(lay.padded_shape), lay)]
+    if opt.second_moment:
+        parts.append(_chunk_rows(_padded(opt.second_moment[i], lay), lay))
+    return torch.cat(parts, dim=1).detach().to("cpu", torch.float32).numpy().astype("<f4")
+
+
+def leaf_counts(opt: DemoOptimizer) -> list[int]:
+    return [ts.layout.n_chunks for ts in opt.spec.tensors]
+
+
+def leaf_size(opt: DemoOptimizer, i: int) -> int:
+    """Bytes in each leaf of tensor i."""
+    return 4 * opt.spec.tensors[i].layout.chunk_numel * (2 if opt.second_moment else 1)
+
+
+def locate(opt: DemoOptimizer, leaf: int) -> tuple[int, int]:
+    """(tensor, chunk) of a leaf number."""
+    for i, n in enumerate(leaf_counts(opt)):
+        if leaf < n:
+            return i, leaf
+        leaf -= n
+    raise IndexError(f"no leaf {leaf} in a state of {sum(leaf_counts(opt))}")
+
+
+def index_bytes(opt: DemoOptimizer) -> tuple[bytes, dict[bytes, bytes]]:
+    """The state's index and its leaves by hash: what a member serves for its state."""
+    hashes, leaves = [], {}
+    for i in range(len(opt.spec.tensors)):
+        for row in _tensor_leaves(opt, i):
+            data = row.tobytes()
+            digest = hashlib.sha256(data).digest()
+            hashes.append(digest)
+            leaves[digest] = data
+    header = _HEADER.pack(MAGIC, VERSION, opt.spec.digest, len(hashes))
+    return header + b"".join(hashes), leaves
+
+
+def index_limit(opt: DemoOptimizer) -> int:
+    """The exact size of this optimizer's index: the size limit of a fetch."""
+    return _HEADER.size + 32 * sum(leaf_counts(opt))
+
+
+def leaf_hashes(opt: DemoOptimizer, index: bytes) -> list[bytes]:
+    """The leaf hashes of a peer's index, after checking it belongs to this optimizer's spec."""
+    n = sum(leaf_counts(opt))
+    if len(index) != _HEADER.size + 32 * n:
+        raise StateError(f"state index of {len(index)} bytes, expected {_HEADER.size + 32 * n}")
+    magic, version, digest, count = _HEADER.unpack_from(index)
+    if magic != MAGIC or version != VERSION or digest != opt.spec.digest or count != n:
+        raise StateError("not a state index of this run's parameter spec")
+    return [index[_HEADER.size + 32 * j : _HEADER.size + 32 * (j + 1)] for j in range(n)]
+
+
+def read_leaf(opt: DemoOptimizer, leaf: int) -> bytes:
+    i, c = locate(opt, leaf)
+    lay = opt.spec.tensors[i].layout
+    b, r, col = _chunk_at(lay, c)
+    row = [_blocks(opt.momentum[i].view(lay.padded_shape), lay)[b, r, :, col, :].reshape(-1)]
+    if opt.second_moment:
+        row.append(_blocks(_padded(opt.second_moment[i], lay), lay)[b, r, :, col, :].reshape(-1))
+    return torch.cat(row).detach().to("cpu", torch.float32).numpy().astype("<f4").tobytes()
+
+
+def _chunk_at(lay: ChunkLayout, c: int) -> tuple[int, int, int]:
+    """(lead, block row, block col) of chunk c."""
+    b, rest = divmod(c, lay.grid_rows * lay.grid_cols)
+    return (b, *divmod(rest, lay.grid_cols))
+
+
+def load_leaves(opt: DemoOptimizer, leaves: Mapping[int, bytes]) -> None:
+    """Zero the state, then put these leaves in their chunks; StateError (state zeroed) for a
+    leaf of the wrong size, a non-finite value or a negative second moment."""
+    for t in [*opt.momentum, *opt.second_moment]:
+        t.zero_()
+    checked = []
+    for leaf, data in sorted(leaves.items()):
+        i, c = locate(opt, leaf)
+        if len(data) != leaf_size(opt, i):
+            raise StateError(f"state leaf {leaf} of {len(data)} bytes, expected {leaf_size(opt, i)}")
+        values = np.frombuffer(data, dtype="<f4")
+        if not np.isfinite(values).all() or (values[opt.spec.tensors[i].layout.chunk_numel :] < 0).any():
+            raise StateError(f"state leaf {leaf} holds a non-finite value or a negative second moment")
+        checked.append((i, c, values))
+    for i, c, values in checked:
+        _put(opt, i, c, torch.from_numpy(values.copy()))
+
+
+def _put(opt: DemoOptimizer, i: int, c: int, values: torch.Tensor) -> None:
+    lay = opt.spec.tensors[i].layout
+    b, r, col = _chunk_at(lay, c)
+    sh, sw, n = lay.chunk_rows, lay.chunk_cols, lay.chunk_numel
+    m = _blocks(opt.momentum[i].view(lay.padded_shape), lay)
+    m[b, r, :, col, :] = values[:n].view(sh, sw).to(m.dtype)
+    if opt.second_moment:
+        v = opt.second_moment[i].view(lay.lead, lay.rows, lay.cols)
+        rows, cols = min(sh, lay.rows - r * sh), min(sw, lay.cols - col * sw)
+        block = values[n:].view(sh, sw)[:rows, :cols]
+        v[b, r * sh : r * sh + rows, col * sw : col * sw + cols] = block.to(v.dtype)
+
+
+def sample(secret: bytes, target: bytes, round: int, n_leaves: int, count: int) -> list[int]:
+    """The leaves every validator of `target` checks in `round`: `count` distinct leaves (all of
+    them when count >= n_leaves), drawn from the revealed secret."""
+    if count >= n_leaves:
+        return list(range(n_leaves))
+    seed = hashlib.sha256(b"state-sample" + secret + target + round.to_bytes(8, "little")).digest()
+    rng = np.random.default_rng(int.from_bytes(seed, "little"))
+    return sorted(int(j) for j in rng.choice(n_leaves, size=count, replace=False))
+
+
+def chunk_rows(tp: TensorPayload, chunk: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (indices, values) a payload sends for one chunk of its tensor; None if left out."""
+    at = np.searchsorted(tp.chunks, chunk)
+    if at == len(tp.chunks) or tp.chunks[at] != chunk:
+        return None
+    return tp.indices[at], tp.values[at]

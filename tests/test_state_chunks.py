@@ -1,0 +1,170 @@
+"""A sample of a member's optimizer state is enough to check its round (optim/state_chunks.py,
+node.validation.sampled_replay): the chunks sampled reproduce exactly, a dishonest payload fails
+on any sample, and a lie in the next state is caught exactly when its leaf is sampled."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node.validation import sampled_replay
+from optim import DemoConfig, DemoOptimizer, decode
+from optim.state import StateError, state_bytes
+from optim.state_chunks import (
+    index_bytes,
+    leaf_counts,
+    leaf_hashes,
+    load_leaves,
+    locate,
+    read_leaf,
+    sample,
+)
+from scripts import tampering
+
+SHAPES = [("w", (20, 13)), ("b", (11,)), ("conv", (2, 3, 9, 10))]
+CONFIG = DemoConfig(chunk=8, topk=3, beta=0.9, precondition="adam")
+
+
+def optimizer(seed=0, config=CONFIG, shapes=SHAPES):
+    torch.manual_seed(seed)
+    params = [(n, torch.nn.Parameter(torch.randn(s))) for n, s in shapes]
+    return DemoOptimizer(params, config)
+
+
+def gradients(opt, seed):
+    g = torch.Generator().manual_seed(seed)
+    for p in opt.params:
+        p.grad = torch.randn(p.shape, generator=g)
+
+
+def trained(rounds=3, seed=0):
+    """A member after `rounds` compresses: its optimizer and the payload of the last one."""
+    opt = optimizer(seed)
+    for r in range(rounds):
+        gradients(opt, 100 + 10 * seed + r)
+        opt.step = r
+        payload = opt.compress()
+    return opt, payload
+
+
+def scratch_for(member, leaves):
+    """A validator's optimizer holding only these leaves of the member's state."""
+    index, blobs = index_bytes(member)
+    hashes = leaf_hashes(member, index)
+    scratch = optimizer(seed=99)
+    load_leaves(scratch, {j: blobs[hashes[j]] for j in leaves})
+    return scratch
+
+
+def test_every_leaf_loaded_is_the_whole_state_again():
+    member, _ = trained()
+    scratch = scratch_for(member, range(sum(leaf_counts(member))))
+    assert state_bytes(scratch) == state_bytes(member)
+
+
+def member_round(seed=0):
+    """The member's state before round 3, the payload it sends and its next state's index."""
+    member, _ = trained(rounds=3, seed=seed)
+    before_index, before_leaves = index_bytes(member)
+    gradients(member, 7)
+    member.step = 3
+    payload = member.compress()
+    return before_index, before_leaves, payload, index_bytes(member)[0]
+
+
+def check(payload, before_index, before_leaves, after_index, leaves):
+    ref = optimizer()
+    hashes = leaf_hashes(ref, before_index)
+    scratch = optimizer(seed=99)
+    load_leaves(scratch, {j: before_leaves[hashes[j]] for j in leaves})
+    gradients(scratch, 7)
+    return sampled_replay(scratch, 3, decode(scratch.spec, payload), leaves, leaf_hashes(ref, after_index))
+
+
+def test_an_honest_round_reproduces_on_a_sample_of_its_chunks():
+    before_index, before_leaves, payload, after_index = member_round()
+    result = check(payload, before_index, before_leaves, after_index, [0, 5, 9, 17])
+    assert result.payload_match == 1.0 and result.state_match == 1.0
+
+
+@pytest.mark.parametrize("kind", ["flip", "noise"])
+def test_a_tampered_payload_fails_on_any_single_sampled_chunk(kind):
+    before_index, before_leaves, payload, after_index = member_round()
+    spec = optimizer().spec
+    bad = tampering.flip(spec, payload) if kind == "flip" else tampering.noise(spec, payload, 1)
+    for leaf in range(sum(leaf_counts(optimizer()))):
+        assert check(bad, before_index, before_leaves, after_index, [leaf]).payload_match == 0.0
+
+
+def test_a_payload_from_another_state_fails_its_sampled_chunks():
+    before_index, before_leaves, _, after_index = member_round()
+    other = member_round(seed=1)[2]  # same gradient, another history
+    assert check(other, before_index, before_leaves, after_index, [0, 5, 9, 17]).payload_match < 0.5
+
+
+def test_a_lie_in_one_leaf_of_the_next_state_is_caught_exactly_when_that_leaf_is_sampled():
+    before_index, before_leaves, payload, after_index = member_round()
+    ref = optimizer()
+    forged = list(leaf_hashes(ref, after_index))
+    forged[9] = hashlib.sha256(b"not the leaf").digest()
+    lie = after_index[: len(after_index) - 32 * len(forged)] + b"".join(forged)
+    assert check(payload, before_index, before_leaves, lie, [0, 9, 17, 20]).state_match == 0.75
+    assert check(payload, before_index, before_leaves, lie, [0, 5, 17, 20]).state_match == 1.0
+
+
+def test_an_index_for_another_spec_or_of_the_wrong_size_is_refused():
+    member, _ = trained()
+    index, _ = index_bytes(member)
+    other = optimizer(config=DemoConfig(chunk=8, topk=4, precondition="adam"))
+    with pytest.raises(StateError, match="spec"):
+        leaf_hashes(other, index)
+    with pytest.raises(StateError, match="bytes"):
+        leaf_hashes(member, index[:-1])
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda v: v[:-4], "bytes"),
+        (lambda v: v[:-4] + np.float32(np.nan).tobytes(), "non-finite"),
+        (lambda v: v[:-4] + np.float32(-1.0).tobytes(), "negative second moment"),
+    ],
+)
+def test_a_hostile_leaf_is_refused_and_leaves_the_state_zero(edit, says):
+    member, _ = trained()
+    scratch = optimizer(seed=99)
+    gradients(scratch, 1)
+    scratch.compress()
+    with pytest.raises(StateError, match=says):
+        load_leaves(scratch, {0: read_leaf(member, 0), 3: edit(read_leaf(member, 3))})
+    assert not any(t.any() for t in [*scratch.momentum, *scratch.second_moment])
+
+
+def test_the_sample_is_fixed_by_the_revealed_secret_and_unknown_without_it():
+    drawn = sample(b"secret", b"target", 4, n_leaves=1000, count=16)
+    assert drawn == sample(b"secret", b"target", 4, n_leaves=1000, count=16)
+    assert len(set(drawn)) == 16 and drawn == sorted(drawn) and max(drawn) < 1000
+    assert drawn != sample(b"other secret", b"target", 4, n_leaves=1000, count=16)
+    assert drawn != sample(b"secret", b"target", 5, n_leaves=1000, count=16)
+    assert sample(b"secret", b"target", 4, n_leaves=10, count=16) == list(range(10))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 20), min_size=1, max_size=3).map(tuple),
+    chunk=st.integers(2, 9),
+    adam=st.booleans(),
+)
+def test_each_leaf_reads_back_as_it_was_loaded_for_any_shape(shape, chunk, adam):
+    config = DemoConfig(chunk=chunk, topk=1, precondition="adam" if adam else "none")
+    member = optimizer(config=config, shapes=[("t", shape)])
+    gradients(member, 3)
+    member.compress()
+    n = sum(leaf_counts(member))
+    scratch = optimizer(seed=1, config=config, shapes=[("t", shape)])
+    load_leaves(scratch, {j: read_leaf(member, j) for j in range(n)})
+    assert state_bytes(scratch) == state_bytes(member)
+    assert all(locate(member, j)[1] == j for j in range(n))
