@@ -36,6 +36,7 @@ from optim.state import StateError
 
 MAGIC, VERSION = b"ERSI", 1
 _HEADER = struct.Struct("<4sB32sI")
+INDEX_HEADER = _HEADER.size  # the index's bytes before its leaf hashes
 
 
 def _blocks(padded: torch.Tensor, lay: ChunkLayout) -> torch.Tensor:

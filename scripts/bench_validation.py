@@ -11,11 +11,18 @@ from 3 rounds earlier. A check flags when replay's payload match is below valida
 or its state drift above validation.max_state_drift, or when sign agreement is outside
 [0.75, 0.999] (the band nodes used before replay).
 
+Beside the whole-state replay, the sampled replay (optim/state_chunks.py) checks --sample leaves
+of the state, one per DCT chunk, drawn per check: the bytes a check moves are then the payload,
+the two state indexes and the sampled leaves instead of the whole state. Two more kinds probe
+it: `flip5` (5% of the payload's signs flipped) and `state-lie` (an honest payload whose next
+state has one leaf that is not the replay's).
+
     python scripts/bench_validation.py --seeds 3 --rounds 20 --plot docs/img/bench_validation.png
 """
 
 import argparse
 import copy
+import hashlib
 import json
 import sys
 from collections import defaultdict
@@ -32,9 +39,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from node.model import Llama  # noqa: E402
 from node.run_data import build_data  # noqa: E402
 from node.train import Trainer  # noqa: E402
-from node.validation import payload_match, replay, sign_agreement, start_replay  # noqa: E402
+from node.validation import (  # noqa: E402
+    payload_match,
+    replay,
+    sampled_replay,
+    sign_agreement,
+    start_replay,
+)
 from optim import DemoOptimizer, TensorPayload, decode, encode  # noqa: E402
 from optim.state import state_bytes, state_drift  # noqa: E402
+from optim.state_chunks import INDEX_HEADER, index_bytes, leaf_hashes, load_leaves, sample  # noqa: E402
 from protocol.assignment import assign_batches, round_batch_ids  # noqa: E402
 from protocol.run_config import RunConfig, load  # noqa: E402
 from scripts import tampering  # noqa: E402
@@ -42,7 +56,7 @@ from scripts.plotting import save_png, subplots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGN_BAND = (0.75, 0.999)
-KINDS = ("honest", "other-data", "copy", "copy+noise", "flip", "noise", "stale")
+KINDS = ("honest", "other-data", "copy", "copy+noise", "flip", "flip5", "noise", "stale", "state-lie")
 NODES = 4
 
 
@@ -58,8 +72,8 @@ def noisy_copy(spec, payload: bytes, seed: int) -> bytes:
 class Run:
     """NODES honest replicas plus an other-data shadow, and a validator following the model."""
 
-    def __init__(self, cfg: RunConfig, rounds: int, seed: int):
-        self.cfg, self.seed = cfg, seed
+    def __init__(self, cfg: RunConfig, rounds: int, seed: int, sample_leaves: int):
+        self.cfg, self.seed, self.sample_leaves = cfg, seed, sample_leaves
         base = Llama(cfg.model.model_config(), seed=seed)
         data = build_data(cfg)
         self.models = [copy.deepcopy(base) for _ in range(NODES + 2)]  # + shadow + validator
@@ -68,8 +82,9 @@ class Run:
         self.spec = self.opts[0].spec
         self.history: list[dict] = []
 
-    def round(self, r: int) -> list[tuple[str, float, float, float]]:
-        """(kind, replay match, state drift, sign agreement) of every contribution checked."""
+    def round(self, r: int) -> list[tuple]:
+        """(kind, replay match, state drift, sign agreement, sampled payload match, sampled state
+        match, bytes of the whole-state check, bytes of the sampled check) of every check."""
         ids = [f"n{i}" for i in range(NODES)]
         batches = assign_batches(self.seed * 1000 + r, ids, round_batch_ids(r, self.cfg.rounds.global_batch))
         batches["shadow"] = [b + tampering.OTHER_DATA_OFFSET for b in batches["n0"]]
@@ -77,8 +92,8 @@ class Run:
         for name, trainer, opt in zip([*ids, "shadow"], self.trainers, self.opts):
             trainer.accumulate_gradients(batches[name])
             opt.step = r
-            before = state_bytes(opt)
-            sent[name] = (opt.compress(), before, state_bytes(opt))
+            before = (state_bytes(opt), index_bytes(opt))
+            sent[name] = (opt.compress(), before, (state_bytes(opt), index_bytes(opt)))
         self.history.append(sent)
         checks = [("honest", sent[n], batches[n]) for n in ids]
         own, before, after = sent["n0"]
@@ -87,6 +102,7 @@ class Run:
             "copy": sent["n1"][0],
             "copy+noise": noisy_copy(self.spec, sent["n1"][0], r),
             "flip": tampering.flip(self.spec, own),
+            "flip5": tampering.flip_share(self.spec, own, 0.05, r),
             "noise": tampering.noise(self.spec, own, r),
         }
         if r >= tampering.STALE_ROUNDS:
@@ -94,32 +110,49 @@ class Run:
         for kind, payload in dishonest.items():
             states = sent["shadow"][1:] if kind == "other-data" else (before, after)
             checks.append((kind, (payload, *states), batches["n0"]))
+        checks.append(("state-lie", (own, before, lie_in_one_leaf(after, r)), batches["n0"]))
         rows = [(kind, *self._check(r, *sent_, target)) for kind, sent_, target in checks]
         for opt in self.opts:
             opt.apply({n: sent[n][0] for n in ids})
         return rows
 
-    def _check(self, r: int, payload: bytes, before: bytes, after: bytes, target_batches) -> tuple:
+    def _check(self, r: int, payload: bytes, before: tuple, after: tuple, target_batches) -> tuple:
         validator, scratch = self.trainers[-1], self.opts[-1]
         validator.accumulate_gradients(target_batches)
         p = decode(self.spec, payload)
         agreement = sign_agreement(p, [q.grad for q in validator.model.parameters()], self.spec).agreement
-        start_replay(scratch, before)
+        start_replay(scratch, before[0])
         out = replay(scratch, r)
-        match = payload_match(p, out.payload, self.spec)
-        drift = 0.0 if out.state_after == after else state_drift(scratch, out.state_after, after)
-        return match, drift, agreement
+        match = payload_match(p, out.payload, self.spec, values=self.cfg.validation.exact)
+        drift = 0.0 if out.state_after == after[0] else state_drift(scratch, out.state_after, after[0])
+        validator.accumulate_gradients(target_batches)
+        (index, leaves), hashes = before[1], leaf_hashes(scratch, before[1][0])
+        drawn = sample(self.seed.to_bytes(8, "little"), b"n0", r, len(hashes), self.sample_leaves)
+        load_leaves(scratch, {j: leaves[hashes[j]] for j in drawn})
+        sampled = sampled_replay(scratch, r, p, drawn, leaf_hashes(scratch, after[1][0]))
+        sampled_bytes = len(payload) + 2 * len(index) + sum(len(leaves[hashes[j]]) for j in drawn)
+        whole_bytes = len(payload) + len(before[0])
+        return match, drift, agreement, sampled.payload_match, sampled.state_match, whole_bytes, sampled_bytes
 
 
-def measure(cfg: RunConfig, seeds: int, rounds: int) -> dict[str, list[tuple[int, float, float, float]]]:
+def lie_in_one_leaf(after: tuple, r: int) -> tuple:
+    """An honest next state whose index names one leaf (drawn by round) that is not its own."""
+    whole, (index, leaves) = after
+    n = (len(index) - INDEX_HEADER) // 32
+    at = INDEX_HEADER + 32 * (r * 7919 % n)
+    forged = index[:at] + hashlib.sha256(b"a lie").digest() + index[at + 32 :]
+    return whole[:-4] + b"\x00\x00\x80\x3f", (forged, leaves)  # and a 1.0 in the whole one
+
+
+def measure(cfg: RunConfig, seeds: int, rounds: int, sample_leaves: int) -> dict[str, list[tuple]]:
     scores = defaultdict(list)
     for seed in range(seeds):
-        run = Run(cfg, rounds, seed)
+        run = Run(cfg, rounds, seed, sample_leaves)
         for r in track(
             range(rounds), description=f"seed {seed}", transient=True, console=Console(stderr=True)
         ):
-            for kind, match, drift, agreement in run.round(r):
-                scores[kind].append((r, match, drift, agreement))
+            for kind, *row in run.round(r):
+                scores[kind].append((r, *row))
     return scores
 
 
@@ -128,7 +161,8 @@ def summarize(cfg: RunConfig, scores) -> list[dict]:
     rows = []
     for kind in KINDS:
         s = np.array(scores[kind])
-        replay_flag = (s[:, 1] < v.min_match) | (s[:, 2] > v.max_state_drift)
+        replay_flag = ~np.array([v.accepts(m, d) for m, d in s[:, 1:3]])
+        sampled_flag = ~np.array([v.accepts(m, 0.0 if st == 1.0 else np.inf) for m, st in s[:, 4:6]])
         sign_flag = (s[:, 3] < SIGN_BAND[0]) | (s[:, 3] > SIGN_BAND[1])
         early = s[:, 0] < 5
         rows.append(
@@ -136,6 +170,9 @@ def summarize(cfg: RunConfig, scores) -> list[dict]:
                 "kind": kind,
                 "checks": len(s),
                 "replay_flagged": float(replay_flag.mean()),
+                "sampled_flagged": float(sampled_flag.mean()),
+                "bytes_whole": float(s[:, 6].mean()),
+                "bytes_sampled": float(s[:, 7].mean()),
                 "sign_flagged": float(sign_flag.mean()),
                 "sign_flagged_rounds_0_4": float(sign_flag[early].mean()),
                 "match_min": float(s[:, 1].min()),
@@ -165,12 +202,13 @@ def main(argv=None) -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "sim.toml")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--sample", type=int, default=16, help="state leaves a sampled replay checks")
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     args = ap.parse_args(argv)
     torch.use_deterministic_algorithms(True)
     cfg = load(args.config)
-    scores = measure(cfg, args.seeds, args.rounds)
+    scores = measure(cfg, args.seeds, args.rounds, args.sample)
     rows = summarize(cfg, scores)
     if args.plot:
         plot(scores, args.plot)
@@ -178,19 +216,26 @@ def main(argv=None) -> None:
         print(json.dumps({"rows": rows}))
         return
     table = Table(title=f"flagged share per kind ({args.seeds} seeds x {args.rounds} rounds)")
-    for col in ("kind", "checks", "replay", "sign band", "sign, rounds 0-4", "match range", "min drift"):
+    columns = ("kind", "checks", "replay", f"sampled ({args.sample})", "sign band", "sign, rounds 0-4")
+    for col in (*columns, "match range", "min drift"):
         table.add_column(col)
     for r in rows:
         table.add_row(
             r["kind"],
             str(r["checks"]),
             f"{r['replay_flagged']:.1%}",
+            f"{r['sampled_flagged']:.1%}",
             f"{r['sign_flagged']:.1%}",
             f"{r['sign_flagged_rounds_0_4']:.1%}",
             f"{r['match_min']:.3f}-{r['match_max']:.3f}",
             f"{r['drift_min']:.2g}",
         )
-    Console(width=120).print(table)
+    console = Console(width=120)
+    console.print(table)
+    whole, sampled = rows[0]["bytes_whole"], rows[0]["bytes_sampled"]
+    console.print(
+        f"bytes per check: whole state {whole:,.0f}, sampled {sampled:,.0f} ({whole / sampled:.1f}x fewer)"
+    )
 
 
 if __name__ == "__main__":

@@ -102,16 +102,21 @@ def test_validation_benchmark_flags_every_dishonest_contribution_and_no_honest_o
         check=True,
         timeout=300,
     )
-    flagged = {r["kind"]: r["replay_flagged"] for r in json.loads(out.stdout)["rows"]}
-    assert flagged == {
+    rows = {r["kind"]: r for r in json.loads(out.stdout)["rows"]}
+    assert {kind: r["replay_flagged"] for kind, r in rows.items()} == {
         "honest": 0.0,
         "other-data": 1.0,
         "copy": 1.0,
         "copy+noise": 1.0,
         "flip": 1.0,
+        "flip5": 1.0,
         "noise": 1.0,
         "stale": 1.0,
+        "state-lie": 1.0,
     }
+    sampled = {kind: r["sampled_flagged"] for kind, r in rows.items() if kind != "state-lie"}
+    assert sampled == {kind: 0.0 if kind == "honest" else 1.0 for kind in sampled}  # 16 leaves suffice
+    assert rows["honest"]["bytes_sampled"] < rows["honest"]["bytes_whole"] / 10
 
 
 def test_journal_benchmark_restarts_long_runs_from_a_snapshot_and_a_short_tail():
