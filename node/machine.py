@@ -46,6 +46,7 @@ class RoundView:
     asked: tuple[bytes, ...] = ()  # targets this node was asked to replay, in order
     queued: frozenset[bytes] = frozenset()  # targets whose replay was handed to the shell
     validators: dict[bytes, bytes] = field(default_factory=dict)  # validator -> target, once revealed
+    secret: bytes = b""  # the round's check secret, once revealed: it draws the state sampled
     revealed: bool = False
     ended: bool = False
 
@@ -135,6 +136,7 @@ class Validate:
     start: RoundStart
     target: bytes
     commit: Commit
+    secret: bytes  # the round's revealed check secret
 
 
 @dataclass(frozen=True)
@@ -248,7 +250,7 @@ def _reveal(s: NodeState, reveal: Reveal, sender: bytes, effects: list[Effect]) 
         s = replace(s, unverified=_count(s.unverified, "Reveal"))
     target = reveal.validators.get(s.me)
     asked = view.asked + ((target,) if target is not None and target not in view.asked else ())
-    view = replace(view, revealed=True, asked=asked, validators=dict(reveal.validators))
+    view = replace(view, revealed=True, asked=asked, validators=dict(reveal.validators), secret=reveal.secret)
     return _queue_replays(s, view, effects)
 
 
@@ -263,9 +265,10 @@ def _recheck(s: NodeState, m: Recheck, sender: bytes, effects: list[Effect]) -> 
 
 
 def _queue_replays(s: NodeState, view: RoundView, effects: list[Effect]) -> NodeState:
-    """Hand the shell every asked replay whose target's commit has arrived, once each."""
-    ready = [t for t in view.asked if t in view.commits and t not in view.queued]
-    effects.extend(Validate(view.start, t, view.commits[t]) for t in ready)
+    """Hand the shell every asked replay whose target's commit has arrived, once each, once the
+    round's secret is revealed (it draws what of the target's state is checked)."""
+    ready = [t for t in view.asked if t in view.commits and t not in view.queued] if view.revealed else []
+    effects.extend(Validate(view.start, t, view.commits[t], view.secret) for t in ready)
     view = replace(view, queued=view.queued | set(ready))
     return replace(s, rounds={**s.rounds, view.start.round: view})
 

@@ -34,9 +34,10 @@ from pathlib import Path
 import base58
 import torch
 
-from node import machine
+from node import committed_state, machine
 from node.audit import LoggedRound, log_round
 from node.checkpoint import model_hash, read_weights, starting_model, write_weights
+from node.committed_state import HeldState
 from node.data import TokenDataset
 from node.export import RUN_CONFIG, export
 from node.metrics import NodeMetrics
@@ -45,12 +46,12 @@ from node.run_data import build_data
 from node.shard_store import ShardUnavailable
 from node.sharded_data import ShardedDataset
 from node.train import Trainer, describe
-from node.validation import payload_match, replay, replay_evidence, start_replay
-from optim import DemoOptimizer
+from node.validation import payload_match, replay, replay_evidence, sampled_replay, start_replay
+from optim import DemoOptimizer, state_chunks
 from optim.codec import decode, max_payload_bytes
 from optim.errors import PayloadError
 from optim.local import LocalSteps, inner_lr
-from optim.state import StateError, load_state, reset_state, state_bytes, state_drift, state_size
+from optim.state import StateError, state_drift, state_size
 from p2p.errors import BlobError, LocalError
 from p2p.host import Host
 from p2p.identity import peer_id_of
@@ -100,7 +101,7 @@ class Contribution:
 
     round: int
     payload: bytes
-    state_before: tuple[bytes, bytes] | None  # (state, hash) its compress started from; None: fresh
+    state_before: HeldState | None  # the state its compress started from; None: fresh
     served: list[bytes]  # blobs provided for the round
 
 
@@ -142,7 +143,8 @@ class NodeRuntime:
         )
         self.progress = Progress()
         self._own: Contribution | None = None  # a round whose compress awaits its RoundEnd
-        self._held: tuple[bytes, bytes] | None = None  # the optimizer's state and its served hash
+        self._held: HeldState | None = None  # the optimizer's state as served; None: fresh
+        self.by_leaf = committed_state.sampled(config)  # states served as leaves, checked by sample
         self._results: queue.Queue[machine.Event] = queue.Queue()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="train")
         self._provided_weights: bytes | None = None
@@ -261,8 +263,7 @@ class NodeRuntime:
         honest = self.optimizer.compress(round=rs.round, origin=self.me)
         compressed = time.perf_counter()
         self.metrics.trained(result.tokens, compressed - started, compressed - compress_started, len(honest))
-        after = state_bytes(self.optimizer, self.local)
-        self._held = (after, self.host.provide(after))
+        self._held = committed_state.serve(self.host, self.optimizer, self.local, self.by_leaf)
         payload = self.behaviour.payload(self, rs, honest)
         if payload is None:
             self._hold(before)
@@ -277,8 +278,8 @@ class NodeRuntime:
                 size=len(payload),
                 model_hash=rs.model_hash,
                 loss=result.loss,
-                state_before=FRESH_STATE if before is None else before[1],
-                state_after=self._held[1],
+                state_before=FRESH_STATE if before is None else before.digest,
+                state_after=self._held.digest,
                 utilization=self.metrics.utilization(),
             ),
         )
@@ -296,7 +297,10 @@ class NodeRuntime:
         if self.hash != rs.model_hash:
             return machine.Validated(None)
         try:
-            verdict = self._replay(rs, target, job.commit)
+            if self.by_leaf:
+                verdict = self._replay_sample(rs, target, job.commit, job.secret)
+            else:
+                verdict = self._replay(rs, target, job.commit)
         except ShardUnavailable as exc:  # this node's data, not the target's fault: no verdict
             log.warning("cannot check %s: %s", target.hex()[:8], exc)
             return machine.Validated(None)
@@ -338,6 +342,45 @@ class NodeRuntime:
         accept = self.config.validation.accepts(match, drift)
         if not accept:
             log.info("%s failed replay: %s", target.hex()[:8], why or f"match {match:.3f}, drift {drift:.2g}")
+        return Verdict(rs.round, target, accept, match, True, evidence, result.loss)
+
+    def _replay_sample(self, rs: RoundStart, target: bytes, commit: Commit, secret: bytes) -> Verdict:
+        """Replay the target's round on the chunks of its state the round's secret draws, and
+        judge its payload and next state there; raises BlobError when the target's payload,
+        index or leaves cannot be fetched."""
+        data = self.fetch_payload(commit, target)
+        peers = [peer_id_of(target), *self.host.peers()]
+
+        def fetch(digest: bytes, limit: int) -> bytes:
+            return self.host.fetch(digest, size_limit=limit, peers=peers)
+
+        n = sum(state_chunks.leaf_counts(self.scratch))
+        drawn = state_chunks.sample(secret, target, rs.round, n, self.config.validation.sample_chunks)
+        why, check = None, None
+        try:
+            before = {}
+            if commit.state_before != FRESH_STATE:
+                hashes = committed_state.fetch_index(fetch, self.scratch, commit.state_before)
+                before = committed_state.fetch_leaves(fetch, self.scratch, hashes, drawn)
+            state_chunks.load_leaves(self.scratch, before)
+        except StateError as exc:
+            why = str(exc)
+        result = self.trainer.round_gradients(list(rs.batches[target]))
+        evidence = replay_evidence([p.grad for p in self.model.parameters()], result.loss)
+        try:
+            sent = decode(self.optimizer.spec, data, self.max_payload)
+            why = why or stamp_error(sent, target, rs.round, rs.step)
+            if why is None:
+                after = committed_state.fetch_index(fetch, self.scratch, commit.state_after)
+                check = sampled_replay(self.scratch, rs.step, sent, drawn, after)
+        except PayloadError as exc:  # StateError is one
+            why = str(exc)
+        match = check.payload_match if check is not None else 0.0
+        drift = 0.0 if check is not None and check.state_match == 1.0 else float("inf")
+        accept = self.config.validation.accepts(match, drift)
+        if not accept:
+            found = why or f"chunks {match:.3f}, states {check.state_match:.3f}"
+            log.info("%s failed sampled replay: %s", target.hex()[:8], found)
         return Verdict(rs.round, target, accept, match, True, evidence, result.loss)
 
     def _apply(self, job: machine.Apply) -> machine.Applied:
@@ -423,19 +466,15 @@ class NodeRuntime:
         self._own = None
         if self.me not in end.accepted:
             self._hold(own.state_before)
-        elif own.state_before is not None and own.state_before[1] != self._held[1]:
-            self.host.blobs.forget(own.state_before[1])
+        elif own.state_before is not None and own.state_before.digest != self._held.digest:
+            committed_state.forget(self.host, own.state_before)
         return own
 
-    def _hold(self, state: tuple[bytes, bytes] | None) -> None:
-        """Make `state` (bytes and hash; None: fresh) the optimizer's, serving it instead of the
-        state held so far."""
-        if self._held is not None and (state is None or state[1] != self._held[1]):
-            self.host.blobs.forget(self._held[1])
-        if state is None:
-            reset_state(self.optimizer, self.local)
-        else:
-            load_state(self.optimizer, state[0], self.local)
+    def _hold(self, state: HeldState | None) -> None:
+        """Make `state` (None: fresh) the optimizer's, serving it instead of the state held so far."""
+        if self._held is not None and (state is None or state.digest != self._held.digest):
+            committed_state.forget(self.host, self._held)
+        committed_state.restore(state, self.optimizer, self.local)
         self._held = state
 
     def _serve_weights(self) -> bytes:

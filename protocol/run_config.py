@@ -192,6 +192,11 @@ class ValidationSection:
     exact: bool = True
     min_match: float = 0.95  # band mode only
     max_state_drift: float = 1e-3  # band mode only: relative L2 distance of the claimed next state
+    # Exact mode without local steps: a validator checks this many chunks of the target's
+    # optimizer state (drawn after commits close) instead of moving all of it (0: all of it).
+    # A payload altered in every chunk fails on any one; one whose signs are flipped in a share
+    # f of its coefficients escapes with probability (1 - f)^(k * sample_chunks).
+    sample_chunks: int = 64
 
     def accepts(self, match: float, drift: float) -> bool:
         if self.exact:
@@ -201,6 +206,7 @@ class ValidationSection:
     def check(self) -> None:
         _require(0 < self.min_match <= 1, "validation.min_match", self.min_match, "0 < min_match <= 1")
         _require(self.max_state_drift >= 0, "validation.max_state_drift", self.max_state_drift)
+        _require(self.sample_chunks >= 0, "validation.sample_chunks", self.sample_chunks)
 
 
 LAMPORTS_PER_SOL = 10**9

@@ -113,8 +113,19 @@ def test_a_recheck_naming_this_node_asks_for_a_replay():
     n = Node()
     n.send(start())
     n.send(commit(), sender=OTHER)
+    n.send(reveal(commits={}))
     n.send(Recheck(0, {OTHER: [FORGER, ME]}))
-    assert [j.target for j in n.jobs(Validate)] == [OTHER]
+    assert [(j.target, j.secret) for j in n.jobs(Validate)] == [(OTHER, CHECK)]
+
+
+def test_a_replay_waits_for_the_secret_that_draws_the_state_it_samples():
+    n = Node()
+    n.send(start())
+    n.send(commit(), sender=OTHER)
+    n.send(Recheck(0, {OTHER: [ME]}))
+    assert n.jobs(Validate) == []
+    n.send(reveal(commits={}))
+    assert [(j.target, j.secret) for j in n.jobs(Validate)] == [(OTHER, CHECK)]
 
 
 def test_a_commit_from_a_key_without_batches_is_dropped():
