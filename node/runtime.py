@@ -20,7 +20,6 @@ from the command line has; the simulator injects others (scripts/adversaries.py)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import queue
@@ -36,6 +35,7 @@ import torch
 
 from node import committed_state, machine
 from node.audit import LoggedRound, log_round
+from node.checking import Checker
 from node.checkpoint import model_hash, read_weights, starting_model, write_weights
 from node.committed_state import HeldState
 from node.data import TokenDataset
@@ -46,20 +46,15 @@ from node.run_data import build_data
 from node.shard_store import ShardUnavailable
 from node.sharded_data import ShardedDataset
 from node.train import Trainer, describe
-from node.validation import payload_match, replay, replay_evidence, sampled_replay, start_replay
-from optim import DemoOptimizer, state_chunks
-from optim.codec import decode, max_payload_bytes
+from optim import DemoOptimizer
 from optim.errors import PayloadError
 from optim.local import LocalSteps, inner_lr
-from optim.state import StateError, state_drift, state_size
 from p2p.errors import BlobError, LocalError
 from p2p.host import Host
-from p2p.identity import peer_id_of
 from p2p.messages import FRESH_STATE, Commit, RoundEnd, RoundStart, Verdict
 from protocol.eval_tasks import Task
 from protocol.events import EventLog
 from protocol.run_config import RunConfig, dumps
-from protocol.stamps import stamp_error
 
 log = logging.getLogger("eranos.node")
 EVALS = "evals.jsonl"  # held-out loss per evaluated round, one JSON object a line
@@ -129,13 +124,10 @@ class NodeRuntime:
         inner = config.optim.inner_config()
         self.local = LocalSteps(self.model.parameters(), inner) if inner else None
         # replays other members' rounds; its state is theirs, loaded for each check
-        self.scratch = DemoOptimizer(self.model.named_parameters(), self.optimizer.config)
-        self.scratch_local = LocalSteps(self.model.parameters(), inner) if inner else None
         data = data or build_data(config)
         self.trainer = Trainer(self.model, data, config.data.micro_batch, device, ranks)
         self.tasks = list(tasks)
-        self.max_payload = max_payload_bytes(self.optimizer.spec)
-        self.state_size = state_size(self.optimizer, self.local)
+        self.checker = Checker(config, host, self.trainer, self._inner_lr)
         self.hash = bytes.fromhex(model_hash(self.model))
         rate = config.rounds.validation_rate
         self.state = machine.NodeState(
@@ -209,17 +201,6 @@ class NodeRuntime:
             log.warning("publish of %s failed: %s", type(message).__name__, exc)
 
     # --- jobs (on the worker thread) ----------------------------------------------------------
-
-    def fetch_payload(self, c: Commit, origin: bytes) -> bytes:
-        peers = [peer_id_of(origin), *self.host.peers()]
-        limit = min(c.size, self.max_payload)
-        return self.host.fetch(
-            c.payload_hash, size_limit=limit, peers=peers, keep=True
-        )  # re-served to others
-
-    def _fetch_state(self, digest: bytes, origin: bytes) -> bytes:
-        peers = [peer_id_of(origin), *self.host.peers()]
-        return self.host.fetch(digest, size_limit=self.state_size, peers=peers)
 
     def _sync(self, job: machine.Sync) -> machine.Synced:
         """Fetch the model with this hash from peers and load it."""
@@ -297,10 +278,7 @@ class NodeRuntime:
         if self.hash != rs.model_hash:
             return machine.Validated(None)
         try:
-            if self.by_leaf:
-                verdict = self._replay_sample(rs, target, job.commit, job.secret)
-            else:
-                verdict = self._replay(rs, target, job.commit)
+            verdict = self.checker.judge(rs, target, job.commit, job.secret)
         except ShardUnavailable as exc:  # this node's data, not the target's fault: no verdict
             log.warning("cannot check %s: %s", target.hex()[:8], exc)
             return machine.Validated(None)
@@ -310,78 +288,6 @@ class NodeRuntime:
         self.progress.verdicts += 1
         self.metrics.checked(verdict.accept, verdict.available)
         return machine.Validated(self.behaviour.verdict(self, verdict))
-
-    def _replay(self, rs: RoundStart, target: bytes, commit: Commit) -> Verdict:
-        """Replay the target's round from its committed state and judge its payload; raises
-        BlobError when the target's payload or states cannot be fetched."""
-        data = self.fetch_payload(commit, target)
-        fresh = commit.state_before == FRESH_STATE
-        before = None if fresh else self._fetch_state(commit.state_before, target)
-        why, r = None, None
-        try:
-            start_replay(self.scratch, before, self.scratch_local)
-        except StateError as exc:
-            why = str(exc)
-        batches = list(rs.batches[target])
-        result = self.trainer.round_gradients(batches, self.scratch_local, self._inner_lr(rs.step))
-        evidence = replay_evidence([p.grad for p in self.model.parameters()], result.loss)
-        try:
-            sent = decode(self.optimizer.spec, data, self.max_payload)
-            why = why or stamp_error(sent, target, rs.round, rs.step)
-            r = replay(self.scratch, rs.step, self.scratch_local) if why is None else None
-        except PayloadError as exc:
-            why = str(exc)
-        match, drift = 0.0, float("inf")
-        if r is not None:
-            match = payload_match(sent, r.payload, self.optimizer.spec, values=self.config.validation.exact)
-            if hashlib.sha256(r.state_after).digest() == commit.state_after:
-                drift = 0.0
-            else:
-                claimed = self._fetch_state(commit.state_after, target)
-                drift = state_drift(self.scratch, r.state_after, claimed, self.scratch_local)
-        accept = self.config.validation.accepts(match, drift)
-        if not accept:
-            log.info("%s failed replay: %s", target.hex()[:8], why or f"match {match:.3f}, drift {drift:.2g}")
-        return Verdict(rs.round, target, accept, match, True, evidence, result.loss)
-
-    def _replay_sample(self, rs: RoundStart, target: bytes, commit: Commit, secret: bytes) -> Verdict:
-        """Replay the target's round on the chunks of its state the round's secret draws, and
-        judge its payload and next state there; raises BlobError when the target's payload,
-        index or leaves cannot be fetched."""
-        data = self.fetch_payload(commit, target)
-        peers = [peer_id_of(target), *self.host.peers()]
-
-        def fetch(digest: bytes, limit: int) -> bytes:
-            return self.host.fetch(digest, size_limit=limit, peers=peers)
-
-        n = sum(state_chunks.leaf_counts(self.scratch))
-        drawn = state_chunks.sample(secret, target, rs.round, n, self.config.validation.sample_chunks)
-        why, check = None, None
-        try:
-            before = {}
-            if commit.state_before != FRESH_STATE:
-                hashes = committed_state.fetch_index(fetch, self.scratch, commit.state_before)
-                before = committed_state.fetch_leaves(fetch, self.scratch, hashes, drawn)
-            state_chunks.load_leaves(self.scratch, before)
-        except StateError as exc:
-            why = str(exc)
-        result = self.trainer.round_gradients(list(rs.batches[target]))
-        evidence = replay_evidence([p.grad for p in self.model.parameters()], result.loss)
-        try:
-            sent = decode(self.optimizer.spec, data, self.max_payload)
-            why = why or stamp_error(sent, target, rs.round, rs.step)
-            if why is None:
-                after = committed_state.fetch_index(fetch, self.scratch, commit.state_after)
-                check = sampled_replay(self.scratch, rs.step, sent, drawn, after)
-        except PayloadError as exc:  # StateError is one
-            why = str(exc)
-        match = check.payload_match if check is not None else 0.0
-        drift = 0.0 if check is not None and check.state_match == 1.0 else float("inf")
-        accept = self.config.validation.accepts(match, drift)
-        if not accept:
-            found = why or f"chunks {match:.3f}, states {check.state_match:.3f}"
-            log.info("%s failed sampled replay: %s", target.hex()[:8], found)
-        return Verdict(rs.round, target, accept, match, True, evidence, result.loss)
 
     def _apply(self, job: machine.Apply) -> machine.Applied:
         rs, end = job.start, job.end
@@ -400,7 +306,7 @@ class NodeRuntime:
                 elif commit is None:
                     raise LookupError(f"no commit seen from {key.hex()[:8]}")
                 else:
-                    payloads[key.hex()] = self.fetch_payload(commit, key)
+                    payloads[key.hex()] = self.checker.fetch_payload(commit, key)
             except (BlobError, LocalError, LookupError) as exc:
                 log.warning("cannot apply round %d: %s", end.round, exc)
                 return machine.Applied(end.round, None)

@@ -93,7 +93,7 @@ class Copy(Adversary):
             others = [(k, c) for k, c in (view.commits.items() if view else ()) if k != node.me]
             for key, commit in others:
                 try:
-                    return node.fetch_payload(commit, key)
+                    return node.checker.fetch_payload(commit, key)
                 except (BlobError, LocalError):
                     pass
             time.sleep(0.1)
