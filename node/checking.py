@@ -40,10 +40,19 @@ class Checker:
         self.by_leaf = committed_state.sampled(config)
 
     def judge(self, rs: RoundStart, target: bytes, commit: Commit, secret: bytes) -> Verdict:
-        """Replay the target's round and judge what it committed."""
-        if self.by_leaf:
-            return self._sampled(rs, target, commit, secret)
-        return self._whole(rs, target, commit)
+        """Replay the target's round, with the micro batch its commit names, and judge what it
+        committed."""
+        why, own = None, self.trainer.micro_batch
+        if commit.micro_batch in self.config.data.micro_batches_allowed():
+            self.trainer.micro_batch = commit.micro_batch
+        else:
+            why = f"micro batch {commit.micro_batch} is not one this run allows"
+        try:
+            if self.by_leaf:
+                return self._sampled(rs, target, commit, secret, why)
+            return self._whole(rs, target, commit, why)
+        finally:
+            self.trainer.micro_batch = own
 
     def fetch_payload(self, c: Commit, origin: bytes) -> bytes:
         peers = [peer_id_of(origin), *self.host.peers()]
@@ -56,17 +65,17 @@ class Checker:
         peers = [peer_id_of(origin), *self.host.peers()]
         return self.host.fetch(digest, size_limit=self.state_size, peers=peers)
 
-    def _whole(self, rs: RoundStart, target: bytes, commit: Commit) -> Verdict:
+    def _whole(self, rs: RoundStart, target: bytes, commit: Commit, why: str | None) -> Verdict:
         """Replay the target's round from its committed state and judge its payload; raises
         BlobError when the target's payload or states cannot be fetched."""
         data = self.fetch_payload(commit, target)
         fresh = commit.state_before == FRESH_STATE
         before = None if fresh else self._fetch_state(commit.state_before, target)
-        why, r = None, None
+        r = None
         try:
             start_replay(self.scratch, before, self.scratch_local)
         except StateError as exc:
-            why = str(exc)
+            why = why or str(exc)
         batches = list(rs.batches[target])
         result = self.trainer.round_gradients(batches, self.scratch_local, self.inner_lr(rs.step))
         evidence = replay_evidence([p.grad for p in self.trainer.model.parameters()], result.loss)
@@ -89,7 +98,9 @@ class Checker:
             log.info("%s failed replay: %s", target.hex()[:8], why or f"match {match:.3f}, drift {drift:.2g}")
         return Verdict(rs.round, target, accept, match, True, evidence, result.loss)
 
-    def _sampled(self, rs: RoundStart, target: bytes, commit: Commit, secret: bytes) -> Verdict:
+    def _sampled(
+        self, rs: RoundStart, target: bytes, commit: Commit, secret: bytes, why: str | None
+    ) -> Verdict:
         """Replay the target's round on the chunks of its state the round's secret draws, and
         judge its payload and next state there; raises BlobError when the target's payload,
         index or leaves cannot be fetched."""
@@ -101,7 +112,7 @@ class Checker:
 
         n = sum(state_chunks.leaf_counts(self.scratch))
         drawn = state_chunks.sample(secret, target, rs.round, n, self.config.validation.sample_chunks)
-        why, check = None, None
+        check = None
         try:
             before = {}
             if commit.state_before != FRESH_STATE:
@@ -109,7 +120,7 @@ class Checker:
                 before = committed_state.fetch_leaves(fetch, self.scratch, hashes, drawn)
             state_chunks.load_leaves(self.scratch, before)
         except StateError as exc:
-            why = str(exc)
+            why = why or str(exc)
         result = self.trainer.round_gradients(list(rs.batches[target]))
         evidence = replay_evidence([p.grad for p in self.trainer.model.parameters()], result.loss)
         try:

@@ -78,7 +78,8 @@ def _unflat(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tens
 
 def gradients(trainer, ranks: Ranks, batches: Sequence[Batch], total: int) -> Iterator[tuple[list, float]]:
     """Rank 0: each batch's (gradient, summed loss), in batch order, computed across the ranks."""
-    share(("grad", [b for i, b in enumerate(batches) if ranks.owner(i) != 0], total), ranks)
+    theirs = [b for i, b in enumerate(batches) if ranks.owner(i) != 0]
+    share(("grad", theirs, total, trainer.micro_batch), ranks)
     params = list(trainer.model.parameters())
     for p in params:
         dist.broadcast(p.data, src=0)
@@ -95,7 +96,7 @@ def gradients(trainer, ranks: Ranks, batches: Sequence[Batch], total: int) -> It
 
 def stop(ranks: Ranks) -> None:
     """Rank 0: release the followers (they exit)."""
-    share(("stop", [], 0), ranks)
+    share(("stop", [], 0, 0), ranks)
 
 
 def follow(trainer, ranks: Ranks) -> None:
@@ -103,7 +104,7 @@ def follow(trainer, ranks: Ranks) -> None:
     weights, until it stops."""
     params = list(trainer.model.parameters())
     while True:
-        kind, theirs, total = share(None, ranks)
+        kind, theirs, total, trainer.micro_batch = share(None, ranks)  # a replay's may be another's
         if kind == "stop":
             return
         for p in params:

@@ -45,7 +45,7 @@ from node.ranks import Ranks
 from node.run_data import build_data
 from node.shard_store import ShardUnavailable
 from node.sharded_data import ShardedDataset
-from node.train import Trainer, describe
+from node.train import Trainer, describe, fits_on, fitting_micro_batch
 from optim import DemoOptimizer
 from optim.errors import PayloadError
 from optim.local import LocalSteps, inner_lr
@@ -125,7 +125,10 @@ class NodeRuntime:
         self.local = LocalSteps(self.model.parameters(), inner) if inner else None
         # replays other members' rounds; its state is theirs, loaded for each check
         data = data or build_data(config)
-        self.trainer = Trainer(self.model, data, config.data.micro_batch, device, ranks)
+        d = config.data
+        fits = fits_on(self.model, d.seq_len, device)
+        micro_batch = min(d.micro_batch or fitting_micro_batch(d.batch_size, fits), d.batch_size)
+        self.trainer = Trainer(self.model, data, micro_batch, device, ranks)
         self.tasks = list(tasks)
         self.checker = Checker(config, host, self.trainer, self._inner_lr)
         self.hash = bytes.fromhex(model_hash(self.model))
@@ -262,6 +265,7 @@ class NodeRuntime:
                 state_before=FRESH_STATE if before is None else before.digest,
                 state_after=self._held.digest,
                 utilization=self.metrics.utilization(),
+                micro_batch=self.trainer.micro_batch,
             ),
         )
 

@@ -6,7 +6,7 @@ On CUDA the forward runs under bf16 autocast (SDPA picks its fused kernels); on 
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +50,34 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu, {torch.get_num_threads()} threads"
+
+
+def fitting_micro_batch(batch_size: int, fits: Callable[[int], bool]) -> int:
+    """The largest divisor of batch_size that `fits` (1 when none is said to)."""
+    divisors = [n for n in range(batch_size, 0, -1) if batch_size % n == 0]
+    return next((n for n in divisors if fits(n)), 1)
+
+
+def fits_on(model: Llama, seq_len: int, device: torch.device) -> Callable[[int], bool]:
+    """Whether a forward and backward of n sequences fits the device's memory (tried on CUDA;
+    the CPU is taken to hold any)."""
+
+    def fits(n: int) -> bool:
+        if device.type != "cuda":
+            return True
+        try:
+            x = torch.zeros((n, seq_len + 1), dtype=torch.long, device=device)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                _, loss = model(x[:, :-1], x[:, 1:])
+            loss.backward()
+            return True
+        except torch.cuda.OutOfMemoryError:
+            return False
+        finally:
+            model.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+
+    return fits
 
 
 @dataclass(frozen=True)

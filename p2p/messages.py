@@ -77,6 +77,7 @@ class Commit:
     state_before: bytes  # sha256 of the optimizer state the payload was computed from (zeros: fresh)
     state_after: bytes  # sha256 of the state after computing it; both served by hash for replay
     utilization: float = 0.0  # share of its wall time spent on its own batches (self-reported, shown only)
+    micro_batch: int = 1  # sequences per forward/backward it summed the gradient over (replays use it)
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,10 @@ class DataSection:
     corpus: str = "stdlib"  # "stdlib", a text file or directory, or a .bin token file
     seq_len: int = 128
     batch_size: int = 4  # sequences per batch id
-    # sequences per forward/backward: part of the run, since replays must sum a gradient in the
-    # same order as its author to reproduce it to the bit
+    # sequences per forward/backward. A replay must sum a gradient in its author's order to
+    # reproduce it to the bit, so each commit names the micro batch it was computed with and
+    # validators replay with that one. N > 0: every member uses N; 0 ("auto"): each member the
+    # largest divisor of batch_size that fits its device's memory (all of it on the CPU).
     micro_batch: int = 4
     # token shards from `eranos prepare-data`: the manifest's path (it replaces corpus) and the
     # sha256 it must have (`Manifest.digest`), so every member trains on the same shards
@@ -97,7 +99,14 @@ class DataSection:
         _require(self.manifest_sha256 == "" or valid_hex, "data.manifest_sha256", self.manifest_sha256)
         _require(self.seq_len >= 2, "data.seq_len", self.seq_len)
         _require(self.batch_size >= 1, "data.batch_size", self.batch_size)
-        _require(self.micro_batch >= 1, "data.micro_batch", self.micro_batch)
+        _require(self.micro_batch >= 0, "data.micro_batch", self.micro_batch, "0 (auto) or more")
+
+    def micro_batches_allowed(self) -> range:
+        """The micro batches a commit may name: the run's (never more than a batch), or any."""
+        if self.micro_batch:
+            one = min(self.micro_batch, self.batch_size)
+            return range(one, one + 1)
+        return range(1, self.batch_size + 1)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ def test_dumps_round_trips():
         ("[run]\nrpc = 'localhost:8899'", "run.rpc"),
         ("[optim]\nbeta = 1.0", "optim"),
         ("[optim]\nvalues = 'int4'", "optim.values"),
+        ("[data]\nmicro_batch = -1", "data.micro_batch"),
+        ("[validation]\nsample_chunks = -2", "validation.sample_chunks"),
         ("[optim]\ntop_k = 4", "optim.top_k"),
         ("[optimizer]\ntopk = 4", "[optimizer]"),
         ("[validation]\nmin_match = 1.5", "validation.min_match"),
@@ -72,3 +74,11 @@ def test_arbitrary_text_is_a_config_or_a_config_error(text):
         loads(text)
     except ConfigError:
         pass
+
+
+def test_auto_micro_batch_lets_a_commit_name_any_micro_batch_up_to_a_batch():
+    from protocol.run_config import DataSection
+
+    assert list(DataSection(batch_size=4, micro_batch=0).micro_batches_allowed()) == [1, 2, 3, 4]
+    assert list(DataSection(batch_size=4, micro_batch=2).micro_batches_allowed()) == [2]
+    assert list(DataSection(batch_size=2, micro_batch=4).micro_batches_allowed()) == [2]

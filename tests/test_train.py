@@ -49,3 +49,12 @@ def test_replicas_train_on_different_batches_but_agree(data):
 
 def test_auto_device_is_cpu_without_cuda():
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_auto_micro_batch_is_the_largest_divisor_of_the_batch_that_fits():
+    from node.train import fitting_micro_batch
+
+    assert fitting_micro_batch(12, lambda n: n <= 5) == 4
+    assert fitting_micro_batch(12, lambda n: True) == 12
+    assert fitting_micro_batch(7, lambda n: n < 7) == 1
+    assert fitting_micro_batch(8, lambda n: False) == 1

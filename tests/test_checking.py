@@ -1,0 +1,99 @@
+"""A validator's verdict on another member's commit, end to end between two nodes on 127.0.0.1:
+it fetches the payload and a sample of the member's state by hash and replays with the micro
+batch the commit names, which the run must allow."""
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from node import machine
+from node.runtime import NodeRuntime
+from p2p.host import Host
+from p2p.identity import Identity
+from p2p.messages import RoundEnd, RoundStart
+from protocol.run_config import load
+
+ROOT = Path(__file__).resolve().parent.parent
+Z = bytes(32)
+COORDINATOR = Identity.from_seed(b"\x0c" * 32).public_key
+SECRET = b"\x5e" * 32
+
+
+def node(tmp_path, seed, micro_batch):
+    base = load(ROOT / "configs" / "sim.toml")
+    config = replace(base, data=replace(base.data, micro_batch=micro_batch))
+    host = Host(Identity.from_seed(bytes([seed]) * 32), config.run.name).start()
+    return NodeRuntime(config, host, COORDINATOR, tmp_path / f"n{seed}", torch.device("cpu"))
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """(member, validator) of an auto micro-batch run, the validator dialled to the member."""
+    member, validator = node(tmp_path, 1, 0), node(tmp_path, 2, 0)
+    validator.host.connect(member.host.addrs[0])
+    yield member, validator
+    for n in (member, validator):
+        n.close()
+        n.host.close()
+
+
+def two_rounds(member, micro_batch):
+    """The member's second round (its state no longer fresh), trained with this micro batch."""
+    member.trainer.micro_batch = micro_batch
+    me = member.me
+    for number in (0, 1):
+        start = RoundStart(number, number, number, [me], {me: [number, number + 7]}, time.time() + 60,
+                           member.hash, Z, Z)  # fmt: skip
+        commit = member._train(machine.Train(start)).commit
+        if number == 0:
+            member._settle_state(RoundEnd(0, [me], [], [], Z))
+    return start, commit
+
+
+def judge(validator, start, member, commit):
+    return validator.checker.judge(start, member.me, commit, SECRET)
+
+
+def test_a_validator_accepts_an_honest_commit_from_a_sample_of_its_state(pair):
+    member, validator = pair
+    start, commit = two_rounds(member, 4)
+    assert validator.checker.by_leaf and commit.micro_batch == 4
+    verdict = judge(validator, start, member, commit)
+    assert verdict.accept and verdict.available and verdict.score == 1.0
+
+
+def test_a_commit_summed_over_other_micro_batches_is_replayed_with_them(pair):
+    member, validator = pair
+    start, commit = two_rounds(member, 2)
+    assert validator.trainer.micro_batch == 4 and commit.micro_batch == 2
+    assert judge(validator, start, member, commit).accept
+    assert validator.trainer.micro_batch == 4  # its own again
+
+
+def test_a_commit_naming_a_micro_batch_other_than_the_one_it_used_is_rejected(pair):
+    member, validator = pair
+    start, commit = two_rounds(member, 2)
+    assert not judge(validator, start, member, replace(commit, micro_batch=1)).accept
+
+
+@pytest.mark.parametrize("claimed", [0, 5, 10**9])
+def test_a_micro_batch_the_run_does_not_allow_is_rejected(pair, claimed):
+    member, validator = pair
+    start, commit = two_rounds(member, 4)
+    verdict = judge(validator, start, member, replace(commit, micro_batch=claimed))
+    assert not verdict.accept and verdict.available
+
+
+def test_a_run_that_pins_its_micro_batch_rejects_a_commit_summed_over_another(tmp_path):
+    member, validator = node(tmp_path, 3, 2), node(tmp_path, 4, 4)
+    try:
+        validator.host.connect(member.host.addrs[0])
+        start, commit = two_rounds(member, 2)
+        assert not judge(validator, start, member, commit).accept
+    finally:
+        for n in (member, validator):
+            n.close()
+            n.host.close()
