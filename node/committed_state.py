@@ -3,23 +3,37 @@ target's.
 
 Sampled (exact validation, no local steps): a state is served as its index and one leaf per DCT
 chunk (optim/state_chunks.py); a commit names the index's hash, and a validator fetches the index
-and the leaves the round's revealed secret draws. Whole (local steps, whose inner steps need all
-of the inner state, or band validation, whose drift needs the values): the state is one blob and
-a commit names its hash.
+and the leaves the round's revealed secret draws. The leaves are written to a file, one tensor's
+at a time, and served from it: the state is never held whole as bytes. Whole (local steps,
+whose inner steps need all of the inner state, or band validation, whose drift needs the
+values): the state is one blob and a commit names its hash.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from optim.demo import DemoOptimizer
 from optim.local import LocalSteps
 from optim.state import load_state, reset_state, state_bytes
-from optim.state_chunks import index_bytes, index_limit, leaf_hashes, leaf_size, load_leaves, locate
+from optim.state_chunks import (
+    index_limit,
+    iter_leaves,
+    leaf_hashes,
+    leaf_size,
+    load_leaves,
+    locate,
+    make_index,
+)
 from protocol.run_config import RunConfig
 
 Fetch = Callable[[bytes, int], bytes]  # (sha256, size limit) -> the blob, hash checked
+_files = itertools.count()
 
 
 def sampled(config: RunConfig) -> bool:
@@ -33,34 +47,54 @@ class HeldState:
     digest: bytes  # what a commit names: the index's hash, or the whole state's
     served: list[bytes]  # the blobs provided for it
     whole: bytes | None = None  # the whole state (whole mode)
-    leaves: dict[int, bytes] | None = None  # leaf number -> its bytes (sampled mode)
+    path: Path | None = None  # the file of its leaves (sampled mode)
+    spans: list[tuple[int, int]] = field(default_factory=list)  # each leaf's (offset, length) there
 
 
-def serve(host, opt: DemoOptimizer, local: LocalSteps | None, by_leaf: bool) -> HeldState:
-    """Provide the optimizer's current state to peers; what was provided."""
-    if not by_leaf:
+def serve(host, opt: DemoOptimizer, local: LocalSteps | None, directory: Path | None) -> HeldState:
+    """Provide the optimizer's current state to peers: as leaves in a file under `directory`
+    (sampled mode), or whole (None); what was provided."""
+    if directory is None:
         whole = state_bytes(opt, local)
         digest = host.provide(whole)
         return HeldState(digest, [digest], whole=whole)
-    index, blobs = index_bytes(opt)
-    served = [host.provide(index), *(host.provide(leaf) for leaf in blobs.values())]
-    hashes = leaf_hashes(opt, index)
-    return HeldState(served[0], served, leaves={j: blobs[h] for j, h in enumerate(hashes)})
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"state-{os.getpid()}-{next(_files)}.leaves"
+    hashes, spans, at = [], [], 0
+    with open(path, "wb") as f:
+        for data in iter_leaves(opt):
+            f.write(data)
+            hashes.append(hashlib.sha256(data).digest())
+            spans.append((at, len(data)))
+            at += len(data)
+    for digest, (offset, length) in zip(hashes, spans):
+        host.blobs.add_range(path, offset, length, digest)
+    index = make_index(opt, hashes)
+    return HeldState(host.provide(index), [hashlib.sha256(index).digest(), *hashes], path=path, spans=spans)
 
 
 def restore(held: HeldState | None, opt: DemoOptimizer, local: LocalSteps | None) -> None:
-    """Put a held state (None: fresh) back into the optimizer."""
+    """Put a held state (None: fresh) back into the optimizer, leaf by leaf from its file."""
     if held is None:
         reset_state(opt, local)
     elif held.whole is not None:
         load_state(opt, held.whole, local)
     else:
-        load_leaves(opt, held.leaves)
+        with open(held.path, "rb") as f:
+            load_leaves(opt, ((j, _read(f, offset, length)) for j, (offset, length) in enumerate(held.spans)))
+
+
+def _read(f, offset: int, length: int) -> bytes:
+    f.seek(offset)
+    return f.read(length)
 
 
 def forget(host, held: HeldState) -> None:
+    """Stop serving a state (and delete its file)."""
     for digest in held.served:
         host.blobs.forget(digest)
+    if held.path is not None:
+        held.path.unlink(missing_ok=True)
 
 
 def fetch_index(fetch: Fetch, opt: DemoOptimizer, digest: bytes) -> list[bytes]:

@@ -247,7 +247,8 @@ class NodeRuntime:
         honest = self.optimizer.compress(round=rs.round, origin=self.me)
         compressed = time.perf_counter()
         self.metrics.trained(result.tokens, compressed - started, compressed - compress_started, len(honest))
-        self._held = committed_state.serve(self.host, self.optimizer, self.local, self.by_leaf)
+        leaves = self.workdir / "state" if self.by_leaf else None
+        self._held = committed_state.serve(self.host, self.optimizer, self.local, leaves)
         payload = self.behaviour.payload(self, rs, honest)
         if payload is None:
             self._hold(before)

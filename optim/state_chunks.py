@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -82,17 +82,24 @@ def locate(opt: DemoOptimizer, leaf: int) -> tuple[int, int]:
     raise IndexError(f"no leaf {leaf} in a state of {sum(leaf_counts(opt))}")
 
 
-def index_bytes(opt: DemoOptimizer) -> tuple[bytes, dict[bytes, bytes]]:
-    """The state's index and its leaves by hash: what a member serves for its state."""
-    hashes, leaves = [], {}
+def iter_leaves(opt: DemoOptimizer) -> Iterator[bytes]:
+    """Every leaf in order, one tensor's in memory at a time."""
     for i in range(len(opt.spec.tensors)):
         for row in _tensor_leaves(opt, i):
-            data = row.tobytes()
-            digest = hashlib.sha256(data).digest()
-            hashes.append(digest)
-            leaves[digest] = data
-    header = _HEADER.pack(MAGIC, VERSION, opt.spec.digest, len(hashes))
-    return header + b"".join(hashes), leaves
+            yield row.tobytes()
+
+
+def make_index(opt: DemoOptimizer, hashes: list[bytes]) -> bytes:
+    return _HEADER.pack(MAGIC, VERSION, opt.spec.digest, len(hashes)) + b"".join(hashes)
+
+
+def index_bytes(opt: DemoOptimizer) -> tuple[bytes, dict[bytes, bytes]]:
+    """The state's index and its leaves by hash, in memory."""
+    hashes, leaves = [], {}
+    for data in iter_leaves(opt):
+        hashes.append(hashlib.sha256(data).digest())
+        leaves[hashes[-1]] = data
+    return make_index(opt, hashes), leaves
 
 
 def index_limit(opt: DemoOptimizer) -> int:
@@ -127,22 +134,25 @@ def _chunk_at(lay: ChunkLayout, c: int) -> tuple[int, int, int]:
     return (b, *divmod(rest, lay.grid_cols))
 
 
-def load_leaves(opt: DemoOptimizer, leaves: Mapping[int, bytes]) -> None:
-    """Zero the state, then put these leaves in their chunks; StateError (state zeroed) for a
-    leaf of the wrong size, a non-finite value or a negative second moment."""
+def load_leaves(opt: DemoOptimizer, leaves: Mapping[int, bytes] | Iterable[tuple[int, bytes]]) -> None:
+    """Zero the state, then put these leaves (a mapping or (leaf, bytes) pairs, read one at a
+    time) in their chunks; StateError, with the state zeroed, for a leaf of the wrong size, a
+    non-finite value or a negative second moment."""
     for t in [*opt.momentum, *opt.second_moment]:
         t.zero_()
-    checked = []
-    for leaf, data in sorted(leaves.items()):
-        i, c = locate(opt, leaf)
-        if len(data) != leaf_size(opt, i):
-            raise StateError(f"state leaf {leaf} of {len(data)} bytes, expected {leaf_size(opt, i)}")
-        values = np.frombuffer(data, dtype="<f4")
-        if not np.isfinite(values).all() or (values[opt.spec.tensors[i].layout.chunk_numel :] < 0).any():
-            raise StateError(f"state leaf {leaf} holds a non-finite value or a negative second moment")
-        checked.append((i, c, values))
-    for i, c, values in checked:
-        _put(opt, i, c, torch.from_numpy(values.copy()))
+    try:
+        for leaf, data in leaves.items() if isinstance(leaves, Mapping) else leaves:
+            i, c = locate(opt, leaf)
+            if len(data) != leaf_size(opt, i):
+                raise StateError(f"state leaf {leaf} of {len(data)} bytes, expected {leaf_size(opt, i)}")
+            values = np.frombuffer(data, dtype="<f4")
+            if not np.isfinite(values).all() or (values[opt.spec.tensors[i].layout.chunk_numel :] < 0).any():
+                raise StateError(f"state leaf {leaf} holds a non-finite value or a negative second moment")
+            _put(opt, i, c, torch.from_numpy(values.copy()))
+    except StateError:
+        for t in [*opt.momentum, *opt.second_moment]:
+            t.zero_()
+        raise
 
 
 def _put(opt: DemoOptimizer, i: int, c: int, values: torch.Tensor) -> None:

@@ -1,7 +1,8 @@
 """Blobs this node serves, and where fetched bytes go while they are being checked.
 
-Small blobs (gradient payloads) live in memory; large ones (checkpoints) stay on disk and are
-streamed in 1 MiB chunks both ways, so memory use does not grow with the blob. A fetch writes
+Small blobs (gradient payloads) live in memory; large ones (checkpoints) stay on disk, whole
+files or byte ranges of one (an optimizer state's chunks), and are streamed in 1 MiB chunks
+both ways, so memory use does not grow with the blob. A fetch writes
 into a sink that is only turned into a result after the hash matched: a file is written to
 `<dest>.part` and renamed on success, deleted on failure.
 """
@@ -10,6 +11,7 @@ import hashlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -25,10 +27,20 @@ def file_sha256(path: Path) -> bytes:
     return digest.digest()
 
 
+@dataclass(frozen=True)
+class _OnDisk:
+    path: Path
+    offset: int = 0
+    length: int | None = None  # None: to the end of the file
+
+    def size(self) -> int:
+        return self.length if self.length is not None else self.path.stat().st_size - self.offset
+
+
 class BlobStore:
     def __init__(self) -> None:
         self._bytes: dict[bytes, bytes] = {}
-        self._files: dict[bytes, Path] = {}
+        self._files: dict[bytes, _OnDisk] = {}
 
     def add_bytes(self, data: bytes) -> bytes:
         digest = hashlib.sha256(data).digest()
@@ -37,12 +49,17 @@ class BlobStore:
 
     def add_file(self, path: Path) -> bytes:
         digest = file_sha256(path)
-        self._files[digest] = path
+        self._files[digest] = _OnDisk(path)
         return digest
+
+    def add_range(self, path: Path, offset: int, length: int, digest: bytes) -> None:
+        """Serve bytes [offset, offset + length) of a file as the blob `digest`, which the
+        caller computed as it wrote them (they are not read again here)."""
+        self._files[digest] = _OnDisk(path, offset, length)
 
     def add_fetched(self, digest: bytes, result: bytes | Path) -> None:
         if isinstance(result, Path):
-            self._files[digest] = result
+            self._files[digest] = _OnDisk(result)
         else:
             self._bytes[digest] = result
 
@@ -54,16 +71,22 @@ class BlobStore:
         return digest in self._bytes or digest in self._files
 
     def size(self, digest: bytes) -> int:
-        return len(self._bytes[digest]) if digest in self._bytes else self._files[digest].stat().st_size
+        return len(self._bytes[digest]) if digest in self._bytes else self._files[digest].size()
 
     def read_all(self, digest: bytes) -> bytes:
-        return self._bytes[digest] if digest in self._bytes else self._files[digest].read_bytes()
+        if digest in self._bytes:
+            return self._bytes[digest]
+        where = self._files[digest]
+        with open(where.path, "rb") as f:
+            f.seek(where.offset)
+            return f.read(where.size())
 
     def copy_to(self, digest: bytes, dest: Path) -> Path:
-        if digest in self._bytes:
-            dest.write_bytes(self._bytes[digest])
+        where = self._files.get(digest)
+        if where is not None and where.offset == 0 and where.length is None:
+            shutil.copyfile(where.path, dest)
         else:
-            shutil.copyfile(self._files[digest], dest)
+            dest.write_bytes(self.read_all(digest))
         return dest
 
     async def chunks(self, digest: bytes) -> AsyncIterator[bytes]:
@@ -72,8 +95,12 @@ class BlobStore:
             for at in range(0, len(data), CHUNK):
                 yield data[at : at + CHUNK]
             return
-        with open(self._files[digest], "rb") as f:
-            while block := await trio.to_thread.run_sync(f.read, CHUNK):
+        where = self._files[digest]
+        left = where.size()
+        with open(where.path, "rb") as f:
+            f.seek(where.offset)
+            while left and (block := await trio.to_thread.run_sync(f.read, min(CHUNK, left))):
+                left -= len(block)
                 yield block
 
 

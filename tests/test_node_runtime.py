@@ -84,3 +84,15 @@ def test_held_out_loss_is_kept_every_eval_rounds(runtime):
     rows = [json.loads(line) for line in (runtime.workdir / "evals.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [4]
     assert rows[0]["loss"] == pytest.approx(runtime.trainer.evaluate(runtime.config.eval.sequences))
+
+
+def test_a_state_is_served_from_a_file_of_its_leaves_which_goes_when_the_state_does(runtime):
+    train(runtime, 7)
+    end(runtime, 7, accepted=True)
+    first = runtime._held
+    assert first.whole is None and first.path.is_file() and len(first.spans) > 1
+    assert runtime.host.blobs.has(first.digest) and all(runtime.host.blobs.has(d) for d in first.served)
+    train(runtime, 8)
+    end(runtime, 8, accepted=True)
+    assert not first.path.exists() and not runtime.host.blobs.has(first.digest)
+    assert runtime._held.path.is_file()
