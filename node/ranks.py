@@ -4,9 +4,10 @@ gradient computation among them.
 Rank 0 is the node (p2p, chain, optimizer, validation, evaluation). Ranks 1..N-1 only follow:
 for every gradient rank 0 computes (a round's, an inner step's, a replay's) it sends them the
 batches' tokens and broadcasts its weights; batch i of the call goes to rank i % N, and each
-follower sends rank 0 its batches' gradients, which rank 0 adds in batch order. Each batch's
-gradient is summed over its own micro-batches alone (Trainer.batch_gradient), so the payload is
-the same bits at any rank count, and a validator with another rank count reproduces it.
+follower sends rank 0 the gradient of each of its micro-batches, which rank 0 adds to .grad in
+the order one rank would have (Trainer.accumulate_gradients: micro-batch by micro-batch in
+batch order). So the payload is the same bits at any rank count, a validator with another rank
+count reproduces it, and rank 0 holds one gradient beside .grad at a time.
 
     torchrun --standalone --nproc-per-node 8 -m -- eranos node run --keypair id.json --coordinator ...
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -68,30 +69,39 @@ def _flat(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-def _unflat(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    out, at = [], 0
-    for t in like:
-        out.append(flat[at : at + t.numel()].view_as(t).clone())
-        at += t.numel()
-    return out
-
-
-def gradients(trainer, ranks: Ranks, batches: Sequence[Batch], total: int) -> Iterator[tuple[list, float]]:
-    """Rank 0: each batch's (gradient, summed loss), in batch order, computed across the ranks."""
+def accumulate(trainer, ranks: Ranks, batches: Sequence[Batch], total: int) -> float:
+    """Rank 0: leave the batches' gradient in .grad, computed across the ranks; the summed loss."""
     theirs = [b for i, b in enumerate(batches) if ranks.owner(i) != 0]
     share(("grad", theirs, total, trainer.micro_batch), ranks)
     params = list(trainer.model.parameters())
     for p in params:
         dist.broadcast(p.data, src=0)
-    for i, (seqs, counted) in enumerate(batches):  # a follower computes its next batch meanwhile
+    loss = 0.0
+    for i, (seqs, counted) in enumerate(batches):  # a follower computes its batches meanwhile
         if ranks.owner(i) == 0:
-            yield trainer.batch_gradient(seqs, counted, total)
-            continue
-        flat = torch.empty(sum(p.numel() for p in params), dtype=params[0].dtype, device=ranks.device)
-        loss = torch.empty(1, dtype=torch.float64, device=ranks.device)
-        dist.recv(flat, src=ranks.owner(i))
-        dist.recv(loss, src=ranks.owner(i))
-        yield _unflat(flat, params), float(loss)
+            loss += trainer.backward(seqs, counted, total)
+        else:
+            loss += _receive_batch(params, ranks.owner(i), ranks.device)
+    return loss
+
+
+def _receive_batch(params: list[torch.nn.Parameter], src: int, device: torch.device) -> float:
+    """Add a follower's micro-batch gradients of one batch to .grad, in order; its summed loss."""
+    while _recv(torch.empty(1, dtype=torch.int64, device=device), src).item():
+        present = _recv(torch.empty(len(params), dtype=torch.int64, device=device), src).tolist()
+        having = [p for p, here in zip(params, present) if here]
+        flat = _recv(torch.empty(sum(p.numel() for p in having), dtype=params[0].dtype, device=device), src)
+        at = 0
+        for p in having:
+            part = flat[at : at + p.numel()].view_as(p)
+            at += p.numel()
+            p.grad = part.clone() if p.grad is None else p.grad.add_(part)
+    return _recv(torch.empty(1, dtype=torch.float64, device=device), src).item()
+
+
+def _recv(t: torch.Tensor, src: int) -> torch.Tensor:
+    dist.recv(t, src=src)
+    return t
 
 
 def stop(ranks: Ranks) -> None:
@@ -100,18 +110,28 @@ def stop(ranks: Ranks) -> None:
 
 
 def follow(trainer, ranks: Ranks) -> None:
-    """Ranks 1..N-1: compute the gradients of the batches rank 0 deals this rank, with rank 0's
-    weights, until it stops."""
+    """Ranks 1..N-1: compute the micro-batch gradients of the batches rank 0 deals this rank,
+    with rank 0's weights, until it stops."""
     params = list(trainer.model.parameters())
+    device = ranks.device
+
+    def send_grad() -> None:
+        present = [p.grad is not None for p in params]
+        dist.send(torch.ones(1, dtype=torch.int64, device=device), dst=0)
+        dist.send(torch.tensor(present, dtype=torch.int64, device=device), dst=0)
+        dist.send(_flat([p.grad for p in params if p.grad is not None]), dst=0)
+        for p in params:
+            p.grad = None
+
     while True:
         kind, theirs, total, trainer.micro_batch = share(None, ranks)  # a replay's may be another's
         if kind == "stop":
             return
         for p in params:
             dist.broadcast(p.data, src=0)
-        # theirs: the batches of every follower in call order; this rank's are every
-        # (world - 1)-th of them from its own offset, matching `owner`
+        # theirs: every follower's batches in call order; this rank's are every (world - 1)-th
+        # of them from its own offset, as `owner` deals them
         for seqs, counted in theirs[ranks.rank - 1 :: ranks.world - 1]:
-            grads, loss = trainer.batch_gradient(seqs, counted, total)
-            dist.send(_flat(grads), dst=0)
-            dist.send(torch.tensor([loss], dtype=torch.float64, device=ranks.device), dst=0)
+            loss = trainer.backward(seqs, counted, total, each=send_grad)
+            dist.send(torch.zeros(1, dtype=torch.int64, device=device), dst=0)
+            dist.send(torch.tensor([loss], dtype=torch.float64, device=device), dst=0)

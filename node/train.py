@@ -107,38 +107,31 @@ class Trainer:
         return contextlib.nullcontext()
 
     def accumulate_gradients(self, batch_ids: Sequence[int]) -> StepResult:
-        """Leave in .grad the mean-loss gradient over all sequences of these batches: each batch's
-        gradient on its own, then their sum in batch order (the same bits however many ranks
-        compute the batches: node/ranks.py)."""
+        """Leave in .grad the mean-loss gradient over all sequences of these batches, added
+        micro-batch by micro-batch in batch order (each batch cut into its own micro-batches), so
+        it is the same bits however many ranks compute the batches (node/ranks.py)."""
         self.model.train()
+        for p in self.model.parameters():
+            p.grad = None
         batches = [(self.data.batch(b), self.data.batch_targets(b)) for b in batch_ids]
         total = sum(len(seqs) for seqs, _ in batches)
         if self.ranks is None:
-            results = (self.batch_gradient(seqs, counted, total) for seqs, counted in batches)
+            loss = sum(self.backward(seqs, counted, total) for seqs, counted in batches)
         else:
-            results = ranks.gradients(self, self.ranks, batches, total)
-        summed, loss = None, 0.0
-        for grads, batch_loss in results:
-            summed = grads if summed is None else [a.add_(g) for a, g in zip(summed, grads)]
-            loss += batch_loss
-        params = list(self.model.parameters())
-        for p, g in zip(params, summed if summed is not None else [None] * len(params)):
-            p.grad = g
+            loss = ranks.accumulate(self, self.ranks, batches, total)
         return StepResult(loss / max(1, total), total * self.data.seq_len)
 
-    def batch_gradient(
-        self, seqs: np.ndarray, counted: np.ndarray | None, total: int
-    ) -> tuple[list[torch.Tensor], float]:
-        """One batch's part of a gradient over `total` sequences (its losses weighted n / total),
-        summed over its micro-batches in order, and its summed loss."""
-        params = list(self.model.parameters())
-        for p in params:
-            p.grad = None
+    def backward(self, seqs: np.ndarray, counted: np.ndarray | None, total: int, each=None) -> float:
+        """Add one batch's part of a gradient over `total` sequences (its losses weighted
+        n / total) to .grad, micro-batch by micro-batch; its summed loss. `each`, if given, is
+        called after every micro-batch's backward (a follower rank sends .grad there)."""
         loss_sum = 0.0
         for loss, n in self._losses(seqs, counted):
             (loss * (n / total)).backward()
             loss_sum += loss.item() * n
-        return [torch.zeros_like(p) if p.grad is None else p.grad for p in params], loss_sum
+            if each is not None:
+                each()
+        return loss_sum
 
     def round_gradients(
         self, batch_ids: Sequence[int], local: LocalSteps | None = None, lr: float | None = None
