@@ -28,6 +28,7 @@ from node.export import main as export_main  # noqa: E402
 from node.model import Llama  # noqa: E402
 from optim import DemoOptimizer  # noqa: E402
 from optim.state import state_size  # noqa: E402
+from optim.state_chunks import index_limit, leaf_counts, leaf_size  # noqa: E402
 from protocol.events import read_events  # noqa: E402
 from protocol.manifest import load as load_manifest  # noqa: E402
 from protocol.model_config import preset  # noqa: E402
@@ -92,6 +93,17 @@ def joiner_startup(node_dir: Path) -> dict[str, float]:
     return timeline.startup(read_events(node_dir / "events.jsonl"))
 
 
+def bytes_per_check(config, payload: float) -> dict:
+    """What one check moves: the sampled replay's (payload, two state indexes and the sampled
+    leaves) against the whole state's."""
+    opt = DemoOptimizer(Llama(preset("125m")).named_parameters(), config.optim.demo_config(1))
+    leaves = sum(leaf_counts(opt))
+    mean_leaf = sum(leaf_size(opt, i) * n for i, n in enumerate(leaf_counts(opt))) / leaves
+    sampled = payload + 2 * index_limit(opt) + config.validation.sample_chunks * mean_leaf
+    whole = payload + state_size(opt)
+    return {"sampled": sampled, "whole_state": whole, "fewer": whole / sampled, "leaves": leaves}
+
+
 def generate(checkpoint: Path, tokenizer: Path) -> str:
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -124,8 +136,7 @@ def main() -> None:
         prepare_data(["--tokenizer", str(tokenizer), "-o", str(out / "data"), "--shard-tokens", "400000",
                       *map(str, stdlib_files())])  # fmt: skip
     digest = load_manifest(out / "data" / "manifest.json").digest()
-    model = Llama(preset("125m"), seed=0)
-    start_hash = export(model, out / "start", round=-1, tokenizer=tokenizer)
+    start_hash = export(Llama(preset("125m"), seed=0), out / "start", round=-1, tokenizer=tokenizer)
     config = run_config(out, digest, args)
     sim_out = out / "sim"
     flags = ["--config", str(config), "--out", str(sim_out), "--nodes", str(args.nodes)]
@@ -133,7 +144,6 @@ def main() -> None:
     flags += ["--join", args.join] if args.join else []
     summary = run_sim(parse_args(flags))
     joiner = int(args.join.partition("@")[0]) if args.join else None
-    state = state_size(DemoOptimizer(model.named_parameters(), load_config(config).optim.demo_config(1)))
     payload = summary["bytes_per_node_per_step"]
     final = out / "export"
     export_main([str(sim_out / "node-0"), "-o", str(final), "--tokenizer", str(tokenizer)])
@@ -151,7 +161,7 @@ def main() -> None:
             for p in sorted(sim_out.glob("node-*/usage.json"))
         },
         "phases": phases(sim_out),
-        "bytes_per_check": {"payload": payload, "state_before": state, "total": payload + state},
+        "bytes_per_check": bytes_per_check(load_config(config), payload),
         "joiner_startup_seconds": joiner_startup(sim_out / f"node-{joiner}") if joiner is not None else None,
         "members": [
             {k: m[k] for k in ("node", "points", "expected_points", "penalties")} for m in summary["members"]
