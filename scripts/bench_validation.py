@@ -12,8 +12,9 @@ or its state drift above validation.max_state_drift, or when sign agreement is o
 [0.75, 0.999] (the band nodes used before replay).
 
 Beside the whole-state replay, the sampled replay (optim/state_chunks.py) checks --sample leaves
-of the state, one per DCT chunk, drawn per check: the bytes a check moves are then the payload,
-the two state indexes and the sampled leaves instead of the whole state. Two more kinds probe
+(the run's validation.sample_chunks unless given) of the state, one per DCT chunk, drawn per
+check: the bytes a check moves are then the payload, the two state indexes and the sampled
+leaves instead of the whole state. Two more kinds probe
 it: `flip5` (5% of the payload's signs flipped) and `state-lie` (an honest payload whose next
 state has one leaf that is not the replay's).
 
@@ -202,12 +203,13 @@ def main(argv=None) -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "sim.toml")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--sample", type=int, default=16, help="state leaves a sampled replay checks")
+    ap.add_argument("--sample", type=int, help="state leaves a sampled replay checks (default: the run's)")
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     args = ap.parse_args(argv)
     torch.use_deterministic_algorithms(True)
     cfg = load(args.config)
+    args.sample = args.sample or cfg.validation.sample_chunks
     scores = measure(cfg, args.seeds, args.rounds, args.sample)
     rows = summarize(cfg, scores)
     if args.plot:

@@ -115,8 +115,8 @@ def test_validation_benchmark_flags_every_dishonest_contribution_and_no_honest_o
         "state-lie": 1.0,
     }
     sampled = {kind: r["sampled_flagged"] for kind, r in rows.items() if kind != "state-lie"}
-    assert sampled == {kind: 0.0 if kind == "honest" else 1.0 for kind in sampled}  # 16 leaves suffice
-    assert rows["honest"]["bytes_sampled"] < rows["honest"]["bytes_whole"] / 10
+    assert sampled == {kind: 0.0 if kind == "honest" else 1.0 for kind in sampled}  # 64 of 230 leaves
+    assert rows["honest"]["bytes_sampled"] < rows["honest"]["bytes_whole"] / 3
 
 
 def test_journal_benchmark_restarts_long_runs_from_a_snapshot_and_a_short_tail():
