@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -27,6 +27,28 @@ class TrafficCollector:
         for kind, count in sorted(self.traffic().items()):
             family.add_metric([kind], float(count))
         yield family
+
+
+class ShardCollector:
+    """The shard cache's counters (node/shard_store.py), read at each scrape."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.store.stats
+        for name, help, value in (
+            ("eranos_node_shards_fetched", "Shards fetched from data providers.", stats.fetched),
+            ("eranos_node_shard_bytes_fetched", "Bytes of shards fetched.", stats.fetched_bytes),
+            ("eranos_node_shards_evicted", "Shards deleted to keep the cache in its bound.", stats.evicted),
+            ("eranos_node_shards_unavailable", "Shards no provider sent when asked.", stats.unavailable),
+        ):
+            yield CounterMetricFamily(name, help, value=float(value))
+        yield GaugeMetricFamily(
+            "eranos_node_shard_cache_bytes",
+            "Bytes of shards in the cache.",
+            value=float(self.store.cached_bytes),
+        )
 
 
 class NodeMetrics:

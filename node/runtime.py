@@ -40,7 +40,7 @@ from node.checkpoint import model_hash, read_weights, starting_model, write_weig
 from node.committed_state import HeldState
 from node.data import TokenDataset
 from node.export import RUN_CONFIG, export
-from node.metrics import NodeMetrics
+from node.metrics import NodeMetrics, ShardCollector
 from node.ranks import Ranks
 from node.run_data import build_data
 from node.shard_store import ShardUnavailable
@@ -147,6 +147,8 @@ class NodeRuntime:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / RUN_CONFIG).write_text(dumps(config))  # what `eranos export` rebuilds the model from
         self.metrics = NodeMetrics(lambda: dict(host.traffic), device)
+        if isinstance(data, ShardedDataset):
+            self.metrics.registry.register(ShardCollector(data.store))
         self.events = EventLog(workdir / "events.jsonl", f"node-{base58.b58encode(self.me).decode()[:8]}")
 
     # --- the loop -----------------------------------------------------------------------------

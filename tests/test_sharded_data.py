@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -203,3 +204,19 @@ def test_every_batch_has_its_full_shape_within_the_training_tokens(tmp_path_fact
     for b in (0, data.batches_per_epoch - 1, data.batches_per_epoch):
         assert data.batch(b).shape == (batch_seqs, seq + 1)
         assert all(start + seq + 1 <= data.val_start for _, start in data._places(b))
+
+
+def test_the_cache_counts_what_it_fetched_deleted_and_missed_in_the_nodes_metrics(tmp_path, source):
+    from prometheus_client import generate_latest
+
+    from node.metrics import NodeMetrics, ShardCollector
+
+    store, _ = cached(tmp_path, source, max_bytes=2002)
+    for i in (0, 1):
+        store.shard(i)
+    metrics = NodeMetrics(dict, torch.device("cpu"))
+    metrics.registry.register(ShardCollector(store))
+    text = generate_latest(metrics.registry).decode()
+    assert "eranos_node_shards_fetched_total 2.0" in text
+    assert "eranos_node_shards_evicted_total 1.0" in text
+    assert "eranos_node_shard_cache_bytes 2002.0" in text
