@@ -16,6 +16,7 @@ what the run config pins as `data.manifest_sha256`.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from node.shards import hex_sha256
 from protocol.console import HelpFormatter, Parser
-from protocol.manifest import Manifest, Shard
+from protocol.manifest import TOKENIZER, Manifest, Shard
 
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>")
 
@@ -124,6 +125,8 @@ def prepare(inputs: list[Path], tokenizer, tokenizer_path: Path, out: Path, args
             shards.append(Shard(name, n, hex_sha256(out / name)))
     manifest = Manifest(dtype.name, vocab, hex_sha256(tokenizer_path), tuple(shards))
     (out / "manifest.json").write_text(manifest.dumps())
+    if tokenizer_path.resolve() != (out / TOKENIZER).resolve():  # served with the shards
+        shutil.copyfile(tokenizer_path, out / TOKENIZER)
     return manifest
 
 

@@ -13,7 +13,7 @@ from node.sharded_data import ShardedDataset
 from node.tokenizer import ByteTokenizer
 from protocol.eval_tasks import MAX_BYTES as TASKS_LIMIT
 from protocol.eval_tasks import EvalTasksError, Task, loads
-from protocol.manifest import ManifestError
+from protocol.manifest import TOKENIZER, ManifestError
 from protocol.manifest import load as load_manifest
 from protocol.run_config import RunConfig
 
@@ -61,6 +61,26 @@ def fetch_manifest(host, peers: list[str], config: RunConfig, cache: Path) -> Ru
     local = cache / "manifest.json"
     _fetch(host, peers, d.manifest_sha256, MANIFEST_LIMIT, local)
     return replace(config, data=replace(d, manifest=str(local)))
+
+
+TOKENIZER_LIMIT = 64 << 20  # bytes a fetched tokenizer.json may have
+
+
+def fetch_tokenizer(host, peers: list[str], config: RunConfig) -> None:
+    """The tokenizer the run's manifest names, by its sha256, beside the fetched manifest (for
+    the checkpoints this node writes)."""
+    path = Path(config.data.manifest)
+    _fetch(host, peers, load_manifest(path).tokenizer_sha256, TOKENIZER_LIMIT, path.parent / TOKENIZER)
+
+
+def run_tokenizer(config: RunConfig) -> Path | None:
+    """The tokenizer.json beside the run's manifest, if it is the one the manifest names."""
+    if not config.data.manifest:
+        return None
+    path = Path(config.data.manifest).parent / TOKENIZER
+    if not path.is_file() or hex_sha256(path) != load_manifest(Path(config.data.manifest)).tokenizer_sha256:
+        return None
+    return path
 
 
 def shard_fetcher(host, peers: Callable[[], list[str]]):

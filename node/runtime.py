@@ -42,7 +42,7 @@ from node.data import TokenDataset
 from node.export import RUN_CONFIG, export
 from node.metrics import NodeMetrics, ShardCollector
 from node.ranks import Ranks
-from node.run_data import build_data
+from node.run_data import build_data, run_tokenizer
 from node.shard_store import ShardUnavailable
 from node.sharded_data import ShardedDataset
 from node.train import Trainer, describe, fits_on, fitting_micro_batch
@@ -130,6 +130,7 @@ class NodeRuntime:
         micro_batch = min(d.micro_batch or fitting_micro_batch(d.batch_size, fits), d.batch_size)
         self.trainer = Trainer(self.model, data, micro_batch, device, ranks)
         self.tasks = list(tasks)
+        self.tokenizer = run_tokenizer(config)  # copied into the checkpoints it writes
         self.checker = Checker(config, host, self.trainer, self._inner_lr)
         self.hash = bytes.fromhex(model_hash(self.model))
         rate = config.rounds.validation_rate
@@ -329,7 +330,7 @@ class NodeRuntime:
         self.metrics.applied_round.set(end.round)
         self._evaluate(end.round)
         if self._writes_checkpoint(end):
-            export(self.model, self.workdir / "checkpoints" / f"round-{end.round}", end.round)
+            export(self.model, self.workdir / "checkpoints" / f"round-{end.round}", end.round, self.tokenizer)
         served = own.served if own is not None else []
         for digest in self._lingering:  # the round before: every member has applied it by now
             self.host.blobs.forget(digest)
@@ -367,7 +368,7 @@ class NodeRuntime:
         if by == "first" and self.progress.applied < 0:
             return None
         out = self.workdir / "checkpoints" / "final"
-        export(self.model, out, self.progress.applied)
+        export(self.model, out, self.progress.applied, self.tokenizer)
         return out
 
     def _settle_state(self, end: RoundEnd) -> Contribution | None:

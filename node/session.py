@@ -28,7 +28,14 @@ from chain.state import MemberStatus
 from node import ranks
 from node.data import TokenDataset
 from node.model import Llama
-from node.run_data import build_data, eval_tasks, fetch_eval_tasks, fetch_manifest, shard_fetcher
+from node.run_data import (
+    build_data,
+    eval_tasks,
+    fetch_eval_tasks,
+    fetch_manifest,
+    fetch_tokenizer,
+    shard_fetcher,
+)
 from node.runtime import Behaviour, NodeRuntime, Progress
 from node.shard_store import Cache
 from node.sharded_data import ShardedDataset
@@ -39,6 +46,7 @@ from p2p.identity import Identity, peer_id_of
 from p2p.messages import RunInfo
 from protocol.console import process_started
 from protocol.eval_tasks import Task
+from protocol.manifest import TOKENIZER
 from protocol.manifest import files as manifest_files
 from protocol.run_config import ConfigError, RunConfig, dumps, loads
 from protocol.usage import USAGE, write_usage
@@ -197,6 +205,11 @@ class Session:
         except (BlobError, LocalError, ValueError) as exc:
             fail(f"cannot fetch the run's data: {exc}")
         host.provide_file(Path(config.data.manifest))
+        try:
+            fetch_tokenizer(host, [self.peer, *host.peers()], config)
+            host.provide_file(Path(config.data.manifest).parent / TOKENIZER)
+        except (BlobError, LocalError) as exc:
+            say(f"the run's tokenizer was not fetched, checkpoints will lack it: {exc}")
 
         def served(path: Path, sha256: str, here: bool) -> None:
             if here:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 VERSION = 1
+TOKENIZER = "tokenizer.json"  # beside the manifest: the tokenizer its tokenizer_sha256 names
 DTYPES = ("uint16", "uint32")
 MAX_SHARDS = 1 << 16
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -129,8 +130,9 @@ def load(path: Path) -> Manifest:
 
 
 def files(path: Path) -> list[Path]:
-    """The manifest at `path` and every shard and mask it names: what a data provider serves."""
-    out = [path]
+    """The manifest at `path`, every shard and mask it names, and the tokenizer beside it if there
+    is one: what a data provider serves."""
+    out = [path] + ([path.parent / TOKENIZER] if (path.parent / TOKENIZER).is_file() else [])
     for shard in load(path).shards:
         out.append(path.parent / shard.name)
         if shard.mask_sha256:

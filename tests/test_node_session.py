@@ -277,13 +277,18 @@ def test_a_node_without_the_data_fetches_the_pinned_shards_from_the_coordinator(
     assert code == 0, err
     assert "fetching the run's data manifest; shards go to eranos-data" in err
     assert "the run has finished" in err
+    (final,) = node_dir.glob("eranos-node-*/checkpoints/final")
+    tokenizer = (coord_dir / "tokenizer.json").read_bytes()
+    assert (final / "tokenizer.json").read_bytes() == tokenizer  # fetched by the manifest's hash
     cached = {p.name for p in (node_dir / "eranos-data" / digest[:16]).iterdir()}
     store = ShardStore(coord_dir / "data", load_manifest(coord_dir / "data" / "manifest.json"), 202)
     data = ShardedDataset(store, seq_len=32, batch_seqs=2)
     trained, prefetched = data.shards_of(range(2)), data.shards_of(range(2, 4))
     names = [s.name for s in store.manifest.shards]
-    assert "manifest.json" in cached and {names[i] for i in trained} <= cached
-    assert cached - {"manifest.json"} <= {names[i] for i in trained | prefetched | store.pinned}
+    assert {"manifest.json", "tokenizer.json"} <= cached and {names[i] for i in trained} <= cached
+    assert cached - {"manifest.json", "tokenizer.json"} <= {
+        names[i] for i in trained | prefetched | store.pinned
+    }
 
 
 def test_a_run_from_a_hugging_face_directory_reaches_a_node_that_lacks_it(tmp_path):

@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from eranos.prepare_data import main as prepare
 from node.shard_store import ShardError, ShardStore
 from node.sharded_data import ShardedDataset
-from protocol.manifest import ManifestError, load, loads
+from protocol.manifest import ManifestError, files, load, loads
 
 WORDS = ["<unk>", "</s>", "the", "cat", "sat", "on", "mat", "user", "says", "hi", "bot", "answers", "hello"]
 
@@ -34,6 +34,8 @@ def test_text_files_become_shards_whose_tokens_follow_the_documents(tmp_path, to
     store = ShardStore(tmp_path / "out", manifest, vocab_size=len(WORDS))
     assert store.read(0, 8).tolist() == [2, 3, 4, 1, 5, 2, 6, 1] and not store.masked
     assert f'manifest_sha256 = "{manifest.digest()}"' in capsys.readouterr().out
+    assert (tmp_path / "out" / "tokenizer.json").read_bytes() == tokenizer.read_bytes()
+    assert tmp_path / "out" / "tokenizer.json" in files(tmp_path / "out" / "manifest.json")
 
 
 def test_chat_pairs_carry_a_loss_mask_that_leaves_the_prompt_out(tmp_path, tokenizer):
