@@ -34,7 +34,9 @@ from protocol.checks import commitment, verify_reveal
 
 CONTROL = (RunInfo, RoundStart, Reveal, Recheck, RoundEnd)  # obeyed from the coordinator only
 HEARTBEAT_S = 2.0
-JOIN_EVERY_S = 5.0
+JOIN_EVERY_S = 5.0  # the first repeat of an unanswered Join; each later one waits twice as long
+JOIN_AT_MOST_S = 60.0
+NEVER = float("-inf")
 KEEP_ROUNDS = 4  # rounds remembered behind the newest
 MAX_EARLY_COMMITS = 4096  # commits held for a round whose RoundStart has not arrived yet
 
@@ -67,7 +69,8 @@ class NodeState:
     early: dict[int, dict[bytes, Commit]] = field(default_factory=dict)
     dialled: frozenset[bytes] = frozenset()
     busy: int = 0  # jobs handed to the shell whose result has not come back
-    last_join: float = float("-inf")
+    last_join: float = NEVER  # no Join sent since the last admission
+    join_wait: float = JOIN_EVERY_S  # until the next Join while none is answered
     last_beat: float = float("-inf")
     refused: dict[str, int] = field(default_factory=dict)  # control messages not from the coordinator
     unverified: dict[str, int] = field(default_factory=dict)  # coordinator reveals that did not check out
@@ -176,8 +179,11 @@ def _count(counter: dict[str, int], key: str) -> dict[str, int]:
 
 
 def _periodic(s: NodeState, now: float, effects: list[Effect]) -> NodeState:
-    if not s.admitted and now - s.last_join >= JOIN_EVERY_S:
-        s = replace(s, last_join=now)
+    if s.admitted and s.last_join != NEVER:
+        s = replace(s, last_join=NEVER, join_wait=JOIN_EVERY_S)  # dropped later, it joins at once
+    elif not s.admitted and now - s.last_join >= s.join_wait:
+        wait = s.join_wait if s.last_join == NEVER else min(2 * s.join_wait, JOIN_AT_MOST_S)
+        s = replace(s, last_join=now, join_wait=wait)
         effects.append(Publish(Join(addrs=list(s.addrs), hardware=s.hardware)))
     if now - s.last_beat >= HEARTBEAT_S:
         s = replace(s, last_beat=now)

@@ -201,6 +201,24 @@ def test_joins_until_admitted_and_heartbeats_on_the_clock():
     assert len(n.published(Join)) == 2
 
 
+def test_an_unanswered_join_is_repeated_ever_more_slowly_and_promptly_after_a_drop():
+    n = Node()
+    sent = []
+    for t in range(0, 200):
+        n.now = float(t)
+        before = len(n.published(Join))
+        n.send(Tick())
+        if len(n.published(Join)) > before:
+            sent.append(t)
+    assert sent == [0, 5, 15, 35, 75, 135, 195]  # waits 5, 10, 20, 40, then at most 60
+    n.send(start())  # admitted
+    n.now = 300.0
+    n.send(Tick())
+    n.send(start(number=1, batches={OTHER: [1]}))  # dropped
+    n.send(Tick())
+    assert len(n.published(Join)) == len(sent) + 1
+
+
 def test_a_member_announcing_itself_is_dialled_once():
     n = Node()
     n.send(Join(["/ip4/127.0.0.1/tcp/9"]), sender=OTHER)
