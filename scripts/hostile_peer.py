@@ -26,6 +26,7 @@ import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from p2p.addresses import parse_peer
 from p2p.errors import LocalError, PeerUnreachable  # noqa: E402
 from p2p.host import Host  # noqa: E402
 from p2p.identity import Identity  # noqa: E402
@@ -117,7 +118,8 @@ def main(argv=None) -> None:
     ap.add_argument("--duration", type=float, default=300.0)
     ap.add_argument("--every", type=float, default=0.5, help="seconds between two messages")
     args = ap.parse_args(argv)
-    host = Host(Identity.generate(), args.run).start()
+    _, coordinator = parse_peer(args.connect)
+    host = Host(Identity.generate(), args.run, relays=[coordinator]).start()  # reaches it as members do
     sent = 0
     try:
         connect(host, args.connect, attempts=60)
