@@ -116,8 +116,8 @@ class Checker:
         try:
             before = {}
             if commit.state_before != FRESH_STATE:
-                hashes = committed_state.fetch_index(fetch, self.scratch, commit.state_before)
-                before = committed_state.fetch_leaves(fetch, self.scratch, hashes, drawn)
+                hashes = committed_state.fetch_sample(fetch, self.scratch, commit.state_before, drawn)
+                before = committed_state.fetch_leaves(fetch, self.scratch, hashes)
             state_chunks.load_leaves(self.scratch, before)
         except StateError as exc:
             why = why or str(exc)
@@ -127,7 +127,7 @@ class Checker:
             sent = decode(self.scratch.spec, data, self.max_payload)
             why = why or stamp_error(sent, target, rs.round, rs.step)
             if why is None:
-                after = committed_state.fetch_index(fetch, self.scratch, commit.state_after)
+                after = committed_state.fetch_sample(fetch, self.scratch, commit.state_after, drawn)
                 check = sampled_replay(self.scratch, rs.step, sent, drawn, after)
         except PayloadError as exc:  # StateError is one
             why = str(exc)

@@ -1,10 +1,11 @@
 """What a member serves of the optimizer state it commits to, and what a validator fetches of a
 target's.
 
-Sampled (exact validation, no local steps): a state is served as its index and one leaf per DCT
-chunk (optim/state_chunks.py); a commit names the index's hash, and a validator fetches the index
-and the leaves the round's revealed secret draws. The leaves are written to a file, one tensor's
-at a time, and served from it: the state is never held whole as bytes. Whole (local steps,
+Sampled (exact validation, no local steps): a state is served as a Merkle tree (root, pages, one
+leaf per DCT chunk: optim/state_chunks.py); a commit names the root's hash, and a validator
+fetches the root, the pages and the leaves the round's revealed secret draws. The leaves are
+written to a file, one tensor's at a time, and served from it: the state is never held whole
+as bytes. Whole (local steps,
 whose inner steps need all of the inner state, or band validation, whose drift needs the
 values): the state is one blob and a commit names its hash.
 """
@@ -22,13 +23,13 @@ from optim.demo import DemoOptimizer
 from optim.local import LocalSteps
 from optim.state import load_state, reset_state, state_bytes
 from optim.state_chunks import (
-    index_limit,
+    drawn_hashes,
     iter_leaves,
-    leaf_hashes,
     leaf_size,
     load_leaves,
     locate,
     make_index,
+    root_limit,
 )
 from protocol.run_config import RunConfig
 
@@ -69,8 +70,9 @@ def serve(host, opt: DemoOptimizer, local: LocalSteps | None, directory: Path | 
             at += len(data)
     for digest, (offset, length) in zip(hashes, spans):
         host.blobs.add_range(path, offset, length, digest)
-    index = make_index(opt, hashes)
-    return HeldState(host.provide(index), [hashlib.sha256(index).digest(), *hashes], path=path, spans=spans)
+    root, pages = make_index(opt, hashes)
+    served = [host.provide(root), *(host.provide(page) for page in pages), *hashes]
+    return HeldState(served[0], served, path=path, spans=spans)
 
 
 def restore(held: HeldState | None, opt: DemoOptimizer, local: LocalSteps | None) -> None:
@@ -97,11 +99,12 @@ def forget(host, held: HeldState) -> None:
         held.path.unlink(missing_ok=True)
 
 
-def fetch_index(fetch: Fetch, opt: DemoOptimizer, digest: bytes) -> list[bytes]:
-    """A target's state index by its hash: its leaf hashes (StateError if it is not one)."""
-    return leaf_hashes(opt, fetch(digest, index_limit(opt)))
+def fetch_sample(fetch: Fetch, opt: DemoOptimizer, digest: bytes, drawn: list[int]) -> dict[int, bytes]:
+    """The hashes of the drawn leaves of a target's state, by its root's hash: the root, then
+    the pages that hold them (StateError if they are not this spec's)."""
+    return drawn_hashes(opt, fetch(digest, root_limit(opt)), fetch, drawn)
 
 
-def fetch_leaves(fetch: Fetch, opt: DemoOptimizer, hashes: list[bytes], drawn: list[int]) -> dict[int, bytes]:
-    """The drawn leaves of a target's state, each by the hash its index gives."""
-    return {j: fetch(hashes[j], leaf_size(opt, locate(opt, j)[0])) for j in drawn}
+def fetch_leaves(fetch: Fetch, opt: DemoOptimizer, hashes: dict[int, bytes]) -> dict[int, bytes]:
+    """The leaves with these hashes, each checked by the blob protocol."""
+    return {j: fetch(h, leaf_size(opt, locate(opt, j)[0])) for j, h in hashes.items()}

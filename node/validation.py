@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,12 +123,12 @@ class SampledCheck:
 
 
 def sampled_replay(
-    scratch: DemoOptimizer, step: int, sent: Payload, leaves: Sequence[int], after: Sequence[bytes]
+    scratch: DemoOptimizer, step: int, sent: Payload, leaves: Sequence[int], after: Mapping[int, bytes]
 ) -> SampledCheck:
     """Run the target's compress from the sampled leaves of its state (loaded by
     optim.state_chunks.load_leaves, the rest zero) on the gradient in `scratch`'s .grad, and
     compare the sampled chunks: their payload rows with `sent`'s, their next-state leaves with
-    the hashes of the target's next-state index (`after`)."""
+    the hashes the target's next-state tree gives them (`after`, by leaf)."""
     scratch.step = step
     replayed = decode(scratch.spec, scratch.compress())
     rows = states = 0

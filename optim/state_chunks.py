@@ -11,10 +11,13 @@ exactly.
     leaf (i, c)   the momentum of chunk c (fp32, chunk_numel values, row-major in the block),
                   then, with Adam preconditioning, the second moment over the chunk's block
                   (fp32, zero beyond the parameter's edge); leaves are numbered in spec order
-    index         magic "ERSI" | version u8 | spec sha256 | leaf count u32 | sha256 of each leaf
+    page j        the sha256 of leaves j * 1024 .. j * 1024 + 1023 (fewer in the last page)
+    root          magic "ERSI" | version u8 | spec sha256 | leaf count u32 | sha256 of each page
 
-The index's sha256 is the state's root. A leaf arrives with the hash the index gives it, so a
-leaf that is not the committed one is refused by the blob protocol's hash check. The sample is
+A Merkle tree of arity 1024: the root's sha256 is what a commit names, and a validator fetches
+the root, the pages of the leaves it samples (the proofs), then the leaves, each by the hash its
+parent gives, so anything but the committed bytes is refused by the blob protocol's hash check.
+At 1B parameters (270k leaves) a check moves 8 KB of root and at most 64 pages of 32 KB. The sample is
 drawn from a secret revealed after commits close (`sample`): a member cannot know which of its
 chunks will be checked when it commits. Local steps' inner state is not chunk-local (the inner
 steps move every weight); runs with local steps replay from the whole state (optim/state.py).
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -34,9 +37,9 @@ from optim.dct import ChunkLayout
 from optim.demo import DemoOptimizer
 from optim.state import StateError
 
-MAGIC, VERSION = b"ERSI", 1
+MAGIC, VERSION = b"ERSI", 2
 _HEADER = struct.Struct("<4sB32sI")
-INDEX_HEADER = _HEADER.size  # the index's bytes before its leaf hashes
+PAGE = 1024  # leaf hashes per page
 
 
 def _blocks(padded: torch.Tensor, lay: ChunkLayout) -> torch.Tensor:
@@ -89,33 +92,57 @@ def iter_leaves(opt: DemoOptimizer) -> Iterator[bytes]:
             yield row.tobytes()
 
 
-def make_index(opt: DemoOptimizer, hashes: list[bytes]) -> bytes:
-    return _HEADER.pack(MAGIC, VERSION, opt.spec.digest, len(hashes)) + b"".join(hashes)
+def make_index(opt: DemoOptimizer, hashes: list[bytes]) -> tuple[bytes, list[bytes]]:
+    """The root and the pages over these leaf hashes."""
+    pages = [b"".join(hashes[at : at + PAGE]) for at in range(0, len(hashes), PAGE)]
+    header = _HEADER.pack(MAGIC, VERSION, opt.spec.digest, len(hashes))
+    return header + b"".join(hashlib.sha256(p).digest() for p in pages), pages
 
 
 def index_bytes(opt: DemoOptimizer) -> tuple[bytes, dict[bytes, bytes]]:
-    """The state's index and its leaves by hash, in memory."""
-    hashes, leaves = [], {}
+    """The state's root, and every page and leaf by its hash: what a member serves, in memory."""
+    hashes, blobs = [], {}
     for data in iter_leaves(opt):
         hashes.append(hashlib.sha256(data).digest())
-        leaves[hashes[-1]] = data
-    return make_index(opt, hashes), leaves
+        blobs[hashes[-1]] = data
+    root, pages = make_index(opt, hashes)
+    blobs.update((hashlib.sha256(p).digest(), p) for p in pages)
+    return root, blobs
 
 
-def index_limit(opt: DemoOptimizer) -> int:
-    """The exact size of this optimizer's index: the size limit of a fetch."""
-    return _HEADER.size + 32 * sum(leaf_counts(opt))
+def root_limit(opt: DemoOptimizer) -> int:
+    """The exact size of this optimizer's root: the size limit of a fetch."""
+    return _HEADER.size + 32 * -(-sum(leaf_counts(opt)) // PAGE)
 
 
-def leaf_hashes(opt: DemoOptimizer, index: bytes) -> list[bytes]:
-    """The leaf hashes of a peer's index, after checking it belongs to this optimizer's spec."""
+def page_hashes(opt: DemoOptimizer, root: bytes) -> list[bytes]:
+    """The page hashes of a peer's root, after checking it belongs to this optimizer's spec."""
     n = sum(leaf_counts(opt))
-    if len(index) != _HEADER.size + 32 * n:
-        raise StateError(f"state index of {len(index)} bytes, expected {_HEADER.size + 32 * n}")
-    magic, version, digest, count = _HEADER.unpack_from(index)
+    if len(root) != root_limit(opt):
+        raise StateError(f"state root of {len(root)} bytes, expected {root_limit(opt)}")
+    magic, version, digest, count = _HEADER.unpack_from(root)
     if magic != MAGIC or version != VERSION or digest != opt.spec.digest or count != n:
-        raise StateError("not a state index of this run's parameter spec")
-    return [index[_HEADER.size + 32 * j : _HEADER.size + 32 * (j + 1)] for j in range(n)]
+        raise StateError("not a state root of this run's parameter spec")
+    return [root[_HEADER.size + 32 * j : _HEADER.size + 32 * (j + 1)] for j in range(len(root) // 32 - 1)]
+
+
+def drawn_hashes(
+    opt: DemoOptimizer, root: bytes, fetch: Callable[[bytes, int], bytes], drawn: Iterable[int]
+) -> dict[int, bytes]:
+    """The hashes of the drawn leaves, from the pages that hold them (fetched by the hashes the
+    root gives; `fetch(sha256, size limit)` checks each); StateError for a root or page that
+    does not fit this spec."""
+    pages, n, out = page_hashes(opt, root), sum(leaf_counts(opt)), {}
+    wanted = sorted(set(drawn))
+    for j in sorted({leaf // PAGE for leaf in wanted}):
+        size = 32 * (min(n, (j + 1) * PAGE) - j * PAGE)
+        page = fetch(pages[j], size)
+        if len(page) != size:
+            raise StateError(f"state page {j} of {len(page)} bytes, expected {size}")
+        for leaf in (x for x in wanted if x // PAGE == j):
+            at = 32 * (leaf - j * PAGE)
+            out[leaf] = page[at : at + 32]
+    return out
 
 
 def read_leaf(opt: DemoOptimizer, leaf: int) -> bytes:

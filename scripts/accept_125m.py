@@ -28,7 +28,7 @@ from node.export import main as export_main  # noqa: E402
 from node.model import Llama  # noqa: E402
 from optim import DemoOptimizer  # noqa: E402
 from optim.state import state_size  # noqa: E402
-from optim.state_chunks import index_limit, leaf_counts, leaf_size  # noqa: E402
+from optim.state_chunks import PAGE, leaf_counts, leaf_size, locate, root_limit, sample  # noqa: E402
 from protocol.events import read_events  # noqa: E402
 from protocol.manifest import load as load_manifest  # noqa: E402
 from protocol.model_config import preset  # noqa: E402
@@ -94,14 +94,23 @@ def joiner_startup(node_dir: Path) -> dict[str, float]:
 
 
 def bytes_per_check(config, payload: float) -> dict:
-    """What one check moves: the sampled replay's (payload, two state indexes and the sampled
-    leaves) against the whole state's."""
+    """What one check moves: the sampled replay's (payload; the roots and the pages the drawn
+    leaves are on, of the states before and after; the drawn leaves), for one draw, against the
+    whole state's."""
     opt = DemoOptimizer(Llama(preset("125m")).named_parameters(), config.optim.demo_config(1))
-    leaves = sum(leaf_counts(opt))
-    mean_leaf = sum(leaf_size(opt, i) * n for i, n in enumerate(leaf_counts(opt))) / leaves
-    sampled = payload + 2 * index_limit(opt) + config.validation.sample_chunks * mean_leaf
-    whole = payload + state_size(opt)
-    return {"sampled": sampled, "whole_state": whole, "fewer": whole / sampled, "leaves": leaves}
+    n = sum(leaf_counts(opt))
+    drawn = sample(b"a round's secret", b"a target", 0, n, config.validation.sample_chunks)
+    pages = {j // PAGE for j in drawn}
+    tree = root_limit(opt) + sum(32 * (min(n, (j + 1) * PAGE) - j * PAGE) for j in pages)
+    leaves = sum(leaf_size(opt, locate(opt, j)[0]) for j in drawn)
+    sampled, whole = payload + 2 * tree + leaves, payload + state_size(opt)
+    return {
+        "sampled": sampled,
+        "whole_state": whole,
+        "fewer": whole / sampled,
+        "leaves": n,
+        "pages": len(pages),
+    }
 
 
 def generate(checkpoint: Path, tokenizer: Path) -> str:

@@ -27,6 +27,7 @@ import hashlib
 import json
 import sys
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,14 @@ from node.validation import (  # noqa: E402
 )
 from optim import DemoOptimizer, TensorPayload, decode, encode  # noqa: E402
 from optim.state import state_bytes, state_drift  # noqa: E402
-from optim.state_chunks import INDEX_HEADER, index_bytes, leaf_hashes, load_leaves, sample  # noqa: E402
+from optim.state_chunks import (  # noqa: E402
+    drawn_hashes,
+    index_bytes,
+    leaf_counts,
+    load_leaves,
+    make_index,
+    sample,
+)
 from protocol.assignment import assign_batches, round_batch_ids  # noqa: E402
 from protocol.run_config import RunConfig, load  # noqa: E402
 from scripts import tampering  # noqa: E402
@@ -111,7 +119,7 @@ class Run:
         for kind, payload in dishonest.items():
             states = sent["shadow"][1:] if kind == "other-data" else (before, after)
             checks.append((kind, (payload, *states), batches["n0"]))
-        checks.append(("state-lie", (own, before, lie_in_one_leaf(after, r)), batches["n0"]))
+        checks.append(("state-lie", (own, before, lie_in_one_leaf(self.opts[0], after, r)), batches["n0"]))
         rows = [(kind, *self._check(r, *sent_, target)) for kind, sent_, target in checks]
         for opt in self.opts:
             opt.apply({n: sent[n][0] for n in ids})
@@ -127,22 +135,33 @@ class Run:
         match = payload_match(p, out.payload, self.spec, values=self.cfg.validation.exact)
         drift = 0.0 if out.state_after == after[0] else state_drift(scratch, out.state_after, after[0])
         validator.accumulate_gradients(target_batches)
-        (index, leaves), hashes = before[1], leaf_hashes(scratch, before[1][0])
-        drawn = sample(self.seed.to_bytes(8, "little"), b"n0", r, len(hashes), self.sample_leaves)
-        load_leaves(scratch, {j: leaves[hashes[j]] for j in drawn})
-        sampled = sampled_replay(scratch, r, p, drawn, leaf_hashes(scratch, after[1][0]))
-        sampled_bytes = len(payload) + 2 * len(index) + sum(len(leaves[hashes[j]]) for j in drawn)
+        moved = [len(payload)]
+
+        def fetch(blobs: dict, digest: bytes, limit: int) -> bytes:
+            moved.append(len(blobs[digest]))
+            return blobs[digest]
+
+        n = sum(leaf_counts(scratch))
+        drawn = sample(self.seed.to_bytes(8, "little"), b"n0", r, n, self.sample_leaves)
+        (root, blobs), (after_root, after_blobs) = before[1], after[1]
+        hashes = drawn_hashes(scratch, root, partial(fetch, blobs), drawn)
+        load_leaves(scratch, {j: fetch(blobs, h, 0) for j, h in hashes.items()})
+        claimed = drawn_hashes(scratch, after_root, partial(fetch, after_blobs), drawn)
+        sampled = sampled_replay(scratch, r, p, drawn, claimed)
+        sampled_bytes = sum(moved) + len(root) + len(after_root)
         whole_bytes = len(payload) + len(before[0])
         return match, drift, agreement, sampled.payload_match, sampled.state_match, whole_bytes, sampled_bytes
 
 
-def lie_in_one_leaf(after: tuple, r: int) -> tuple:
-    """An honest next state whose index names one leaf (drawn by round) that is not its own."""
-    whole, (index, leaves) = after
-    n = (len(index) - INDEX_HEADER) // 32
-    at = INDEX_HEADER + 32 * (r * 7919 % n)
-    forged = index[:at] + hashlib.sha256(b"a lie").digest() + index[at + 32 :]
-    return whole[:-4] + b"\x00\x00\x80\x3f", (forged, leaves)  # and a 1.0 in the whole one
+def lie_in_one_leaf(opt: DemoOptimizer, after: tuple, r: int) -> tuple:
+    """An honest next state whose tree names one leaf (drawn by round) that is not its own."""
+    whole, (root, blobs) = after
+    n = sum(leaf_counts(opt))
+    hashes = list(drawn_hashes(opt, root, lambda d, limit: blobs[d], range(n)).values())
+    hashes[r * 7919 % n] = hashlib.sha256(b"a lie").digest()
+    forged, pages = make_index(opt, hashes)
+    blobs = {**blobs, **{hashlib.sha256(p).digest(): p for p in pages}}
+    return whole[:-4] + b"\x00\x00\x80\x3f", (forged, blobs)  # and a 1.0 in the whole one
 
 
 def measure(cfg: RunConfig, seeds: int, rounds: int, sample_leaves: int) -> dict[str, list[tuple]]:

@@ -14,11 +14,14 @@ from node.validation import sampled_replay
 from optim import DemoConfig, DemoOptimizer, decode
 from optim.state import StateError, state_bytes
 from optim.state_chunks import (
+    PAGE,
+    drawn_hashes,
     index_bytes,
     leaf_counts,
-    leaf_hashes,
     load_leaves,
     locate,
+    make_index,
+    page_hashes,
     read_leaf,
     sample,
 )
@@ -50,12 +53,23 @@ def trained(rounds=3, seed=0):
     return opt, payload
 
 
+def fetcher(blobs):
+    """fetch(sha256, limit) from what a member serves, checked as the blob protocol does."""
+
+    def fetch(digest, limit):
+        data = blobs[digest]
+        assert hashlib.sha256(data).digest() == digest and len(data) <= limit
+        return data
+
+    return fetch
+
+
 def scratch_for(member, leaves):
     """A validator's optimizer holding only these leaves of the member's state."""
-    index, blobs = index_bytes(member)
-    hashes = leaf_hashes(member, index)
+    root, blobs = index_bytes(member)
+    hashes = drawn_hashes(member, root, fetcher(blobs), leaves)
     scratch = optimizer(seed=99)
-    load_leaves(scratch, {j: blobs[hashes[j]] for j in leaves})
+    load_leaves(scratch, {j: blobs[h] for j, h in hashes.items()})
     return scratch
 
 
@@ -66,63 +80,86 @@ def test_every_leaf_loaded_is_the_whole_state_again():
 
 
 def member_round(seed=0):
-    """The member's state before round 3, the payload it sends and its next state's index."""
+    """The member's state before round 3 (root and blobs), the payload it sends, and its next
+    state (root and blobs)."""
     member, _ = trained(rounds=3, seed=seed)
-    before_index, before_leaves = index_bytes(member)
+    before = index_bytes(member)
     gradients(member, 7)
     member.step = 3
     payload = member.compress()
-    return before_index, before_leaves, payload, index_bytes(member)[0]
+    return before, payload, index_bytes(member)
 
 
-def check(payload, before_index, before_leaves, after_index, leaves):
+def check(payload, before, after, leaves):
     ref = optimizer()
-    hashes = leaf_hashes(ref, before_index)
+    hashes = drawn_hashes(ref, before[0], fetcher(before[1]), leaves)
     scratch = optimizer(seed=99)
-    load_leaves(scratch, {j: before_leaves[hashes[j]] for j in leaves})
+    load_leaves(scratch, {j: before[1][h] for j, h in hashes.items()})
     gradients(scratch, 7)
-    return sampled_replay(scratch, 3, decode(scratch.spec, payload), leaves, leaf_hashes(ref, after_index))
+    claimed = drawn_hashes(ref, after[0], fetcher(after[1]), leaves)
+    return sampled_replay(scratch, 3, decode(scratch.spec, payload), leaves, claimed)
 
 
 def test_an_honest_round_reproduces_on_a_sample_of_its_chunks():
-    before_index, before_leaves, payload, after_index = member_round()
-    result = check(payload, before_index, before_leaves, after_index, [0, 5, 9, 17])
+    before, payload, after = member_round()
+    result = check(payload, before, after, [0, 5, 9, 17])
     assert result.payload_match == 1.0 and result.state_match == 1.0
 
 
 @pytest.mark.parametrize("kind", ["flip", "noise"])
 def test_a_tampered_payload_fails_on_any_single_sampled_chunk(kind):
-    before_index, before_leaves, payload, after_index = member_round()
+    before, payload, after = member_round()
     spec = optimizer().spec
     bad = tampering.flip(spec, payload) if kind == "flip" else tampering.noise(spec, payload, 1)
     for leaf in range(sum(leaf_counts(optimizer()))):
-        assert check(bad, before_index, before_leaves, after_index, [leaf]).payload_match == 0.0
+        assert check(bad, before, after, [leaf]).payload_match == 0.0
 
 
 def test_a_payload_from_another_state_fails_its_sampled_chunks():
-    before_index, before_leaves, _, after_index = member_round()
-    other = member_round(seed=1)[2]  # same gradient, another history
-    assert check(other, before_index, before_leaves, after_index, [0, 5, 9, 17]).payload_match < 0.5
+    before, _, after = member_round()
+    other = member_round(seed=1)[1]  # same gradient, another history
+    assert check(other, before, after, [0, 5, 9, 17]).payload_match < 0.5
 
 
 def test_a_lie_in_one_leaf_of_the_next_state_is_caught_exactly_when_that_leaf_is_sampled():
-    before_index, before_leaves, payload, after_index = member_round()
+    before, payload, (root, blobs) = member_round()
     ref = optimizer()
-    forged = list(leaf_hashes(ref, after_index))
-    forged[9] = hashlib.sha256(b"not the leaf").digest()
-    lie = after_index[: len(after_index) - 32 * len(forged)] + b"".join(forged)
-    assert check(payload, before_index, before_leaves, lie, [0, 9, 17, 20]).state_match == 0.75
-    assert check(payload, before_index, before_leaves, lie, [0, 5, 17, 20]).state_match == 1.0
+    n = sum(leaf_counts(ref))
+    hashes = list(drawn_hashes(ref, root, fetcher(blobs), range(n)).values())
+    hashes[9] = hashlib.sha256(b"not the leaf").digest()
+    lie_root, pages = make_index(ref, hashes)
+    lie = (lie_root, {**blobs, **{hashlib.sha256(p).digest(): p for p in pages}})
+    assert check(payload, before, lie, [0, 9, 17, 20]).state_match == 0.75
+    assert check(payload, before, lie, [0, 5, 17, 20]).state_match == 1.0
 
 
-def test_an_index_for_another_spec_or_of_the_wrong_size_is_refused():
+def test_a_root_for_another_spec_or_of_the_wrong_size_is_refused():
     member, _ = trained()
-    index, _ = index_bytes(member)
+    root, _ = index_bytes(member)
     other = optimizer(config=DemoConfig(chunk=8, topk=4, precondition="adam"))
     with pytest.raises(StateError, match="spec"):
-        leaf_hashes(other, index)
+        page_hashes(other, root)
     with pytest.raises(StateError, match="bytes"):
-        leaf_hashes(member, index[:-1])
+        page_hashes(member, root[:-1])
+
+
+def test_a_page_of_the_wrong_size_is_refused():
+    member, _ = trained()
+    root, blobs = index_bytes(member)
+    (page,) = page_hashes(member, root)
+    with pytest.raises(StateError, match="state page 0"):
+        drawn_hashes(member, root, lambda digest, limit: blobs[digest][:-32], [3])
+
+
+def test_a_large_state_is_a_tree_of_pages_and_a_sample_needs_only_the_pages_it_touches():
+    member = optimizer(config=DemoConfig(chunk=2, topk=1), shapes=[("w", (64, 80))])  # 1280 leaves
+    root, blobs = index_bytes(member)
+    asked = []
+    fetch = fetcher(blobs)
+    hashes = drawn_hashes(member, root, lambda d, limit: asked.append(d) or fetch(d, limit), [3, 7, 1100])
+    assert len(page_hashes(member, root)) == 2 == -(-1280 // PAGE)
+    assert asked == page_hashes(member, root)  # leaves 3 and 7 share page 0; 1100 is on page 1
+    assert [blobs[h] for h in hashes.values()] == [read_leaf(member, j) for j in (3, 7, 1100)]
 
 
 @pytest.mark.parametrize(
