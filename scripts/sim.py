@@ -64,14 +64,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def at_pairs(values: list[str], flag: str, kinds: tuple[str, ...] | None = None) -> list[tuple[str, int]]:
+def at_pairs(
+    values: list[str], flag: str, kinds: tuple[str, ...] | None = None, shape: str = "NODE@ROUND"
+) -> list[tuple[str, int]]:
     """Parse KIND@NODE or NODE@ROUND values, repeated or comma-separated; refuse bad ones naming
     the flag."""
     out = []
     for v in (part for value in values for part in value.split(",")):
         left, sep, right = v.partition("@")
         if not sep or not right.isdigit() or (kinds is None and not left.isdigit()):
-            raise SystemExit(f"eranos sim: {flag} {v!r}: expected {'KIND@NODE' if kinds else 'NODE@ROUND'}")
+            raise SystemExit(f"eranos sim: {flag} {v!r}: expected {'KIND@NODE' if kinds else shape}")
         if kinds is not None and left not in kinds:
             raise SystemExit(f"eranos sim: {flag} {v!r}: kind must be one of {', '.join(kinds)}")
         out.append((left, int(right)))
@@ -141,7 +143,7 @@ def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Nam
     args.joins = {n: r for n, r in ((int(a), b) for a, b in at_pairs(args.join, "--join"))}
     args.leaves = {n: r for n, r in ((int(a), b) for a, b in at_pairs(args.leave, "--leave"))}
     args.adv = {n: k for k, n in at_pairs(args.adversary, "--adversary", tuple(KINDS))}
-    args.rank_counts = {int(n): r for n, r in at_pairs(args.ranks, "--ranks")}
+    args.rank_counts = {int(n): r for n, r in at_pairs(args.ranks, "--ranks", shape="NODE@N")}
     if any(not 2 <= r <= 8 for r in args.rank_counts.values()):
         p.error("--ranks NODE@N: N must be between 2 and 8")
     for n in [*args.kills, *args.joins, *args.leaves, *args.adv, *args.rank_counts]:
