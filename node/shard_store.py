@@ -158,7 +158,7 @@ class ShardStore:
             i = self._wanted.get()
             try:
                 self.shard(i)
-            except ShardError as exc:
+            except (ShardError, OSError) as exc:  # the training's own read says it again
                 log.info("prefetch of shard %s failed: %s", self.manifest.shards[i].name, exc)
 
     def _load(self, i: int) -> Resident:
