@@ -115,9 +115,11 @@ class ShardStore:
     def shard(self, i: int, keep: Iterable[int] = ()) -> Resident:
         """Shard i, checked, fetched first if it is not here; `keep` are not evicted to make room."""
         with self._loading[i]:  # one fetch of a shard at a time, others' fetches beside it
-            if i not in self._open:
-                self._open[i] = self._load(i)
-            resident = self._open[i]
+            resident = self._open.get(i)
+            if resident is None:
+                resident = self._load(i)
+                with self._lock:
+                    self._open[i] = resident
         with self._lock:
             if self.cache is not None:
                 self._on_disk[i] = self._disk_size(self.manifest.shards[i])
@@ -150,7 +152,9 @@ class ShardStore:
         if self._prefetcher is None:
             self._prefetcher = threading.Thread(target=self._prefetch_loop, name="prefetch", daemon=True)
             self._prefetcher.start()
-        for i in sorted(set(shards) - set(self._open)):
+        with self._lock:  # the prefetch thread adds to _open meanwhile
+            missing = sorted(set(shards) - set(self._open))
+        for i in missing:
             self._wanted.put(i)
 
     def _prefetch_loop(self) -> None:
