@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from node.shards import hex_sha256
+from node.shard_store import hex_sha256
 from protocol.console import HelpFormatter, Parser
 from protocol.manifest import TOKENIZER, Manifest, Shard
 

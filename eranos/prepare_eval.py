@@ -14,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from node.shards import hex_sha256
+from node.shard_store import hex_sha256
 from node.tokenizer import load_tokenizer
 from protocol.console import HelpFormatter, Parser
 from protocol.eval_tasks import Task, dumps

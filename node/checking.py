@@ -48,9 +48,7 @@ class Checker:
         else:
             why = f"micro batch {commit.micro_batch} is not one this run allows"
         try:
-            if self.by_leaf:
-                return self._sampled(rs, target, commit, secret, why)
-            return self._whole(rs, target, commit, why)
+            return self._replay(rs, target, commit, secret, why)
         finally:
             self.trainer.micro_batch = own
 
@@ -61,80 +59,70 @@ class Checker:
             c.payload_hash, size_limit=limit, peers=peers, keep=True
         )  # re-served to others
 
-    def _fetch_state(self, digest: bytes, origin: bytes) -> bytes:
-        peers = [peer_id_of(origin), *self.host.peers()]
-        return self.host.fetch(digest, size_limit=self.state_size, peers=peers)
-
-    def _whole(self, rs: RoundStart, target: bytes, commit: Commit, why: str | None) -> Verdict:
-        """Replay the target's round from its committed state and judge its payload; raises
-        BlobError when the target's payload or states cannot be fetched."""
-        data = self.fetch_payload(commit, target)
-        fresh = commit.state_before == FRESH_STATE
-        before = None if fresh else self._fetch_state(commit.state_before, target)
-        r = None
-        try:
-            start_replay(self.scratch, before, self.scratch_local)
-        except StateError as exc:
-            why = why or str(exc)
-        batches = list(rs.batches[target])
-        result = self.trainer.round_gradients(batches, self.scratch_local, self.inner_lr(rs.step))
-        evidence = replay_evidence([p.grad for p in self.trainer.model.parameters()], result.loss)
-        try:
-            sent = decode(self.scratch.spec, data, self.max_payload)
-            why = why or stamp_error(sent, target, rs.round, rs.step)
-            r = replay(self.scratch, rs.step, self.scratch_local) if why is None else None
-        except PayloadError as exc:
-            why = str(exc)
-        match, drift = 0.0, float("inf")
-        if r is not None:
-            match = payload_match(sent, r.payload, self.scratch.spec, values=self.config.validation.exact)
-            if hashlib.sha256(r.state_after).digest() == commit.state_after:
-                drift = 0.0
-            else:
-                claimed = self._fetch_state(commit.state_after, target)
-                drift = state_drift(self.scratch, r.state_after, claimed, self.scratch_local)
-        accept = self.config.validation.accepts(match, drift)
-        if not accept:
-            log.info("%s failed replay: %s", target.hex()[:8], why or f"match {match:.3f}, drift {drift:.2g}")
-        return Verdict(rs.round, target, accept, match, True, evidence, result.loss)
-
-    def _sampled(
+    def _replay(
         self, rs: RoundStart, target: bytes, commit: Commit, secret: bytes, why: str | None
     ) -> Verdict:
-        """Replay the target's round on the chunks of its state the round's secret draws, and
-        judge its payload and next state there; raises BlobError when the target's payload,
-        index or leaves cannot be fetched."""
+        """Load the target's committed state (whole, or the chunks the round's secret draws),
+        recompute its gradient, and compare its payload and next state with the replay's."""
         data = self.fetch_payload(commit, target)
         peers = [peer_id_of(target), *self.host.peers()]
 
         def fetch(digest: bytes, limit: int) -> bytes:
             return self.host.fetch(digest, size_limit=limit, peers=peers)
 
-        n = sum(state_chunks.leaf_counts(self.scratch))
-        drawn = state_chunks.sample(secret, target, rs.round, n, self.config.validation.sample_chunks)
-        check = None
+        drawn = self._drawn(secret, target, rs.round) if self.by_leaf else []
         try:
-            before = {}
-            if commit.state_before != FRESH_STATE:
-                hashes = committed_state.fetch_sample(fetch, self.scratch, commit.state_before, drawn)
-                before = committed_state.fetch_leaves(fetch, self.scratch, hashes)
-            state_chunks.load_leaves(self.scratch, before)
+            self._load_before(commit, fetch, drawn)
         except StateError as exc:
             why = why or str(exc)
-        result = self.trainer.round_gradients(list(rs.batches[target]))
+        result = self.trainer.round_gradients(
+            list(rs.batches[target]), self.scratch_local, self.inner_lr(rs.step)
+        )
         evidence = replay_evidence([p.grad for p in self.trainer.model.parameters()], result.loss)
+        match, drift = 0.0, float("inf")
         try:
             sent = decode(self.scratch.spec, data, self.max_payload)
             why = why or stamp_error(sent, target, rs.round, rs.step)
             if why is None:
-                after = committed_state.fetch_sample(fetch, self.scratch, commit.state_after, drawn)
-                check = sampled_replay(self.scratch, rs.step, sent, drawn, after)
+                match, drift = self._compare(rs, sent, commit, fetch, drawn)
         except PayloadError as exc:  # StateError is one
             why = str(exc)
-        match = check.payload_match if check is not None else 0.0
-        drift = 0.0 if check is not None and check.state_match == 1.0 else float("inf")
         accept = self.config.validation.accepts(match, drift)
         if not accept:
-            found = why or f"chunks {match:.3f}, states {check.state_match:.3f}"
-            log.info("%s failed sampled replay: %s", target.hex()[:8], found)
+            log.info("%s failed replay: %s", target.hex()[:8], why or f"match {match:.3f}, drift {drift:.2g}")
         return Verdict(rs.round, target, accept, match, True, evidence, result.loss)
+
+    def _drawn(self, secret: bytes, target: bytes, round: int) -> list[int]:
+        n = sum(state_chunks.leaf_counts(self.scratch))
+        return state_chunks.sample(secret, target, round, n, self.config.validation.sample_chunks)
+
+    def _load_before(self, commit: Commit, fetch, drawn: list[int]) -> None:
+        """The state the target's compress started from, into the scratch optimizer (the drawn
+        leaves only when sampling; the rest zero); StateError when it is not a state."""
+        fresh = commit.state_before == FRESH_STATE
+        if not self.by_leaf:
+            start_replay(
+                self.scratch,
+                None if fresh else fetch(commit.state_before, self.state_size),
+                self.scratch_local,
+            )
+            return
+        before = {}
+        if not fresh:
+            hashes = committed_state.fetch_sample(fetch, self.scratch, commit.state_before, drawn)
+            before = committed_state.fetch_leaves(fetch, self.scratch, hashes)
+        state_chunks.load_leaves(self.scratch, before)
+
+    def _compare(self, rs: RoundStart, sent, commit: Commit, fetch, drawn: list[int]) -> tuple[float, float]:
+        """(payload match, next-state drift) of the target's commit against the replay's: over the
+        whole state, or over the drawn chunks (drift 0 when every drawn leaf is the replay's)."""
+        if self.by_leaf:
+            after = committed_state.fetch_sample(fetch, self.scratch, commit.state_after, drawn)
+            check = sampled_replay(self.scratch, rs.step, sent, drawn, after)
+            return check.payload_match, 0.0 if check.state_match == 1.0 else float("inf")
+        r = replay(self.scratch, rs.step, self.scratch_local)
+        match = payload_match(sent, r.payload, self.scratch.spec, values=self.config.validation.exact)
+        if hashlib.sha256(r.state_after).digest() == commit.state_after:
+            return match, 0.0
+        claimed = fetch(commit.state_after, self.state_size)
+        return match, state_drift(self.scratch, r.state_after, claimed, self.scratch_local)

@@ -5,9 +5,8 @@ Sampled (exact validation, no local steps): a state is served as a Merkle tree (
 leaf per DCT chunk: optim/state_chunks.py); a commit names the root's hash, and a validator
 fetches the root, the pages and the leaves the round's revealed secret draws. The leaves are
 written to a file, one tensor's at a time, and served from it: the state is never held whole
-as bytes. Whole (local steps,
-whose inner steps need all of the inner state, or band validation, whose drift needs the
-values): the state is one blob and a commit names its hash.
+as bytes. Whole (local steps, whose inner steps need all of the inner state, or band
+validation, whose drift needs the values): the state is one blob and a commit names its hash.
 """
 
 from __future__ import annotations

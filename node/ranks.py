@@ -16,7 +16,6 @@ count reproduces it, and rank 0 holds one gradient beside .grad at a time.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-log = logging.getLogger("eranos.node.ranks")
 # A follower waits in a collective for rank 0's next job as long as the run lasts; torchrun ends
 # the group when any rank exits, so a lost rank 0 never leaves a follower waiting.
 WAIT = timedelta(days=365)

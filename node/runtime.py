@@ -140,7 +140,6 @@ class NodeRuntime:
         self.progress = Progress()
         self._own: Contribution | None = None  # a round whose compress awaits its RoundEnd
         self._held: HeldState | None = None  # the optimizer's state as served; None: fresh
-        self.by_leaf = committed_state.sampled(config)  # states served as leaves, checked by sample
         self._results: queue.Queue[machine.Event] = queue.Queue()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="train")
         self._provided_weights: bytes | None = None
@@ -250,7 +249,7 @@ class NodeRuntime:
         honest = self.optimizer.compress(round=rs.round, origin=self.me)
         compressed = time.perf_counter()
         self.metrics.trained(result.tokens, compressed - started, compressed - compress_started, len(honest))
-        leaves = self.workdir / "state" if self.by_leaf else None
+        leaves = self.workdir / "state" if self.checker.by_leaf else None
         self._held = committed_state.serve(self.host, self.optimizer, self.local, leaves)
         payload = self.behaviour.payload(self, rs, honest)
         if payload is None:

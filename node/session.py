@@ -212,8 +212,8 @@ class Session:
             say(f"the run's tokenizer was not fetched, checkpoints will lack it: {exc}")
 
         def served(path: Path, sha256: str, here: bool) -> None:
-            if here:
-                host.provide_file(path)
+            if here:  # the store has checked its hash: not hashed again here
+                host.blobs.add_fetched(bytes.fromhex(sha256), path)
             else:
                 host.blobs.forget(bytes.fromhex(sha256))
 

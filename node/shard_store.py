@@ -95,10 +95,11 @@ class ShardStore:
         # a cache: the shards' bytes on disk, least recently used first, counting what an earlier
         # process left here
         self._on_disk: OrderedDict[int, int] = OrderedDict()
+        self.cached_bytes = 0  # the sum of _on_disk's sizes
         if cache is not None:
             for i, sh in enumerate(manifest.shards):
                 if (directory / sh.name).is_file():
-                    self._on_disk[i] = self._disk_size(sh)
+                    self._count(i)
         self._lock = threading.Lock()
         self._loading = [threading.Lock() for _ in manifest.shards]
         self._wanted: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -108,23 +109,22 @@ class ShardStore:
     def masked(self) -> bool:
         return self.manifest.masked
 
-    @property
-    def cached_bytes(self) -> int:
-        return sum(self._on_disk.values())
-
     def shard(self, i: int, keep: Iterable[int] = ()) -> Resident:
         """Shard i, checked, fetched first if it is not here; `keep` are not evicted to make room."""
         with self._loading[i]:  # one fetch of a shard at a time, others' fetches beside it
             resident = self._open.get(i)
-            if resident is None:
+            loaded = resident is None
+            if loaded:
                 resident = self._load(i)
                 with self._lock:
                     self._open[i] = resident
-        with self._lock:
-            if self.cache is not None:
-                self._on_disk[i] = self._disk_size(self.manifest.shards[i])
-                self._on_disk.move_to_end(i)
-                self._evict(keep={i, *keep})
+        if self.cache is not None:
+            with self._lock:
+                if loaded:  # only a shard just checked (and perhaps fetched) can grow the cache
+                    self._count(i)
+                    self._evict(keep={i, *keep})
+                if i in self._on_disk:
+                    self._on_disk.move_to_end(i)
         return resident
 
     def read(self, start: int, end: int, mask: bool = False) -> np.ndarray:
@@ -186,9 +186,13 @@ class ShardStore:
                 raise ShardError(f"the loss mask of shard {s.name} must be one 0/1 byte per token")
         return Resident(tokens, mask)
 
-    def _disk_size(self, s: Shard) -> int:
+    def _count(self, i: int) -> None:
+        """Take shard i's bytes on disk into the cache's size, as they are now."""
+        s = self.manifest.shards[i]
         files = (s.name, s.mask_name) if s.mask_sha256 else (s.name,)
-        return sum((self.directory / f).stat().st_size for f in files if (self.directory / f).is_file())
+        size = sum((self.directory / f).stat().st_size for f in files if (self.directory / f).is_file())
+        self.cached_bytes += size - self._on_disk.get(i, 0)
+        self._on_disk[i] = size
 
     def _ensure(self, path: Path, sha256: str, limit: int, s: Shard) -> None:
         """Make the file with this hash be at `path`: checked if here, else fetched and checked."""
@@ -230,7 +234,7 @@ class ShardStore:
                 self._loading[i].release()
 
     def _delete(self, i: int) -> None:
-        del self._on_disk[i]
+        self.cached_bytes -= self._on_disk.pop(i)
         self._open.pop(i, None)
         s = self.manifest.shards[i]
         files = [(s.name, s.sha256)] + ([(s.mask_name, s.mask_sha256)] if s.mask_sha256 else [])

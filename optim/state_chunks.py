@@ -25,9 +25,12 @@ steps move every weight); runs with local steps replay from the whole state (opt
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -35,6 +38,7 @@ import torch
 from optim.codec import TensorPayload
 from optim.dct import ChunkLayout
 from optim.demo import DemoOptimizer
+from optim.spec import ParamSpec
 from optim.state import StateError
 
 MAGIC, VERSION = b"ERSI", 2
@@ -76,13 +80,19 @@ def leaf_size(opt: DemoOptimizer, i: int) -> int:
     return 4 * opt.spec.tensors[i].layout.chunk_numel * (2 if opt.second_moment else 1)
 
 
+@lru_cache(maxsize=16)
+def _first_leaves(spec: ParamSpec) -> tuple[int, ...]:
+    """The number of each tensor's first leaf, then the leaf count."""
+    return tuple(itertools.accumulate((ts.layout.n_chunks for ts in spec.tensors), initial=0))
+
+
 def locate(opt: DemoOptimizer, leaf: int) -> tuple[int, int]:
     """(tensor, chunk) of a leaf number."""
-    for i, n in enumerate(leaf_counts(opt)):
-        if leaf < n:
-            return i, leaf
-        leaf -= n
-    raise IndexError(f"no leaf {leaf} in a state of {sum(leaf_counts(opt))}")
+    firsts = _first_leaves(opt.spec)
+    if not 0 <= leaf < firsts[-1]:
+        raise IndexError(f"no leaf {leaf} in a state of {firsts[-1]}")
+    i = bisect.bisect_right(firsts, leaf) - 1
+    return i, leaf - firsts[i]
 
 
 def iter_leaves(opt: DemoOptimizer) -> Iterator[bytes]:
