@@ -11,6 +11,9 @@ timer (event None).
     (or WARMUP when a member must resync or joined, WAITING below min_nodes, FINISHED after the
     last round). PAUSED from anywhere but FINISHED; RESUME returns to WAITING.
 
+Overlapped rounds (`rounds.overlap`): the next round is announced as commits close and takes
+over at the cooldown (coordinator/rounds.py); the phases above are the current round's.
+
 Checks are drawn only once commits close: `RoundStart` commits to the round's two secrets by
 hash, `Reveal` opens the first when the phase turns to FINALIZE, `RoundEnd` the second (see
 protocol/checks.py). The run's secret comes from the shell once (`Seeded`) and is journaled, so
@@ -28,10 +31,9 @@ from swapping in a different state between rounds.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 
-from coordinator import membership, verdicts
+from coordinator import membership, rounds, verdicts
 from coordinator.state import (
     CommitInfo,
     CommitSeen,
@@ -50,16 +52,14 @@ from coordinator.state import (
     Removed,
     Restarted,
     ResumeRequest,
-    Round,
     Seeded,
     State,
     VerdictInfo,
     VerdictSeen,
 )
 from coordinator.verdicts import Ask, Settled, Settlement
-from p2p.messages import FRESH_STATE, Recheck, Reveal, RoundEnd, RoundStart
-from protocol.assignment import assign_batches
-from protocol.checks import check_seed, choose_checks, choose_second, commitment
+from p2p.messages import Recheck, Reveal, RoundEnd
+from protocol.checks import check_seed, choose_checks, choose_second
 from protocol.commitments import commitment_root
 
 # (phase, next phase) pairs `_change_phase` allows, as h11's transition table.
@@ -82,17 +82,6 @@ class Result:
     state: State
     effects: tuple[Effect, ...] = ()
     outcome: Outcome = Outcome.APPLIED
-
-
-def round_seed(run_seed: int, number: int) -> int:
-    digest = hashlib.sha256(f"eranos/{run_seed}/{number}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def round_secrets(secret: bytes, number: int) -> tuple[bytes, bytes]:
-    """(check secret, audit secret) of round `number`, from the run's private secret."""
-    base = secret + number.to_bytes(8, "little")
-    return hashlib.sha256(b"check" + base).digest(), hashlib.sha256(b"audit" + base).digest()
 
 
 def step(state: State, event: Event | None, now: float) -> Result:
@@ -156,29 +145,38 @@ def _current(s: State, number: int, phases: tuple[Phase, ...]) -> Outcome | None
 
 
 def _commit(s: State, e: CommitSeen, now: float) -> Result:
-    why = _current(s, e.round, (Phase.TRAINING,))
-    if why is not None or now >= s.round.deadline:
+    upcoming = s.upcoming is not None and e.round == s.upcoming.number
+    why = None if upcoming else _current(s, e.round, (Phase.TRAINING,))
+    r = s.round_numbered(e.round)
+    if why is not None or (not upcoming and now >= r.deadline):
         return Result(s, outcome=why or Outcome.IGNORED)
-    if not s.round.batches.get(e.key) or e.key in s.round.commits:
+    if not r.batches.get(e.key) or e.key in r.commits:
         return Result(s, outcome=Outcome.IGNORED)  # not given batches: nothing to contribute
-    if e.model_hash != s.model_hash:
+    if e.model_hash != r.model_hash:
         return Result(s, outcome=Outcome.INVALID)
-    chained = e.state_before in (FRESH_STATE, s.states.get(e.key))
-    info = CommitInfo(e.payload_hash, e.size, e.model_hash, e.loss, now, e.state_after, chained)
-    r = replace(s.round, commits={**s.round.commits, e.key: info})
+    # an upcoming round's commits are linked to the member's state when it becomes current
+    chained, stale = (True, False) if upcoming else rounds.link(s, e.key, e.state_before)
+    info = CommitInfo(
+        e.payload_hash, e.size, e.model_hash, e.loss, now, e.state_after, chained, e.state_before, stale
+    )
+    r = replace(r, commits={**r.commits, e.key: info})
     members = dict(s.members)
     if e.key in members:
         members[e.key] = replace(members[e.key], last_seen=now)
-    return Result(replace(s, round=r, members=members))
+    s = replace(s, upcoming=r) if upcoming else replace(s, round=r)
+    return Result(replace(s, members=members))
 
 
 def _payload_checked(s: State, e: PayloadChecked, now: float) -> Result:
-    why = _current(s, e.round, (Phase.TRAINING, Phase.FINALIZE))
+    upcoming = s.upcoming is not None and e.round == s.upcoming.number
+    why = None if upcoming else _current(s, e.round, (Phase.TRAINING, Phase.FINALIZE))
     if why is not None:
         return Result(s, outcome=why)
-    if e.key not in s.round.commits or e.key in s.round.checks:
+    r = s.round_numbered(e.round)
+    if e.key not in r.commits or e.key in r.checks:
         return Result(s, outcome=Outcome.IGNORED)
-    return Result(replace(s, round=replace(s.round, checks={**s.round.checks, e.key: e.ok})))
+    r = replace(r, checks={**r.checks, e.key: e.ok})
+    return Result(replace(s, upcoming=r) if upcoming else replace(s, round=r))
 
 
 def _verdict(s: State, e: VerdictSeen, now: float) -> Result:
@@ -218,6 +216,7 @@ def _pause(s: State, e: PauseRequest, now: float) -> Result:
         s = _abandon_round(s)
     elif s.phase == Phase.COOLDOWN:
         s = replace(s, round=None)  # finalized already: nothing to carry over
+    s = rounds.abandon_upcoming(s)
     return Result(replace(_change_phase(s, now, Phase.PAUSED), paused_from=s.phase))
 
 
@@ -274,41 +273,8 @@ def _tick_warmup(s: State, now: float, effects: list[Effect]) -> State:
 
 
 def _start_round(s: State, now: float, effects: list[Effect]) -> State:
-    cfg = s.config
-    members = s.ready_members
-    number, seed = s.next_round, round_seed(cfg.seed, s.next_round)
-    carried = s.carry_over[: cfg.global_batch]
-    fresh = max(0, cfg.global_batch - len(carried))
-    batch_ids = list(carried) + list(range(s.next_batch, s.next_batch + fresh))
-    weights = {k: s.members[k].throughput for k in members} if cfg.weight_by_throughput else None
-    batches = assign_batches(seed, members, batch_ids, weights)
-    check_secret, audit_secret = round_secrets(s.secret, number)
-    deadline = now + cfg.round_timeout_s
-    shares = {k: tuple(v) for k, v in batches.items()}
-    r = Round(number, s.finalized_rounds, seed, check_secret, audit_secret, now, deadline, shares)
-    effects.append(
-        Publish(
-            RoundStart(
-                round=number,
-                step=s.finalized_rounds,
-                seed=seed,
-                members=list(members),
-                batches={k: list(v) for k, v in batches.items()},
-                deadline=deadline,
-                model_hash=s.model_hash,
-                check_commitment=commitment(check_secret),
-                audit_commitment=commitment(audit_secret),
-            )
-        )
-    )
-    s = replace(
-        s,
-        round=r,
-        next_round=number + 1,
-        next_batch=s.next_batch + fresh,
-        carry_over=s.carry_over[len(carried) :],
-    )
-    return _change_phase(s, now, Phase.TRAINING)
+    s, r = rounds.new_round(s, now, s.finalized_rounds, effects)
+    return _change_phase(replace(s, round=r), now, Phase.TRAINING)
 
 
 def _tick_training(s: State, now: float, effects: list[Effect]) -> State:
@@ -321,7 +287,7 @@ def _tick_training(s: State, now: float, effects: list[Effect]) -> State:
     )
     effects.append(Publish(Reveal(r.number, r.check_secret, commits, validators)))
     s = replace(s, round=replace(r, validators=validators, revealed_at=now))
-    return _change_phase(s, now, Phase.FINALIZE)
+    return _change_phase(rounds.announce(s, now, effects), now, Phase.FINALIZE)
 
 
 def _settlements(s: State, now: float) -> dict[bytes, Settlement | Ask | None]:
@@ -382,7 +348,16 @@ def _finalize(s: State, settled: dict[bytes, Settlement], now: float, effects: l
     carried = tuple(sorted(b for k, ids in r.batches.items() if k not in accepted for b in ids))
     done = tuple(sorted(accepted))
     effects.append(
-        Publish(RoundEnd(r.number, list(done), sorted(rejected), sorted(penalized), r.audit_secret))
+        Publish(
+            RoundEnd(
+                r.number,
+                list(done),
+                sorted(rejected),
+                sorted(penalized),
+                r.audit_secret,
+                s.model_hash or bytes(32),
+            )
+        )
     )
     root = commitment_root({k: r.commits[k].payload_hash for k in done})
     losses = {k: r.commits[k].loss for k in done}
@@ -397,6 +372,7 @@ def _finalize(s: State, settled: dict[bytes, Settlement], now: float, effects: l
         strikes={k: v for k, v in strikes.items() if k not in penalized},
         states={**s.states, **{k: r.commits[k].state_after for k in done}},
         carry_over=s.carry_over + carried,
+        superseded=rounds.superseded(s, r, rejected | penalized),
         accepted_batches=s.accepted_batches + sum(len(r.batches[k]) for k in done),
         finalized_rounds=s.finalized_rounds + 1,
         last_finalized=r.number,
@@ -413,11 +389,13 @@ def _tick_cooldown(s: State, now: float, effects: list[Effect]) -> State:
     if s.finalized_rounds >= s.config.rounds:
         return _change_phase(s, now, Phase.FINISHED)
     s = membership.expire_joiners(s, now, effects)
-    if len(s.members) < s.config.min_nodes:
-        return _change_phase(s, now, Phase.WAITING)
     behind = any(m.ever_ready and not m.ready for m in s.members.values())
+    if len(s.members) < s.config.min_nodes:
+        return _change_phase(rounds.abandon_upcoming(s), now, Phase.WAITING)
     if behind or len(s.ready_members) < s.config.min_nodes:
-        return _change_phase(s, now, Phase.WARMUP)
+        return _change_phase(rounds.abandon_upcoming(s), now, Phase.WARMUP)
+    if s.upcoming is not None:
+        return _change_phase(rounds.promote(s), now, Phase.TRAINING)
     return _start_round(s, now, effects)
 
 

@@ -148,10 +148,10 @@ class CoordinatorService:
             self.metrics.add_losses(record)
         published = [e.message for e in replayed if isinstance(e, Publish)]
         self._last_round_end = next((m for m in reversed(published) if isinstance(m, RoundEnd)), None)
-        starts = [i for i, m in enumerate(published) if isinstance(m, RoundStart)]
-        self._last_round_start = published[starts[-1]] if starts else None
-        after = published[starts[-1] + 1 :] if starts else []
-        self._finalize_messages = [m for m in after if isinstance(m, Reveal | Recheck)]
+        self._last_round_start = next((m for m in reversed(published) if isinstance(m, RoundStart)), None)
+        current = self.state.round.number if self.state.round is not None else None
+        finalize = [m for m in published if isinstance(m, Reveal | Recheck)]
+        self._finalize_messages = [m for m in finalize if m.round == current]
 
     @property
     def state(self):
@@ -218,7 +218,8 @@ class CoordinatorService:
         if isinstance(event, CommitSeen) and result.outcome == Outcome.APPLIED:
             self.metrics.member(event.key).utilization = min(1.0, max(0.0, envelope.body.utilization))
         if isinstance(event, CommitSeen) and result.outcome == Outcome.APPLIED:
-            self._checks.submit(self._check_payload, event, self.state.round.step, peer_id_of(event.key))
+            step = self.state.round_numbered(event.round).step
+            self._checks.submit(self._check_payload, event, step, peer_id_of(event.key))
 
     def _check_payload(self, commit: CommitSeen, step: int, origin: str) -> None:
         """Fetch the committed payload, decode it strictly and check its stamp names the
@@ -288,9 +289,11 @@ class CoordinatorService:
         if isinstance(message, RoundEnd):
             self._last_round_end = message
         elif isinstance(message, RoundStart):
-            self._last_round_start, self._finalize_messages = message, []
+            self._last_round_start = message
         elif isinstance(message, Reveal | Recheck) and message not in self._finalize_messages:
-            self._finalize_messages.append(message)
+            # overlapped rounds publish the next RoundStart with a Reveal: keep by round, not by start
+            kept = [m for m in self._finalize_messages if m.round == message.round]
+            self._finalize_messages = [*kept, message]
         try:
             self.host.publish(message)
         except LocalError as exc:

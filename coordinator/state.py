@@ -57,6 +57,10 @@ class CommitInfo:
     at: float
     state_after: bytes  # the optimizer state the member holds if this payload is accepted
     chained: bool  # it started from the member's last accepted state, or a fresh one
+    state_before: bytes = FRESH_STATE
+    # overlapped rounds: it started from the state of the member's payload of the round before,
+    # which was then rejected (or the member was penalized): it cannot count, and is no lie
+    stale: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class Round:
     started_at: float
     deadline: float
     batches: dict[bytes, tuple[int, ...]]  # member -> batch ids (possibly none)
+    model_hash: bytes = b""  # the model its members train on
     commits: dict[bytes, CommitInfo] = field(default_factory=dict)
     checks: dict[bytes, bool | None] = field(default_factory=dict)  # the coordinator's; None: unavailable
     validators: dict[bytes, bytes] = field(default_factory=dict)  # first validator -> target, once revealed
@@ -115,6 +120,9 @@ class State:
     phase_started_at: float = 0.0
     members: dict[bytes, Member] = field(default_factory=dict)
     round: Round | None = None
+    # overlapped rounds: the next round, started when this one's commits closed, trained by the
+    # members while this one is checked and applied; it becomes `round` at this one's cooldown
+    upcoming: Round | None = None
     next_round: int = 0
     finalized_rounds: int = 0
     last_finalized: int = -1
@@ -129,10 +137,17 @@ class State:
     exact: bool = True  # honest replays agree to the bit: accepts must carry the same evidence
     strikes: dict[bytes, int] = field(default_factory=dict)  # consecutive rounds withheld
     removals: dict[bytes, int] = field(default_factory=dict)  # times removed for missed rounds
+    # overlapped rounds: key -> the state_after of its payload the last finalized round rejected,
+    # which its commit to the round after started from (stale, not a lie)
+    superseded: dict[bytes, bytes] = field(default_factory=dict)
 
     @property
     def ready_members(self) -> tuple[bytes, ...]:
         return tuple(sorted(k for k, m in self.members.items() if m.ready))
+
+    def round_numbered(self, number: int) -> Round | None:
+        """The round under way or the upcoming one with this number, if any."""
+        return next((r for r in (self.round, self.upcoming) if r is not None and r.number == number), None)
 
 
 # --- events (inputs) ---

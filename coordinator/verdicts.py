@@ -4,6 +4,8 @@ or penalized for checking it. Pure: the round's record and the time in, a settle
 For a committed target T (a member given batches), in this order:
 - T's payload failed the coordinator's check (malformed, or stamped for another sender, round or
   step), or T started from an optimizer state no accepted payload left it: penalized.
+- T's commit is stale (overlapped rounds: it started from T's payload of the round before,
+  which was rejected): rejected, unchecked.
 - The coordinator could not fetch T's payload: rejected, with a strike (withholding).
 - T was not drawn for a check: accepted, unverified.
 - T's validator V accepted, and the audit draw passed it over: accepted; V credited.
@@ -70,6 +72,8 @@ def settle(
     timeout = cfg.verdict_timeout_s
     if r.checks.get(target) is False or not r.commits[target].chained:
         return Settlement(Settled.PENALIZED)
+    if r.commits[target].stale:
+        return Settlement(Settled.REJECTED)
     if target not in r.checks:
         return WAIT if now < r.revealed_at + timeout else Settlement(Settled.REJECTED)
     if r.checks[target] is None:

@@ -41,6 +41,7 @@ from node.committed_state import HeldState
 from node.data import TokenDataset
 from node.export import RUN_CONFIG, export
 from node.metrics import NodeMetrics, ShardCollector
+from node.previous_model import PreviousModel
 from node.ranks import Ranks
 from node.run_data import build_data, run_tokenizer
 from node.shard_store import ShardUnavailable
@@ -95,6 +96,7 @@ class Contribution:
     """This node's own part of a round, until the round is applied."""
 
     round: int
+    step: int
     payload: bytes
     state_before: HeldState | None  # the state its compress started from; None: fresh
     served: list[bytes]  # blobs provided for the round
@@ -138,7 +140,8 @@ class NodeRuntime:
             self.me, coordinator, rate, self.hash, tuple(host.addrs), hardware=describe(device)
         )
         self.progress = Progress()
-        self._own: Contribution | None = None  # a round whose compress awaits its RoundEnd
+        self._own: dict[int, Contribution] = {}  # rounds whose compress awaits their RoundEnd
+        self._previous = PreviousModel()  # overlapped rounds train and replay one update behind
         self._held: HeldState | None = None  # the optimizer's state as served; None: fresh
         self._results: queue.Queue[machine.Event] = queue.Queue()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="train")
@@ -227,16 +230,15 @@ class NodeRuntime:
 
     def _train(self, job: machine.Train) -> machine.Trained:
         rs = job.start
-        if self.hash != rs.model_hash:
+        if rs.model_hash not in (self.hash, self._previous.hash):
             if self._sync(machine.Sync(rs.model_hash, rs.round - 1, rs.step)).model_hash is None:
                 return machine.Trained(rs.round, None)
-        if self._own is not None:  # never learnt whether that payload counted: start afresh
-            self._own = None
-            self._hold(None)
+        self._drop_unsettled(rs)
         self.optimizer.step = rs.step
         self._prefetch_next(rs)
         started = time.perf_counter()
-        with self.events.span("compute", rs.round):
+        on_its_model = self._previous.loaded(self.model, self.hash, rs.model_hash)
+        with self.events.span("compute", rs.round), on_its_model:
             batches = self.behaviour.batches(self, rs)
             try:
                 result = self.trainer.round_gradients(batches, self.local, self._inner_lr(rs.step))
@@ -255,13 +257,14 @@ class NodeRuntime:
         if payload is None:
             self._hold(before)
             return machine.Trained(rs.round, None)
-        self._own = Contribution(rs.round, payload, before, [self.host.provide(payload)])
+        own = Contribution(rs.round, rs.step, payload, before, [self.host.provide(payload)])
+        self._own[rs.round] = own
         self.progress.loss, self.progress.payload_bytes = result.loss, len(payload)
         return machine.Trained(
             rs.round,
             Commit(
                 round=rs.round,
-                payload_hash=self._own.served[0],
+                payload_hash=own.served[0],
                 size=len(payload),
                 model_hash=rs.model_hash,
                 loss=result.loss,
@@ -271,6 +274,21 @@ class NodeRuntime:
                 micro_batch=self.trainer.micro_batch,
             ),
         )
+
+    def _drop_unsettled(self, rs: RoundStart) -> None:
+        """Before training `rs`: a round of this node's whose end never came (the run paused,
+        or the RoundEnd was lost) leaves it not knowing which state the coordinator holds it
+        to, so it starts afresh. In overlapped rounds the round just before `rs` is still
+        being settled, and `rs` starts from the state it left."""
+        behind = rs.step - 1 if self.config.rounds.overlap else None
+        if all(c.step == behind for c in self._own.values()):
+            return
+        for own in self._own.values():
+            self._lingering.extend(own.served)
+            if own.state_before is not None:
+                committed_state.forget(self.host, own.state_before)
+        self._own = {}
+        self._hold(None)
 
     def _prefetch_next(self, rs: RoundStart) -> None:
         """Start fetching the data of the next round's fresh batches, which follow this round's."""
@@ -282,16 +300,17 @@ class NodeRuntime:
 
     def _validate(self, job: machine.Validate) -> machine.Validated:
         rs, target = job.start, job.target
-        if self.hash != rs.model_hash:
-            return machine.Validated(None)
-        try:
-            verdict = self.checker.judge(rs, target, job.commit, job.secret)
-        except ShardUnavailable as exc:  # this node's data, not the target's fault: no verdict
-            log.warning("cannot check %s: %s", target.hex()[:8], exc)
-            return machine.Validated(None)
-        except (BlobError, LocalError) as exc:  # the target's to serve: reported, never guessed
-            log.info("cannot fetch what %s committed: %s", target.hex()[:8], exc)
-            verdict = Verdict(rs.round, target, False, 0.0, False, bytes(32), 0.0)
+        with self._previous.loaded(self.model, self.hash, rs.model_hash) as held:
+            if not held:
+                return machine.Validated(None)
+            try:
+                verdict = self.checker.judge(rs, target, job.commit, job.secret)
+            except ShardUnavailable as exc:  # this node's data, not the target's fault: no verdict
+                log.warning("cannot check %s: %s", target.hex()[:8], exc)
+                return machine.Validated(None)
+            except (BlobError, LocalError) as exc:  # the target's to serve: reported, never guessed
+                log.info("cannot fetch what %s committed: %s", target.hex()[:8], exc)
+                verdict = Verdict(rs.round, target, False, 0.0, False, bytes(32), 0.0)
         self.progress.verdicts += 1
         self.metrics.checked(verdict.accept, verdict.available)
         return machine.Validated(self.behaviour.verdict(self, verdict))
@@ -302,8 +321,8 @@ class NodeRuntime:
         seen = {k: job.commits[k].payload_hash for k in end.accepted if k in job.commits}
         batches = {k: len(rs.batches.get(k, ())) for k in end.accepted}
         log_round(self.workdir, LoggedRound(end.round, seen, batches, len(seen) == len(end.accepted)))
-        if self.hash != rs.model_hash:
-            return machine.Applied(end.round, None)  # not holding the round's model: a sync catches up
+        if self.hash != end.model_hash:
+            return machine.Applied(end.round, None)  # not holding the model it applies to: a sync catches up
         payloads = {}
         for key in end.accepted:
             commit = job.commits.get(key)
@@ -318,6 +337,8 @@ class NodeRuntime:
                 log.warning("cannot apply round %d: %s", end.round, exc)
                 return machine.Applied(end.round, None)
         self.optimizer.step = rs.step
+        if self.config.rounds.overlap:
+            self._previous.keep(self.model, self.hash)
         if payloads:
             try:
                 self.optimizer.apply(payloads)
@@ -372,12 +393,17 @@ class NodeRuntime:
 
     def _settle_state(self, end: RoundEnd) -> Contribution | None:
         """Keep this round's optimizer state if its payload was accepted, else restore the one
-        before it: the state the coordinator expects the next commit to start from."""
-        own = self._own
-        if own is None or own.round != end.round:
+        before it: the state the coordinator expects the next commit to start from. A later
+        round already trained from the rejected state (overlapped rounds) is stale: dropped."""
+        own = self._own.pop(end.round, None)
+        if own is None:
             return None
-        self._own = None
         if self.me not in end.accepted:
+            for later in [n for n in self._own if n > end.round]:
+                stale = self._own.pop(later)
+                self._lingering.extend(stale.served)
+                if stale.state_before is not None:
+                    committed_state.forget(self.host, stale.state_before)
             self._hold(own.state_before)
         elif own.state_before is not None and own.state_before.digest != self._held.digest:
             committed_state.forget(self.host, own.state_before)

@@ -124,6 +124,9 @@ class RoundEnd:
     rejected: list[bytes]
     penalized: list[bytes]
     audit_secret: bytes  # sha256 of it is the RoundStart's audit_commitment
+    # the model the accepted payloads apply to: the round's own in synchronous rounds, the one
+    # after the round before in overlapped rounds (a round trains on the model one round behind)
+    model_hash: bytes
 
 
 MESSAGE_TYPES: dict[str, type] = {

@@ -175,6 +175,10 @@ class RoundsSection:
     # validator covers for a partner unseen with probability 1 - audit_rate per check
     audit_rate: float = 1.0
     weight_by_throughput: bool = True
+    # the next round starts when this one's commits close and trains on the model one round
+    # behind while this one is checked and applied (its update lands a round late, as in
+    # Psyche); false: each round starts after the last one is applied
+    overlap: bool = False
     seed: int = 0
     snapshot_every: int = 50  # the coordinator snapshots its state and starts a new journal this often
 
@@ -185,7 +189,7 @@ class RoundsSection:
                 _require(0 <= value <= 1, f"rounds.{f.name}", value, "a fraction in [0, 1]")
             elif f.name in ("seed", "start_nodes"):
                 _require(value >= 0, f"rounds.{f.name}", value)
-            elif f.name != "weight_by_throughput":
+            elif f.name not in ("weight_by_throughput", "overlap"):
                 _require(value > 0, f"rounds.{f.name}", value, "positive")
 
 

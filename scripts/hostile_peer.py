@@ -70,7 +70,7 @@ class Hostile:
         return seal(self.host.identity, run or self.run, next(self.seq), message)
 
     def attacks(self) -> list[tuple[str, bytes]]:
-        end = RoundEnd(self.round, [], self.members, [], FAKE)
+        end = RoundEnd(self.round, [], self.members, [], FAKE, FAKE)
         forged = msgpack.unpackb(self.sealed(end))
         forged["from"] = self.coordinator or FAKE
         replayed = self.sealed(self.commit())

@@ -49,7 +49,7 @@ def two_rounds(member, micro_batch):
                            member.hash, Z, Z)  # fmt: skip
         commit = member._train(machine.Train(start)).commit
         if number == 0:
-            member._settle_state(RoundEnd(0, [me], [], [], Z))
+            member._settle_state(RoundEnd(0, [me], [], [], Z, Z))
     return start, commit
 
 

@@ -78,14 +78,12 @@ class Driver:
     def removed(self):
         return [(e.key, e.reason) for e in self.effects if isinstance(e, Removed)]
 
-    def commit(self, key, loss=2.0):
-        r = self.state.round
-        return self.send(
-            CommitSeen(key, r.number, bytes([key[0] + 0x40]) * 32, 100, self.state.model_hash, loss)
-        )
+    def commit(self, key, loss=2.0, r=None):
+        r = r or self.state.round
+        return self.send(CommitSeen(key, r.number, bytes([key[0] + 0x40]) * 32, 100, r.model_hash, loss))
 
-    def check(self, key, ok=True):
-        return self.send(PayloadChecked(key, self.state.round.number, ok))
+    def check(self, key, ok=True, r=None):
+        return self.send(PayloadChecked(key, (r or self.state.round).number, ok))
 
     def verdict(self, validator, target, accept=True, evidence=E, available=True, loss=3.0):
         r = self.state.round.number
@@ -349,56 +347,55 @@ def test_an_unchecked_instant_commit_earns_no_throughput():
 # --- invariants under random event sequences ---
 
 KEYS = (A, B, C, D)
+# weighted towards what members mostly do, so sequences reach finalized and overlapped rounds
+KINDS = ["join"] * 3 + ["beat"] * 4 + ["commit"] * 5 + ["check"] * 4 + ["verdict"] * 3 + ["time"] * 3
+KINDS += ["beat_all"] * 2 + ["beat_bad", "bad_check", "leave", "pause", "resume"]
 actions = st.lists(
-    st.tuples(
-        st.sampled_from(
-            [
-                "join",
-                "beat",
-                "beat_bad",
-                "commit",
-                "check",
-                "bad_check",
-                "verdict",
-                "leave",
-                "pause",
-                "resume",
-                "time",
-            ]
-        ),
-        st.integers(0, 3),
-        st.integers(0, 70),
-    ),
-    max_size=60,
+    st.tuples(st.sampled_from(KINDS), st.integers(0, 3), st.integers(0, 70)),
+    min_size=30,
+    max_size=120,
 )
 
 
 @settings(max_examples=150, deadline=None)
-@given(actions)
-def test_random_event_sequences_keep_the_invariants(seq):
+@given(actions, st.booleans())
+def test_random_event_sequences_keep_the_invariants(seq, overlap):
     d = Driver(
-        replace(CFG, validation_rate=0.5, rounds=50, heartbeat_timeout_s=200, weight_by_throughput=True)
+        replace(
+            CFG,
+            validation_rate=0.5,
+            rounds=50,
+            heartbeat_timeout_s=200,
+            weight_by_throughput=True,
+            overlap=overlap,
+        )
     )
-    chained = {}  # (round, key) -> (started from an allowed state, state after)
-    for kind, i, dt in seq:
+    commits = {}  # (round, key) -> (state before, state after)
+    for kind, i, dt in [("join", i, 0) for i in range(len(KEYS))] + seq:
         k, s = KEYS[i], d.state
-        r = s.round
+        r = s.upcoming if s.upcoming is not None and dt % 2 else s.round
         if kind == "join":
             d.send(JoinRequest(k, (), H0))
         elif kind == "beat":
             d.report(k, s.model_hash or H0)
+        elif kind == "beat_all":
+            for member in list(s.members):
+                d.report(member, (s.model_hash or H0, H1)[dt % 2])
         elif kind == "beat_bad":
             d.report(k, H2)
         elif kind == "commit" and r is not None:
-            before = (FRESH_STATE, s.states.get(k, FRESH_STATE), H2)[dt % 3]  # H2: from no accepted state
+            last = commits.get((r.number - 1, k), (None, None))[1]  # as overlapped members chain
+            before = (FRESH_STATE, s.states.get(k, FRESH_STATE), H2, last)[
+                dt % 4
+            ]  # H2: from no accepted state
             after = bytes([r.number % 256, i]) * 16
-            e = CommitSeen(k, r.number, bytes([i + 1]) * 32, 10, s.model_hash, 1.0, before, after)
+            e = CommitSeen(k, r.number, bytes([i + 1]) * 32, 10, r.model_hash, 1.0, before or H2, after)
             if d.send(e) == Outcome.APPLIED:
-                chained[(r.number, k)] = before in (FRESH_STATE, s.states.get(k)), after
+                commits[(r.number, k)] = before or H2, after
         elif kind in ("check", "bad_check") and r is not None:
             d.send(PayloadChecked(k, r.number, kind == "check"))
-        elif kind == "verdict" and r is not None and r.validators:
-            v, t = sorted(r.validators.items())[i % len(r.validators)]
+        elif kind == "verdict" and s.round is not None and s.round.validators:
+            v, t = sorted(s.round.validators.items())[i % len(s.round.validators)]
             d.verdict(v, t, accept=dt % 2 == 0, evidence=(E, E_WRONG)[dt % 3 == 0], available=dt % 5 != 0)
         elif kind == "leave":
             d.send(LeaveRequest(k))
@@ -408,16 +405,19 @@ def test_random_event_sequences_keep_the_invariants(seq):
             d.send(ResumeRequest())
         elif kind == "time":
             d.at(d.now + dt)
-        _check_invariants(d, chained)
+        _check_invariants(d, commits)
 
 
-def _check_invariants(d, chained):
+def _check_invariants(d, commits):
     s = d.state
     last_accepted = {}
     for rec in d.records():
         for k in rec.contributed:
-            assert chained[(rec.round, k)][0], "a commit from a state no accepted payload left was accepted"
-            last_accepted[k] = chained[(rec.round, k)][1]
+            before, after = commits[(rec.round, k)]
+            assert before in (FRESH_STATE, last_accepted.get(k)), (
+                "a commit from a state no accepted payload left was accepted"
+            )
+            last_accepted[k] = after
     assert s.states == last_accepted, "a member's state moved without an accepted payload"
     rounds = [rec.round for rec in d.records()]
     assert rounds == sorted(set(rounds)), "a round was finalized twice"
@@ -425,13 +425,15 @@ def _check_invariants(d, chained):
     in_round = (
         [b for ids in s.round.batches.values() for b in ids] if s.round and s.phase != Phase.COOLDOWN else []
     )
-    handed = sorted(list(s.carry_over) + in_round)
+    upcoming = [b for ids in s.upcoming.batches.values() for b in ids] if s.upcoming else []
+    handed = sorted(list(s.carry_over) + in_round + upcoming)
     assert len(handed) == len(set(handed)), "a batch is both carried over and assigned"
     assert s.accepted_batches + len(handed) == s.next_batch, "a batch was neither accepted nor reassigned"
     assert not (s.banned & set(s.members)), "a penalized member is still a member"
     assert set(s.ready_members) <= set(s.members)
     if s.phase in (Phase.TRAINING, Phase.FINALIZE):
         assert s.round is not None and set(s.round.commits) <= set(s.round.batches)
+    assert s.upcoming is None or (s.config.overlap and s.phase in (Phase.FINALIZE, Phase.COOLDOWN))
     for rec in d.records():
         assert not set(rec.penalized) & set(rec.contributed + rec.validated)
 
@@ -761,11 +763,12 @@ class HonestMembers:
         self.d, self.seen, self.bad = d, 0, set()
 
     def react(self):
-        d, r = self.d, self.d.state.round
-        if r is not None and d.state.phase == Phase.TRAINING:
+        d, r, upcoming = self.d, self.d.state.round, self.d.state.upcoming
+        training = [r] if r is not None and d.state.phase == Phase.TRAINING else []
+        for r in training + ([upcoming] if upcoming is not None else []):
             for k in HONEST:
                 if r.batches.get(k) and k not in r.commits:
-                    d.commit(k), d.check(k)
+                    d.commit(k, r=r), d.check(k, r=r)
         for effect in d.effects[self.seen :]:
             self.seen += 1
             if not isinstance(effect, Publish):
@@ -787,24 +790,24 @@ class HonestMembers:
 
 
 @settings(max_examples=300, deadline=None)
-@given(hostile_first, hostile_actions)
-def test_a_hostile_minority_neither_stalls_the_run_nor_gets_an_honest_member_penalized(first, actions):
-    d = Driver(LIVE, model_hash=H0)  # the run config pins the initial model
+@given(hostile_first, hostile_actions, st.booleans())
+def test_a_hostile_minority_neither_stalls_the_run_nor_gets_an_honest_member_penalized(
+    first, actions, overlap
+):
+    d = Driver(replace(LIVE, overlap=overlap), model_hash=H0)  # the run config pins the initial model
     honest = HonestMembers(d)
     early, claimed = first
     for k in (*HOSTILE, *HONEST) if early else (*HONEST, *HOSTILE):
         d.send(JoinRequest(k, (), claimed if k in HOSTILE else H0))
     for kind, who, variant, mode, dt in actions:
-        k, r = HOSTILE[who], d.state.round
+        k, r = HOSTILE[who], (d.state.upcoming if d.state.upcoming and mode % 2 else d.state.round)
         if kind in ("join", "join_bad"):
             d.send(JoinRequest(k, (), H0 if kind == "join" else H2))
         elif kind.startswith("commit") and r is not None:
             before = (FRESH_STATE, H2)[variant % 2]
             if (
                 d.send(
-                    CommitSeen(
-                        k, r.number, bytes([k[0], variant]) * 16, 10, d.state.model_hash, 0.1, before, H2
-                    )
+                    CommitSeen(k, r.number, bytes([k[0], variant]) * 16, 10, r.model_hash, 0.1, before, H2)
                 )
                 == Outcome.APPLIED
                 and kind == "commit_bad"

@@ -22,6 +22,7 @@ from protocol.checks import check_seed, choose_checks, commitment
 ME, COORD, FORGER, OTHER = (bytes([i]) * 32 for i in (1, 2, 3, 4))
 H0, H1 = bytes([0x10]) * 32, bytes([0x11]) * 32
 CHECK, AUDIT = b"check-secret".ljust(32, b"."), b"audit-secret".ljust(32, b".")
+MODEL = H0
 
 
 class Node:
@@ -73,7 +74,7 @@ def test_a_member_given_no_batches_trains_nothing():
 
 def test_every_steering_message_from_anyone_but_the_coordinator_is_refused_and_counted():
     n = Node()
-    forged = [start(10**9), reveal(), Recheck(0, {OTHER: [ME]}), RoundEnd(0, [], [ME], [], AUDIT)]
+    forged = [start(10**9), reveal(), Recheck(0, {OTHER: [ME]}), RoundEnd(0, [], [ME], [], AUDIT, MODEL)]
     forged.append(RunInfo("", 0, "waiting", -1, H1, 0))
     for message in forged:
         n.send(message, sender=FORGER)
@@ -147,15 +148,15 @@ def test_commits_ahead_of_their_round_start_are_kept_for_it_within_bounds():
 def test_a_round_end_is_applied_once_and_a_wrong_audit_secret_is_reported():
     n = Node()
     n.send(start())
-    n.send(RoundEnd(0, [ME], [], [], b"x" * 32))
-    n.send(RoundEnd(0, [ME], [], [], b"x" * 32))
+    n.send(RoundEnd(0, [ME], [], [], b"x" * 32, MODEL))
+    n.send(RoundEnd(0, [ME], [], [], b"x" * 32, MODEL))
     assert len(n.jobs(Apply)) == 1 and n.state.unverified == {"RoundEnd": 1}
 
 
 def test_an_applied_round_is_reported_with_its_new_model():
     n = Node()
     n.send(start())
-    n.send(RoundEnd(0, [ME], [], [], AUDIT))
+    n.send(RoundEnd(0, [ME], [], [], AUDIT, MODEL))
     n.send(Applied(0, H1))
     assert (n.state.model_hash, n.state.applied_round) == (H1, 0)
     assert n.published(Heartbeat)[-1] == Heartbeat(0, H1)

@@ -37,7 +37,7 @@ def train(runtime, number):
 
 
 def end(runtime, number, accepted):
-    runtime._settle_state(RoundEnd(number, [runtime.me] if accepted else [], [], [], Z))
+    runtime._settle_state(RoundEnd(number, [runtime.me] if accepted else [], [], [], Z, Z))
 
 
 def test_a_first_commit_starts_from_the_fresh_state_and_names_the_state_after(runtime):

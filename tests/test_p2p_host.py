@@ -44,7 +44,7 @@ def hosts():
 
 def note(round: int) -> RoundEnd:
     """A message on the run's topic, which every member hears."""
-    return RoundEnd(round=round, accepted=[], rejected=[], penalized=[], audit_secret=HASH)
+    return RoundEnd(round=round, accepted=[], rejected=[], penalized=[], audit_secret=HASH, model_hash=HASH)
 
 
 def wait_for(predicate, timeout=15.0):

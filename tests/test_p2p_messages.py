@@ -173,7 +173,7 @@ def test_inbox_bounds_the_number_of_senders_it_remembers():
                 Identity.from_seed(bytes([i]) * 32),
                 "r",
                 0,
-                RoundEnd(round=i, accepted=[], rejected=[], penalized=[], audit_secret=H),
+                RoundEnd(round=i, accepted=[], rejected=[], penalized=[], audit_secret=H, model_hash=H),
             )
         )
     assert len(inbox._seen) == 3

@@ -130,7 +130,16 @@ def test_every_member_of_a_star_hears_every_other_member_beyond_the_mesh_ceiling
             members[-1].connect(hub.addrs[0])
         time.sleep(3)  # several heartbeats: a pruning mesh would have cut members off by now
         for sender in (members[0], members[-1]):
-            sender.publish(RoundEnd(round=7, accepted=[], rejected=[], penalized=[], audit_secret=bytes(32)))
+            sender.publish(
+                RoundEnd(
+                    round=7,
+                    accepted=[],
+                    rejected=[],
+                    penalized=[],
+                    audit_secret=bytes(32),
+                    model_hash=bytes(32),
+                )
+            )
         heard = {m.peer_id: set() for m in members}
         deadline = time.time() + 20
         while time.time() < deadline and any(len(h) < 2 for p, h in heard.items()):

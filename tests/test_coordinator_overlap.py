@@ -1,0 +1,141 @@
+"""Overlapped rounds in the coordinator's round machine: the next round starts as commits close,
+trains on the model one update behind, and takes over at the cooldown."""
+
+from dataclasses import replace
+
+from coordinator.state import CommitSeen, PauseRequest, PayloadChecked, Phase, ResumeRequest
+from p2p.messages import FRESH_STATE, Reveal, RoundEnd, RoundStart
+from tests.test_coordinator_machine import CFG, H0, H1, H2, A, B, C, started
+
+OVERLAP = replace(CFG, overlap=True, rounds=4)
+S1, S2, S3 = (bytes([0x30 + i]) * 32 for i in range(3))
+
+
+def commit(d, key, number, before=FRESH_STATE, after=S1, model=H0):
+    return d.send(
+        CommitSeen(key, number, bytes([key[0] + 0x40, number]) * 16, 100, model, 2.0, before, after)
+    )
+
+
+def close_round(d, number, members=(A, B), model=H0, states=None):
+    """Every member commits round `number` (from `states`' before -> after) and passes the check."""
+    for k in members:
+        before, after = (states or {}).get(k, (FRESH_STATE, S1))
+        commit(d, k, number, before, after, model)
+    for k in members:
+        d.send(PayloadChecked(k, number, True))
+
+
+def report(d, model):
+    for k in list(d.state.members):
+        d.report(k, model)
+
+
+def test_commits_closing_start_the_next_round_on_the_model_the_members_hold():
+    d = started(OVERLAP)
+    close_round(d, 0)
+    assert d.state.phase == Phase.COOLDOWN and d.state.upcoming.number == 1
+    kinds = [type(m).__name__ for m in d.published(Reveal | RoundStart)]
+    assert kinds == ["RoundStart", "Reveal", "RoundStart"]
+    start = d.published(RoundStart)[-1]
+    assert (start.round, start.step, start.model_hash) == (1, 1, H0)
+
+
+def test_synchronous_rounds_start_the_next_round_only_after_the_cooldown():
+    d = started(replace(OVERLAP, overlap=False))
+    close_round(d, 0)
+    assert [m.round for m in d.published(RoundStart)] == [0]
+
+
+def test_commits_to_the_announced_round_count_before_it_becomes_the_current_one():
+    d = started(OVERLAP)
+    close_round(d, 0)
+    close_round(d, 1, model=H0)  # trained while round 0 finalizes, on round 0's model
+    assert d.state.phase == Phase.COOLDOWN and set(d.state.upcoming.commits) == {A, B}
+    report(d, H1)  # round 1 takes over, already committed and checked: it settles at once
+    assert d.state.last_finalized == 1 and d.state.upcoming.number == 2
+    start = d.published(RoundStart)[-1]
+    assert (start.round, start.step, start.model_hash) == (2, 2, H1)
+
+
+def test_a_commit_to_the_announced_round_on_the_newer_model_is_invalid():
+    d = started(OVERLAP)
+    close_round(d, 0)
+    assert commit(d, A, 1, model=H1).value == "invalid"
+
+
+def test_the_round_end_names_the_model_its_payloads_apply_to():
+    d = started(OVERLAP)
+    close_round(d, 0)
+    close_round(d, 1, states={A: (S1, S2), B: (S1, S2)})
+    report(d, H1)
+    report(d, H2)
+    ends = d.published(RoundEnd)
+    assert [(e.round, e.model_hash) for e in ends] == [(0, H0), (1, H1)]
+    assert [e.accepted for e in ends] == [[A, B], [A, B]]
+
+
+def test_a_commit_from_the_state_a_rejected_payload_left_is_rejected_not_penalized():
+    d = started(OVERLAP, members=(A, B, C))
+    for k in (A, B, C):
+        commit(d, k, 0, FRESH_STATE, S1)
+    d.send(PayloadChecked(A, 0, None)), d.send(PayloadChecked(B, 0, True)), d.send(PayloadChecked(C, 0, True))
+    for k in (A, B, C):  # round 1 trains from the states round 0 left, before round 0 is decided
+        commit(d, k, 1, S1, S2)
+        d.send(PayloadChecked(k, 1, True))
+    report(d, H1)
+    assert d.published(RoundEnd)[0].rejected == [A]
+    report(d, H2)
+    end = d.published(RoundEnd)[1]
+    assert (end.accepted, end.rejected, end.penalized) == ([B, C], [A], [])
+
+
+def test_a_commit_from_a_state_nobody_left_is_still_penalized():
+    d = started(OVERLAP, members=(A, B, C))
+    close_round(d, 0, members=(A, B, C))
+    close_round(d, 1, members=(A, B, C), states={A: (S3, S2), B: (S1, S2), C: (S1, S2)})
+    report(d, H1)
+    report(d, H2)
+    end = d.published(RoundEnd)[1]
+    assert (end.accepted, end.penalized) == ([B, C], [A])
+
+
+def test_the_last_round_announces_no_successor():
+    d = started(replace(OVERLAP, rounds=2))
+    close_round(d, 0)
+    close_round(d, 1)
+    report(d, H1)
+    assert d.state.last_finalized == 1 and [m.round for m in d.published(RoundStart)] == [0, 1]
+
+
+def test_an_announced_round_that_never_runs_hands_its_batches_out_again():
+    d = started(OVERLAP)
+    close_round(d, 0)
+    announced = sorted(b for ids in d.published(RoundStart)[-1].batches.values() for b in ids)
+    d.send(PauseRequest())
+    assert d.state.upcoming is None and sorted(d.state.carry_over) == announced
+    d.send(ResumeRequest())
+    report(d, H0)
+    d.at(d.now + 200)
+    report(d, H0)
+    d.at(d.now + 200)
+    restarted = d.published(RoundStart)[-1]
+    assert sorted(b for ids in restarted.batches.values() for b in ids) == announced
+
+
+def test_a_payload_check_of_the_announced_round_counts():
+    d = started(OVERLAP)
+    close_round(d, 0)
+    commit(d, A, 1)
+    assert d.send(PayloadChecked(A, 1, False)).value == "applied"
+    assert d.state.upcoming.checks == {A: False}
+
+
+def test_a_member_short_of_the_model_after_the_cooldown_sends_the_announced_round_back():
+    d = started(OVERLAP)
+    close_round(d, 0)
+    announced = sorted(b for ids in d.published(RoundStart)[-1].batches.values() for b in ids)
+    d.report(A, H1), d.report(B, H2)  # no majority: nobody holds the agreed model
+    d.at(d.now + CFG.cooldown_s)
+    assert d.state.phase in (Phase.WARMUP, Phase.WAITING) and d.state.upcoming is None
+    assert sorted(d.state.carry_over) == announced
