@@ -93,7 +93,7 @@ def _read(f, offset: int, length: int) -> bytes:
 def forget(host, held: HeldState) -> None:
     """Stop serving a state (and delete its file)."""
     for digest in held.served:
-        host.blobs.forget(digest)
+        host.blobs.forget(digest, held.path)
     if held.path is not None:
         held.path.unlink(missing_ok=True)
 

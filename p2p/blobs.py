@@ -5,11 +5,17 @@ files or byte ranges of one (an optimizer state's chunks), and are streamed in 1
 both ways, so memory use does not grow with the blob. A fetch writes
 into a sink that is only turned into a result after the hash matched: a file is written to
 `<dest>.part` and renamed on success, deleted on failure.
+
+A digest provided n times is served until it is forgotten n times: two optimizer states held
+at once share every leaf (and page) that did not change between them, and a round that changes
+nothing leaves the model's hash as it was. Each file location goes with the forget that names
+its file, since that file is about to be deleted.
 """
 
 import hashlib
 import os
 import shutil
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,49 +46,70 @@ class _OnDisk:
 class BlobStore:
     def __init__(self) -> None:
         self._bytes: dict[bytes, bytes] = {}
-        self._files: dict[bytes, _OnDisk] = {}
+        self._files: dict[bytes, list[_OnDisk]] = {}  # the newest location last
+        self._refs: Counter[bytes] = Counter()
 
     def add_bytes(self, data: bytes) -> bytes:
         digest = hashlib.sha256(data).digest()
         self._bytes[digest] = bytes(data)
+        self._refs[digest] += 1
         return digest
 
     def add_file(self, path: Path) -> bytes:
         digest = file_sha256(path)
-        self._files[digest] = _OnDisk(path)
+        self._add_location(digest, _OnDisk(path))
         return digest
 
     def add_range(self, path: Path, offset: int, length: int, digest: bytes) -> None:
         """Serve bytes [offset, offset + length) of a file as the blob `digest`, which the
         caller computed as it wrote them (they are not read again here)."""
-        self._files[digest] = _OnDisk(path, offset, length)
+        self._add_location(digest, _OnDisk(path, offset, length))
 
     def add_fetched(self, digest: bytes, result: bytes | Path) -> None:
         if isinstance(result, Path):
-            self._files[digest] = _OnDisk(result)
+            self._add_location(digest, _OnDisk(result))
         else:
             self._bytes[digest] = result
+            self._refs[digest] += 1
 
-    def forget(self, digest: bytes) -> None:
-        self._bytes.pop(digest, None)
-        self._files.pop(digest, None)
+    def _add_location(self, digest: bytes, where: _OnDisk) -> None:
+        self._files.setdefault(digest, []).append(where)
+        self._refs[digest] += 1
+
+    def forget(self, digest: bytes, path: Path | None = None) -> None:
+        """One provider of `digest` is done with it (`path`: its file, which goes away)."""
+        if self._refs[digest] <= 0:
+            self._refs.pop(digest, None)
+            return
+        self._refs[digest] -= 1
+        if path is not None and digest in self._files:
+            kept = [w for w in self._files.pop(digest) if w.path != path]
+            if kept:
+                self._files[digest] = kept
+        if self._refs[digest] == 0:
+            del self._refs[digest]
+            self._bytes.pop(digest, None)
+            self._files.pop(digest, None)
+
+    def _where(self, digest: bytes) -> _OnDisk:
+        return self._files[digest][-1]
 
     def has(self, digest: bytes) -> bool:
         return digest in self._bytes or digest in self._files
 
     def size(self, digest: bytes) -> int:
-        return len(self._bytes[digest]) if digest in self._bytes else self._files[digest].size()
+        return len(self._bytes[digest]) if digest in self._bytes else self._where(digest).size()
 
     def read_all(self, digest: bytes) -> bytes:
         if digest in self._bytes:
             return self._bytes[digest]
-        where = self._files[digest]
+        where = self._where(digest)
         with open(where.path, "rb") as f:
             f.seek(where.offset)
             return f.read(where.size())
 
     def copy_to(self, digest: bytes, dest: Path) -> Path:
-        where = self._files.get(digest)
+        where = self._where(digest) if digest in self._files else None
         if where is not None and where.offset == 0 and where.length is None:
             shutil.copyfile(where.path, dest)
         else:
@@ -95,7 +122,7 @@ class BlobStore:
             for at in range(0, len(data), CHUNK):
                 yield data[at : at + CHUNK]
             return
-        where = self._files[digest]
+        where = self._where(digest)
         left = where.size()
         with open(where.path, "rb") as f:
             f.seek(where.offset)

@@ -126,6 +126,10 @@ def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Nam
         "--config", type=Path, default=ROOT / "configs" / "sim.toml",
         help="the run config (TOML); its relative paths (data, model) are from its directory",
     )  # fmt: skip
+    p.add_argument(
+        "--overlap", choices=["on", "off"],
+        help="overlapped rounds: train the next round while this one is checked (default: the config's)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "out" / "sim", help="logs, summary and plots go here")
     p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -302,6 +306,7 @@ def run_sim(args: argparse.Namespace) -> dict:
                 rounds=args.rounds,
                 min_nodes=min(base.rounds.min_nodes, args.nodes),
                 snapshot_every=args.rounds + 1,  # the summary reads every round's events from the journal
+                overlap=base.rounds.overlap if args.overlap is None else args.overlap == "on",
             ),
         )
         (args.out / "run.toml").write_text(dumps(config))
