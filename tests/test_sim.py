@@ -62,6 +62,32 @@ def test_a_dishonest_node_is_penalized_within_two_rounds_and_no_honest_one_is(tm
     assert losses[-1] < losses[0]
 
 
+def test_overlapped_rounds_keep_every_replica_identical_and_every_state_checkable(tmp_path):
+    s = sim(tmp_path, "--nodes", "4", "--rounds", "8", "--overlap", "on")
+    assert s["verdict"] == "pass" and s["lost_batches"] == 0 and s["chain_points_match_coordinator"]
+    assert all(s["model_hash_agreement"].values()) and len(s["model_hash_agreement"]) == 8
+    assert set(s["validation_checks"]) == {"replay accepted"}
+    assert all(m["points"] > 0 and m["penalties"] == 0 for m in s["members"])
+
+
+@pytest.mark.parametrize("kind", ["noise", "copy", "other-data", "malformed", "liar"])
+def test_in_overlapped_rounds_a_dishonest_node_is_penalized_and_no_honest_one_is(tmp_path, kind):
+    s = sim(
+        tmp_path,
+        "--nodes",
+        "4",
+        "--rounds",
+        "6",
+        "--overlap",
+        "on",
+        "--adversary",
+        f"{kind}@1",
+        validation_rate=1.0,
+    )
+    assert s["penalized_rounds"].get("1") and s["penalized_rounds"]["1"][0] <= 1
+    assert set(s["penalized_rounds"]) == {"1"}
+
+
 def test_with_local_steps_replicas_agree_and_a_node_training_on_other_data_is_penalized(tmp_path):
     config = ROOT / "configs" / "sim-local.toml"
     s = sim(

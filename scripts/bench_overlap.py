@@ -1,0 +1,158 @@
+"""Synchronous against overlapped rounds, side by side: the same `eranos sim` run in each mode,
+one after the other, and how much of each node's time went to its own batches.
+
+    .venv/bin/python scripts/bench_overlap.py                       # make sim's configuration
+    .venv/bin/python scripts/bench_overlap.py --preset 20m --global-batch 24 --rounds 5
+
+Per mode, from every node's event log: compute utilization (forward and backward on its own
+batches over its time from its first such computation to its last event, as the sim reports
+it), the share its worker was busy at all (training, replays, applies, syncs), and the bound
+on utilization the checks leave (own compute over own compute plus replays: a replay is
+another gradient on the target's batches, on the same device), with the wall time per round.
+The last line is overlapped / synchronous utilization. Exits 1 when a run's verdict is not a pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from eranos.timeline import Event, load  # noqa: E402
+from protocol.run_config import dumps  # noqa: E402
+from protocol.run_config import load as load_config  # noqa: E402
+
+JOBS = ("train", "validate", "apply", "sync")  # the worker's jobs: whatever keeps the device busy
+
+
+def run_config(args: argparse.Namespace, out: Path) -> Path:
+    base = load_config(args.config)
+    model = replace(base.model, preset=args.preset) if args.preset else base.model
+    rounds = base.rounds
+    if args.global_batch:
+        rounds = replace(rounds, global_batch=args.global_batch, weight_by_throughput=False)
+    path = out / "run.toml"  # a config with relative data or model paths needs them made absolute
+    path.write_text(dumps(replace(base, model=model, rounds=rounds)))
+    return path
+
+
+def run(args: argparse.Namespace, mode: str) -> dict:
+    out = args.out / mode
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").unlink(missing_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "eranos",
+        "sim",
+        "--config",
+        str(run_config(args, args.out)),
+        "--overlap",
+        mode,
+    ]
+    cmd += ["--nodes", str(args.nodes), "--rounds", str(args.rounds), "--out", str(out), "--timeout", "1800"]
+    with open(out / "sim.out", "w") as log:
+        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {"mode": mode, "verdict": f"no summary: see {out / 'sim.out'}"}
+    events = load(out)
+    nodes = [shares(evs) for name, evs in sorted(events.items()) if name.startswith("node-")]
+    nodes = [n for n in nodes if n is not None]
+    recorded = len(summary["rounds_recorded_on_chain"])
+    return {
+        "mode": mode,
+        "verdict": summary["verdict"],
+        "wall_s": summary["wall_seconds"],
+        "s_per_round": round_seconds(events.get("coordinator", []), recorded),
+        "nodes": nodes,
+        **{k: sum(n[k] for n in nodes) / len(nodes) for k in ("utilization", "busy", "bound")},
+    }
+
+
+def shares(evs: list[Event]) -> dict | None:
+    compute = [e for e in evs if e.name == "compute"]
+    if not compute:
+        return None
+    start, end = min(e.t for e in compute), max(e.t + e.dur for e in evs)
+    span = end - start
+    own = sum(e.dur for e in compute)
+    replays = sum(e.dur for e in evs if e.name == "validate")
+    busy = sum(e.dur for e in evs if e.name in JOBS and e.t >= start)
+    return {"utilization": own / span, "busy": min(1.0, busy / span), "bound": own / (own + replays)}
+
+
+def round_seconds(coordinator: list[Event], recorded: int) -> float:
+    phases = [e for e in coordinator if e.name in ("training", "finalize", "cooldown")]
+    if not phases or not recorded:
+        return 0.0
+    return (max(e.t + e.dur for e in phases) - min(e.t for e in phases)) / recorded
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| rounds | verdict | wall s | s per round | compute utilization (mean, min-max) "
+        "| worker busy | bound from replays |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "nodes" not in r:
+            lines.append(f"| {r['mode']} | FAIL ({r['verdict']}) |" + " - |" * 5)
+            continue
+        low, high = min(n["utilization"] for n in r["nodes"]), max(n["utilization"] for n in r["nodes"])
+        lines.append(
+            f"| {'overlapped' if r['mode'] == 'on' else 'synchronous'} | {r['verdict']} | {r['wall_s']:.0f} "
+            f"| {r['s_per_round']:.1f} | {r['utilization']:.1%} ({low:.0%}-{high:.0%}) | {r['busy']:.0%} "
+            f"| {r['bound']:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from scripts.plotting import save_png, subplots
+
+    fig, ax = subplots(figsize=(7, 4))
+    done = [r for r in rows if "nodes" in r]
+    for i, r in enumerate(done):
+        xs = [j + 0.4 * i for j in range(len(r["nodes"]))]
+        label = "overlapped" if r["mode"] == "on" else "synchronous"
+        ax.bar(xs, [100 * n["utilization"] for n in r["nodes"]], width=0.4, label=label)
+    ax.set_xlabel("node")
+    ax.set_ylabel("compute utilization, %")
+    ax.set_title("own batches' forward and backward / wall time")
+    ax.legend()
+    save_png(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / "sim.toml")
+    p.add_argument("--preset", help="the model preset instead of the config's")
+    p.add_argument("--global-batch", type=int, help="batches per round (throughput weighting off)")
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--out", type=Path, default=ROOT / "out" / "bench_overlap")
+    p.add_argument("--plot", type=Path, help="write the per-node utilization as a PNG here")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    args.out, args.config = args.out.resolve(), args.config.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = [run(args, mode) for mode in ("off", "on")]
+    print(json.dumps(rows, indent=1) if args.json else table(rows))
+    if all("nodes" in r for r in rows):
+        ratio = rows[1]["utilization"] / rows[0]["utilization"]
+        print(f"overlapped / synchronous compute utilization: {ratio:.2f}")
+    if args.plot:
+        plot(rows, args.plot)
+    return 0 if all(r["verdict"] == "pass" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
