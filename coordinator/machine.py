@@ -383,7 +383,7 @@ def _finalize(s: State, settled: dict[bytes, Settlement], now: float, effects: l
 def _tick_cooldown(s: State, now: float, effects: list[Effect]) -> State:
     in_round = [m for k, m in s.members.items() if k in s.round.batches]
     reported = all(m.reported_round == s.last_finalized for m in in_round)
-    if not reported and not _elapsed(s, now, s.config.cooldown_s):
+    if not reported and now - rounds.reports_due_from(s) < s.config.cooldown_s:
         return s
     s = membership.mark_ready(replace(s, model_hash=membership.agreed_hash(s), round=None))
     if s.finalized_rounds >= s.config.rounds:

@@ -101,6 +101,19 @@ def abandon_upcoming(s: State) -> State:
     return replace(s, upcoming=None, carry_over=s.carry_over + ids)
 
 
+def reports_due_from(s: State) -> float:
+    """When the cooldown's wait for members to report the round just finalized starts. In
+    overlapped rounds a member applies it only after training the upcoming round, so each
+    report is due cooldown_s after the last upcoming commit (or the upcoming deadline, while a
+    worker has not committed), not after the round ended."""
+    since, up = s.phase_started_at, s.upcoming
+    if up is None:
+        return since
+    if any(k not in up.commits for k in up.workers):
+        return max(since, up.deadline)
+    return max([since, *(c.at for c in up.commits.values())])
+
+
 def link(s: State, key: bytes, state_before: bytes) -> tuple[bool, bool]:
     """(chained, stale) of a commit from `key` starting from `state_before`: chained when it is
     the member's last accepted state or a fresh one; stale when it is the state its payload of

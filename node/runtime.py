@@ -20,13 +20,15 @@ from the command line has; the simulator injects others (scripts/adversaries.py)
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,7 @@ from node.committed_state import HeldState
 from node.data import TokenDataset
 from node.export import RUN_CONFIG, export
 from node.metrics import NodeMetrics, ShardCollector
-from node.previous_model import PreviousModel
+from node.model_versions import ModelVersions
 from node.ranks import Ranks
 from node.run_data import build_data, run_tokenizer
 from node.shard_store import ShardUnavailable
@@ -133,18 +135,24 @@ class NodeRuntime:
         self.trainer = Trainer(self.model, data, micro_batch, device, ranks)
         self.tasks = list(tasks)
         self.tokenizer = run_tokenizer(config)  # copied into the checkpoints it writes
-        self.checker = Checker(config, host, self.trainer, self._inner_lr)
         self.hash = bytes.fromhex(model_hash(self.model))
+        overlap = config.rounds.overlap
+        # overlapped rounds train and replay one update behind, and replay beside training: on
+        # a replica of the model, on a worker of its own
+        self._versions = ModelVersions(keep=2 if overlap else 0)
+        self._versions.remember(self.model, self.hash)
+        checks = Trainer(copy.deepcopy(self.model), data, micro_batch, device) if overlap else self.trainer
+        self.checker = Checker(config, host, checks, self._inner_lr)
         rate = config.rounds.validation_rate
         self.state = machine.NodeState(
             self.me, coordinator, rate, self.hash, tuple(host.addrs), hardware=describe(device)
         )
         self.progress = Progress()
         self._own: dict[int, Contribution] = {}  # rounds whose compress awaits their RoundEnd
-        self._previous = PreviousModel()  # overlapped rounds train and replay one update behind
         self._held: HeldState | None = None  # the optimizer's state as served; None: fresh
         self._results: queue.Queue[machine.Event] = queue.Queue()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="train")
+        self._check_worker = ThreadPoolExecutor(1, thread_name_prefix="check") if overlap else self._worker
         self._provided_weights: bytes | None = None
         self._lingering: list[bytes] = []  # the last applied round's payloads, still served to slower members
         workdir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +177,7 @@ class NodeRuntime:
 
     def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
+        self._check_worker.shutdown(wait=True, cancel_futures=True)
         self.events.close()
 
     def step(self, event: machine.Event) -> None:
@@ -185,7 +194,8 @@ class NodeRuntime:
         elif isinstance(effect, machine.Dial):
             self.host.dial_soon(list(effect.addrs))
         else:
-            self._worker.submit(self._job, effect)
+            worker = self._check_worker if isinstance(effect, machine.Validate) else self._worker
+            worker.submit(self._job, effect)
 
     def _job(self, job: machine.Effect) -> None:
         """Run one job on the worker and queue its result; a failure is logged and reported as
@@ -225,19 +235,20 @@ class NodeRuntime:
             self.hash, self.optimizer.step = job.model_hash, job.step
             self.progress.synced += 1
             self._serve_weights()
+            self._versions.remember(self.model, self.hash)
             log.info("synced to model %s (round %d)", job.model_hash.hex()[:8], job.round)
         return machine.Synced(self.hash, job.round)
 
     def _train(self, job: machine.Train) -> machine.Trained:
         rs = job.start
-        if rs.model_hash not in (self.hash, self._previous.hash):
+        if rs.model_hash != self.hash and not self._versions.has(rs.model_hash):
             if self._sync(machine.Sync(rs.model_hash, rs.round - 1, rs.step)).model_hash is None:
                 return machine.Trained(rs.round, None)
         self._drop_unsettled(rs)
         self.optimizer.step = rs.step
         self._prefetch_next(rs)
         started = time.perf_counter()
-        on_its_model = self._previous.loaded(self.model, self.hash, rs.model_hash)
+        on_its_model = self._versions.loaded(self.model, self.hash, rs.model_hash)
         with self.events.span("compute", rs.round), on_its_model:
             batches = self.behaviour.batches(self, rs)
             try:
@@ -300,7 +311,7 @@ class NodeRuntime:
 
     def _validate(self, job: machine.Validate) -> machine.Validated:
         rs, target = job.start, job.target
-        with self._previous.loaded(self.model, self.hash, rs.model_hash) as held:
+        with self._checking_model(rs.model_hash) as held:
             if not held:
                 return machine.Validated(None)
             try:
@@ -314,6 +325,17 @@ class NodeRuntime:
         self.progress.verdicts += 1
         self.metrics.checked(verdict.accept, verdict.available)
         return machine.Validated(self.behaviour.verdict(self, verdict))
+
+    @contextmanager
+    def _checking_model(self, wanted: bytes) -> Iterator[bool]:
+        """The checker's model with the weights of hash `wanted` for the block (yields whether
+        this node has them): the node's own model, or its replica in overlapped rounds."""
+        model = self.checker.trainer.model
+        if model is self.model:
+            with self._versions.loaded(model, self.hash, wanted) as held:
+                yield held
+        else:
+            yield self._versions.load_into(model, wanted)
 
     def _apply(self, job: machine.Apply) -> machine.Applied:
         rs, end = job.start, job.end
@@ -337,8 +359,6 @@ class NodeRuntime:
                 log.warning("cannot apply round %d: %s", end.round, exc)
                 return machine.Applied(end.round, None)
         self.optimizer.step = rs.step
-        if self.config.rounds.overlap:
-            self._previous.keep(self.model, self.hash)
         if payloads:
             try:
                 self.optimizer.apply(payloads)
@@ -346,6 +366,7 @@ class NodeRuntime:
                 log.error("round %d not applied: %s", end.round, exc)
                 return machine.Applied(end.round, None)
         self.hash = self._serve_weights()  # the file's sha256 is the model hash
+        self._versions.remember(self.model, self.hash)
         self.progress.applied = end.round
         self.metrics.applied_round.set(end.round)
         self._evaluate(end.round)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from protocol.events import Event
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -168,3 +170,22 @@ def test_membership_benchmark_settles_every_round_of_an_honest_run_and_counts_it
     assert large["member_received_msgs_per_round"] - small["member_received_msgs_per_round"] >= 28
     assert large["coordinator_sent_mb_per_round"] > small["coordinator_sent_mb_per_round"]
     assert (tmp_path / "membership.png").stat().st_size > 0
+
+
+def test_overlap_benchmark_splits_a_nodes_time_into_own_compute_jobs_and_the_bound_replays_leave():
+    from scripts.bench_overlap import shares
+
+    def span(name, t, dur):
+        return Event(t, "node-a", name, 0, dur)
+
+    evs = [span("train", 0, 2.5), span("compute", 0, 2), span("validate", 3, 2), span("apply", 6, 1)]
+    evs.append(span("train", 8, 2))  # ends the node's time at 10 s
+    evs.append(span("compute", 8, 2))
+    assert shares(evs) == {"utilization": 0.4, "busy": 0.75, "bound": 4 / 6}
+
+
+@pytest.mark.slow
+def test_overlap_benchmark_runs_both_modes_and_passes(tmp_path):
+    from scripts.bench_overlap import main
+
+    assert main(["--nodes", "2", "--rounds", "3", "--out", str(tmp_path), "--json"]) == 0

@@ -139,3 +139,25 @@ def test_a_member_short_of_the_model_after_the_cooldown_sends_the_announced_roun
     d.at(d.now + CFG.cooldown_s)
     assert d.state.phase in (Phase.WARMUP, Phase.WAITING) and d.state.upcoming is None
     assert sorted(d.state.carry_over) == announced
+
+
+def test_reports_are_due_a_cooldown_after_the_upcoming_rounds_last_commit():
+    d = started(OVERLAP)
+    close_round(d, 0)  # finalized at 0 s; members train round 1 before they apply round 0
+    d.at(CFG.cooldown_s + 30)
+    assert d.state.phase == Phase.COOLDOWN  # round 1's workers have not committed yet
+    close_round(d, 1)
+    d.at(d.now + CFG.cooldown_s - 1)
+    assert d.state.phase == Phase.COOLDOWN
+    report(d, H1)
+    assert d.state.last_finalized == 1 and d.published(RoundStart)[-1].model_hash == H1
+
+
+def test_reports_wait_no_longer_than_a_cooldown_past_the_upcoming_deadline():
+    d = started(OVERLAP)
+    close_round(d, 0)
+    deadline = d.state.upcoming.deadline
+    d.at(deadline + CFG.cooldown_s - 1)
+    assert d.state.phase == Phase.COOLDOWN
+    d.at(deadline + CFG.cooldown_s)
+    assert d.state.phase != Phase.COOLDOWN

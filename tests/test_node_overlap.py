@@ -108,5 +108,5 @@ def test_synchronous_rounds_replay_only_on_the_model_they_hold(tmp_path):
 
 def test_weights_not_kept_are_not_loaded(pair):
     a, _ = pair
-    with a._previous.loaded(a.model, a.hash, b"\x01" * 32) as held:
+    with a._versions.loaded(a.model, a.hash, b"\x01" * 32) as held:
         assert not held
