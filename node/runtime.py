@@ -35,11 +35,11 @@ from pathlib import Path
 import base58
 import torch
 
-from node import committed_state, machine
+from node import machine
 from node.audit import LoggedRound, log_round
 from node.checking import Checker
 from node.checkpoint import model_hash, read_weights, starting_model, write_weights
-from node.committed_state import HeldState
+from node.contributions import Contributions
 from node.data import TokenDataset
 from node.export import RUN_CONFIG, export
 from node.metrics import NodeMetrics, ShardCollector
@@ -93,17 +93,6 @@ class Behaviour:
         return honest
 
 
-@dataclass
-class Contribution:
-    """This node's own part of a round, until the round is applied."""
-
-    round: int
-    step: int
-    payload: bytes
-    state_before: HeldState | None  # the state its compress started from; None: fresh
-    served: list[bytes]  # blobs provided for the round
-
-
 class NodeRuntime:
     def __init__(
         self,
@@ -148,8 +137,8 @@ class NodeRuntime:
             self.me, coordinator, rate, self.hash, tuple(host.addrs), hardware=describe(device)
         )
         self.progress = Progress()
-        self._own: dict[int, Contribution] = {}  # rounds whose compress awaits their RoundEnd
-        self._held: HeldState | None = None  # the optimizer's state as served; None: fresh
+        leaves = workdir / "state" if self.checker.by_leaf else None
+        self.contributions = Contributions(host, self.optimizer, self.local, leaves, overlap)
         self._results: queue.Queue[machine.Event] = queue.Queue()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="train")
         self._check_worker = ThreadPoolExecutor(1, thread_name_prefix="check") if overlap else self._worker
@@ -244,7 +233,7 @@ class NodeRuntime:
         if rs.model_hash != self.hash and not self._versions.has(rs.model_hash):
             if self._sync(machine.Sync(rs.model_hash, rs.round - 1, rs.step)).model_hash is None:
                 return machine.Trained(rs.round, None)
-        self._drop_unsettled(rs)
+        self.contributions.start(rs.step)
         self.optimizer.step = rs.step
         self._prefetch_next(rs)
         started = time.perf_counter()
@@ -257,19 +246,16 @@ class NodeRuntime:
                 log.warning("round %d not trained: %s", rs.round, exc)
                 return machine.Trained(rs.round, None)
         self.metrics.computed(time.perf_counter() - started)
-        before = self._held
         compress_started = time.perf_counter()
         honest = self.optimizer.compress(round=rs.round, origin=self.me)
         compressed = time.perf_counter()
         self.metrics.trained(result.tokens, compressed - started, compressed - compress_started, len(honest))
-        leaves = self.workdir / "state" if self.checker.by_leaf else None
-        self._held = committed_state.serve(self.host, self.optimizer, self.local, leaves)
+        after = self.contributions.compressed()
         payload = self.behaviour.payload(self, rs, honest)
         if payload is None:
-            self._hold(before)
+            self.contributions.withdraw()
             return machine.Trained(rs.round, None)
-        own = Contribution(rs.round, rs.step, payload, before, [self.host.provide(payload)])
-        self._own[rs.round] = own
+        own = self.contributions.add(rs.round, rs.step, payload)
         self.progress.loss, self.progress.payload_bytes = result.loss, len(payload)
         return machine.Trained(
             rs.round,
@@ -279,27 +265,12 @@ class NodeRuntime:
                 size=len(payload),
                 model_hash=rs.model_hash,
                 loss=result.loss,
-                state_before=FRESH_STATE if before is None else before.digest,
-                state_after=self._held.digest,
+                state_before=FRESH_STATE if own.state_before is None else own.state_before.digest,
+                state_after=after.digest,
                 utilization=self.metrics.utilization(),
                 micro_batch=self.trainer.micro_batch,
             ),
         )
-
-    def _drop_unsettled(self, rs: RoundStart) -> None:
-        """Before training `rs`: a round of this node's whose end never came (the run paused,
-        or the RoundEnd was lost) leaves it not knowing which state the coordinator holds it
-        to, so it starts afresh. In overlapped rounds the round just before `rs` is still
-        being settled, and `rs` starts from the state it left."""
-        behind = rs.step - 1 if self.config.rounds.overlap else None
-        if all(c.step == behind for c in self._own.values()):
-            return
-        for own in self._own.values():
-            self._lingering.extend(own.served)
-            if own.state_before is not None:
-                committed_state.forget(self.host, own.state_before)
-        self._own = {}
-        self._hold(None)
 
     def _prefetch_next(self, rs: RoundStart) -> None:
         """Start fetching the data of the next round's fresh batches, which follow this round's."""
@@ -339,7 +310,7 @@ class NodeRuntime:
 
     def _apply(self, job: machine.Apply) -> machine.Applied:
         rs, end = job.start, job.end
-        own = self._settle_state(end)
+        own = self.contributions.settle(end.round, self.me in end.accepted)
         seen = {k: job.commits[k].payload_hash for k in end.accepted if k in job.commits}
         batches = {k: len(rs.batches.get(k, ())) for k in end.accepted}
         log_round(self.workdir, LoggedRound(end.round, seen, batches, len(seen) == len(end.accepted)))
@@ -375,7 +346,8 @@ class NodeRuntime:
         served = own.served if own is not None else []
         for digest in self._lingering:  # the round before: every member has applied it by now
             self.host.blobs.forget(digest)
-        self._lingering = [*(c.payload_hash for c in job.commits.values()), *served]
+        dropped, self.contributions.dropped = self.contributions.dropped, []
+        self._lingering = [*(c.payload_hash for c in job.commits.values()), *served, *dropped]
         return machine.Applied(end.round, self.hash)
 
     def _evaluate(self, round: int) -> None:
@@ -411,31 +383,6 @@ class NodeRuntime:
         out = self.workdir / "checkpoints" / "final"
         export(self.model, out, self.progress.applied, self.tokenizer)
         return out
-
-    def _settle_state(self, end: RoundEnd) -> Contribution | None:
-        """Keep this round's optimizer state if its payload was accepted, else restore the one
-        before it: the state the coordinator expects the next commit to start from. A later
-        round already trained from the rejected state (overlapped rounds) is stale: dropped."""
-        own = self._own.pop(end.round, None)
-        if own is None:
-            return None
-        if self.me not in end.accepted:
-            for later in [n for n in self._own if n > end.round]:
-                stale = self._own.pop(later)
-                self._lingering.extend(stale.served)
-                if stale.state_before is not None:
-                    committed_state.forget(self.host, stale.state_before)
-            self._hold(own.state_before)
-        elif own.state_before is not None and own.state_before.digest != self._held.digest:
-            committed_state.forget(self.host, own.state_before)
-        return own
-
-    def _hold(self, state: HeldState | None) -> None:
-        """Make `state` (None: fresh) the optimizer's, serving it instead of the state held so far."""
-        if self._held is not None and (state is None or state.digest != self._held.digest):
-            committed_state.forget(self.host, self._held)
-        committed_state.restore(state, self.optimizer, self.local)
-        self._held = state
 
     def _serve_weights(self) -> bytes:
         """Serve the current model by its hash, for joiners (the previous one is forgotten);

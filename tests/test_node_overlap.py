@@ -69,8 +69,8 @@ def test_a_rejected_round_takes_the_round_trained_from_its_state_along(pair):
     a, _ = pair
     train(a, start(0, [a.me], a.hash))
     train(a, start(1, [a.me], a.hash))
-    a._settle_state(RoundEnd(0, [], [a.me], [], Z, a.hash))
-    assert is_fresh(a.optimizer) and a._own == {}
+    a.contributions.settle(0, accepted=False)
+    assert is_fresh(a.optimizer) and a.contributions.pending == {}
     assert train(a, start(2, [a.me], a.hash)).state_before == FRESH_STATE
 
 

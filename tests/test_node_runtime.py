@@ -12,7 +12,7 @@ from optim.codec import decode
 from optim.state import is_fresh, state_bytes
 from p2p.host import Host
 from p2p.identity import Identity
-from p2p.messages import FRESH_STATE, Commit, RoundEnd, RoundStart
+from p2p.messages import FRESH_STATE, Commit, RoundStart
 from protocol.run_config import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def train(runtime, number):
 
 
 def end(runtime, number, accepted):
-    runtime._settle_state(RoundEnd(number, [runtime.me] if accepted else [], [], [], Z, Z))
+    runtime.contributions.settle(number, accepted)
 
 
 def test_a_first_commit_starts_from_the_fresh_state_and_names_the_state_after(runtime):
@@ -89,10 +89,10 @@ def test_held_out_loss_is_kept_every_eval_rounds(runtime):
 def test_a_state_is_served_from_a_file_of_its_leaves_which_goes_when_the_state_does(runtime):
     train(runtime, 7)
     end(runtime, 7, accepted=True)
-    first = runtime._held
+    first = runtime.contributions.held
     assert first.whole is None and first.path.is_file() and len(first.spans) > 1
     assert runtime.host.blobs.has(first.digest) and all(runtime.host.blobs.has(d) for d in first.served)
     train(runtime, 8)
     end(runtime, 8, accepted=True)
     assert not first.path.exists() and not runtime.host.blobs.has(first.digest)
-    assert runtime._held.path.is_file()
+    assert runtime.contributions.held.path.is_file()
