@@ -389,13 +389,15 @@ def _tick_cooldown(s: State, now: float, effects: list[Effect]) -> State:
     if s.finalized_rounds >= s.config.rounds:
         return _change_phase(s, now, Phase.FINISHED)
     s = membership.expire_joiners(s, now, effects)
-    behind = any(m.ever_ready and not m.ready for m in s.members.values())
     if len(s.members) < s.config.min_nodes:
         return _change_phase(rounds.abandon_upcoming(s), now, Phase.WAITING)
+    if s.upcoming is not None and s.model_hash:
+        # overlapped: the announced round trains on the model before this one's update, so a
+        # member yet to report this one holds nothing up; it gets no batches until it does
+        return _change_phase(rounds.promote(s), now, Phase.TRAINING)
+    behind = any(m.ever_ready and not m.ready for m in s.members.values())
     if behind or len(s.ready_members) < s.config.min_nodes:
         return _change_phase(rounds.abandon_upcoming(s), now, Phase.WARMUP)
-    if s.upcoming is not None:
-        return _change_phase(rounds.promote(s), now, Phase.TRAINING)
     return _start_round(s, now, effects)
 
 

@@ -131,7 +131,19 @@ def test_a_payload_check_of_the_announced_round_counts():
     assert d.state.upcoming.checks == {A: False}
 
 
-def test_a_member_short_of_the_model_after_the_cooldown_sends_the_announced_round_back():
+def test_a_member_late_to_report_sits_out_the_next_announced_round_instead_of_stalling_the_run():
+    d = started(OVERLAP, members=(A, B, C))
+    d.state = replace(d.state, config=replace(d.state.config, min_nodes=2))  # the run goes on with two
+    close_round(d, 0, members=(A, B, C))
+    close_round(d, 1, members=(A, B, C))
+    d.report(A, H1), d.report(B, H1)  # C is still applying round 0
+    d.at(d.now + CFG.cooldown_s)
+    start = d.published(RoundStart)[-1]
+    assert d.state.last_finalized == 1 and (start.round, start.model_hash) == (2, H1)
+    assert C not in start.members and C in d.state.members
+
+
+def test_no_majority_on_the_model_after_the_cooldown_sends_the_announced_round_back():
     d = started(OVERLAP)
     close_round(d, 0)
     announced = sorted(b for ids in d.published(RoundStart)[-1].batches.values() for b in ids)
