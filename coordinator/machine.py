@@ -383,7 +383,12 @@ def _finalize(s: State, settled: dict[bytes, Settlement], now: float, effects: l
 def _tick_cooldown(s: State, now: float, effects: list[Effect]) -> State:
     in_round = [m for k, m in s.members.items() if k in s.round.batches]
     reported = all(m.reported_round == s.last_finalized for m in in_round)
-    if not reported and now - rounds.reports_due_from(s) < s.config.cooldown_s:
+    waited = now - rounds.reports_due_from(s)
+    if not reported and waited < s.config.cooldown_s:
+        return s
+    # overlapped: the announced round goes on once a majority holds the model, up to a warmup's wait
+    majority = s.upcoming is None or membership.agreed_hash(s)
+    if not reported and not majority and waited < s.config.warmup_timeout_s:
         return s
     s = membership.mark_ready(replace(s, model_hash=membership.agreed_hash(s), round=None))
     if s.finalized_rounds >= s.config.rounds:

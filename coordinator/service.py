@@ -212,14 +212,14 @@ class CoordinatorService:
             return
         if isinstance(event, JoinRequest) and self.roster is not None and not self.roster.admit(event):
             return  # refused, or waiting for the next read of the member table (which emits it)
+        # the round a commit is for, before the step: that can move the run past it
+        committed_to = self.state.round_numbered(event.round) if isinstance(event, CommitSeen) else None
         result = self._step(event)
         if isinstance(event, JoinRequest) and result.outcome == Outcome.APPLIED:
             self.metrics.joined(event.key, envelope.body.hardware)
         if isinstance(event, CommitSeen) and result.outcome == Outcome.APPLIED:
             self.metrics.member(event.key).utilization = min(1.0, max(0.0, envelope.body.utilization))
-        if isinstance(event, CommitSeen) and result.outcome == Outcome.APPLIED:
-            step = self.state.round_numbered(event.round).step
-            self._checks.submit(self._check_payload, event, step, peer_id_of(event.key))
+            self._checks.submit(self._check_payload, event, committed_to.step, peer_id_of(event.key))
 
     def _check_payload(self, commit: CommitSeen, step: int, origin: str) -> None:
         """Fetch the committed payload, decode it strictly and check its stamp names the

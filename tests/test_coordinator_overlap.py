@@ -143,14 +143,36 @@ def test_a_member_late_to_report_sits_out_the_next_announced_round_instead_of_st
     assert C not in start.members and C in d.state.members
 
 
-def test_no_majority_on_the_model_after_the_cooldown_sends_the_announced_round_back():
+def test_members_that_all_reported_different_models_send_the_announced_round_back():
     d = started(OVERLAP)
     close_round(d, 0)
     announced = sorted(b for ids in d.published(RoundStart)[-1].batches.values() for b in ids)
     d.report(A, H1), d.report(B, H2)  # no majority: nobody holds the agreed model
-    d.at(d.now + CFG.cooldown_s)
     assert d.state.phase in (Phase.WARMUP, Phase.WAITING) and d.state.upcoming is None
     assert sorted(d.state.carry_over) == announced
+
+
+def test_the_announced_round_waits_a_warmup_at_most_for_a_majority_to_report():
+    d = started(OVERLAP, members=(A, B, C))
+    close_round(d, 0, members=(A, B, C))
+    close_round(d, 1, members=(A, B, C))
+    d.report(A, H1)
+    d.at(d.now + CFG.cooldown_s + 20)
+    assert d.state.phase == Phase.COOLDOWN
+    d.at(d.now + CFG.warmup_timeout_s)
+    assert d.state.phase in (Phase.WARMUP, Phase.WAITING) and d.state.upcoming is None
+
+
+def test_the_announced_round_goes_on_once_a_late_majority_holds_the_model():
+    d = started(OVERLAP, members=(A, B, C))
+    d.state = replace(d.state, config=replace(d.state.config, min_nodes=2))
+    close_round(d, 0, members=(A, B, C))
+    close_round(d, 1, members=(A, B, C))
+    d.report(A, H1)
+    d.at(d.now + CFG.cooldown_s + 20)
+    assert d.state.phase == Phase.COOLDOWN
+    d.report(B, H1)
+    assert d.state.last_finalized == 1 and d.published(RoundStart)[-1].model_hash == H1
 
 
 def test_reports_are_due_a_cooldown_after_the_upcoming_rounds_last_commit():
@@ -165,11 +187,12 @@ def test_reports_are_due_a_cooldown_after_the_upcoming_rounds_last_commit():
     assert d.state.last_finalized == 1 and d.published(RoundStart)[-1].model_hash == H1
 
 
-def test_reports_wait_no_longer_than_a_cooldown_past_the_upcoming_deadline():
-    d = started(OVERLAP)
-    close_round(d, 0)
+def test_reports_are_due_a_cooldown_past_the_upcoming_deadline_while_a_worker_has_not_committed():
+    d = started(OVERLAP, members=(A, B, C))
+    close_round(d, 0, members=(A, B, C))
+    d.report(A, H1), d.report(B, H1)  # C never reports, nobody commits round 1
     deadline = d.state.upcoming.deadline
     d.at(deadline + CFG.cooldown_s - 1)
-    assert d.state.phase == Phase.COOLDOWN
-    d.at(deadline + CFG.cooldown_s)
-    assert d.state.phase != Phase.COOLDOWN
+    assert (d.state.phase, d.state.last_finalized) == (Phase.COOLDOWN, 0)
+    d.at(deadline + CFG.cooldown_s)  # round 1 takes over, past its deadline with no commits
+    assert d.state.last_finalized == 1 and d.records()[-1].contributed == ()
