@@ -35,6 +35,8 @@ def run_config(args: argparse.Namespace, out: Path) -> Path:
     base = load_config(args.config)
     model = replace(base.model, preset=args.preset) if args.preset else base.model
     rounds = base.rounds
+    if args.verdict_timeout:
+        rounds = replace(rounds, verdict_timeout_s=args.verdict_timeout)
     if args.global_batch:
         rounds = replace(rounds, global_batch=args.global_batch, weight_by_throughput=False)
     path = out / "run.toml"  # a config with relative data or model paths needs them made absolute
@@ -73,6 +75,8 @@ def run(args: argparse.Namespace, mode: str) -> dict:
         "wall_s": summary["wall_seconds"],
         "s_per_round": round_seconds(events.get("coordinator", []), recorded),
         "nodes": nodes,
+        "checked": summary["validation_checks"].get("replay accepted", 0),
+        "held_out": list(summary["eval_loss_per_round"].values())[-1:] or None,
         **{k: sum(n[k] for n in nodes) / len(nodes) for k in ("utilization", "busy", "bound")},
     }
 
@@ -99,20 +103,24 @@ def round_seconds(coordinator: list[Event], recorded: int) -> float:
 def table(rows: list[dict]) -> str:
     lines = [
         "| rounds | verdict | wall s | s per round | compute utilization (mean, min-max) "
-        "| worker busy | bound from replays |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| worker busy | bound from replays | replays accepted | held-out loss |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "nodes" not in r:
-            lines.append(f"| {r['mode']} | FAIL ({r['verdict']}) |" + " - |" * 5)
+            lines.append(f"| {r['mode']} | FAIL ({r['verdict']}) |" + " - |" * 7)
             continue
         low, high = min(n["utilization"] for n in r["nodes"]), max(n["utilization"] for n in r["nodes"])
         lines.append(
             f"| {'overlapped' if r['mode'] == 'on' else 'synchronous'} | {r['verdict']} | {r['wall_s']:.0f} "
             f"| {r['s_per_round']:.1f} | {r['utilization']:.1%} ({low:.0%}-{high:.0%}) | {r['busy']:.0%} "
-            f"| {r['bound']:.0%} |"
+            f"| {r['bound']:.0%} | {r['checked']} | {_loss(r['held_out'])} |"
         )
     return "\n".join(lines)
+
+
+def _loss(values: list[float] | None) -> str:
+    return f"{values[0]:.3f}" if values else "-"
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -136,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "sim.toml")
     p.add_argument("--preset", help="the model preset instead of the config's")
     p.add_argument("--global-batch", type=int, help="batches per round (throughput weighting off)")
+    p.add_argument(
+        "--verdict-timeout",
+        type=float,
+        help="seconds a replay may take (one beside training takes longer)",
+    )
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--out", type=Path, default=ROOT / "out" / "bench_overlap")
