@@ -172,6 +172,7 @@ class Sim:
             old.unlink(missing_ok=True)  # a new run, not a restart
         self.procs: dict[str, subprocess.Popen] = {}
         self.killed: set[str] = set()  # processes the simulator killed on purpose
+        self.mid_round: tuple[str, ...] = ("training",)  # the phases a --kill may strike in
         self.left: dict[int, dict] = {}  # node -> when it left on chain and what it held then
         self.chain: EranosClient | None = None
         self.nodes: list[Keypair] = []
@@ -310,6 +311,8 @@ def run_sim(args: argparse.Namespace) -> dict:
             ),
         )
         (args.out / "run.toml").write_text(dumps(config))
+        # overlapped, members train the next round while this one is checked: both are mid-round
+        sim.mid_round = ("training", "finalize") if config.rounds.overlap else ("training",)
         port, http_port = free_port(), free_port()
         identity = Identity.from_seed(bytes(authority)[:32])
         coordinator = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_of(identity.public_key)}"
@@ -393,7 +396,7 @@ def poll(sim: Sim, status_url: str, status: dict) -> dict:
             )
             for node, at in args.kills.items():
                 name = f"node-{node}"
-                if name not in sim.killed and status["round"] >= at and status["phase"] == "training":
+                if name not in sim.killed and status["round"] >= at and status["phase"] in sim.mid_round:
                     sim.procs[name].kill()
                     sim.killed.add(name)
             for node, at in args.leaves.items():
