@@ -132,6 +132,8 @@ def plot(rows: list[dict], path: Path) -> None:
         xs = [j + 0.4 * i for j in range(len(r["nodes"]))]
         label = "overlapped" if r["mode"] == "on" else "synchronous"
         ax.bar(xs, [100 * n["utilization"] for n in r["nodes"]], width=0.4, label=label)
+    ax.set_xticks([j + 0.2 for j in range(len(done[0]["nodes"]))] if done else [])
+    ax.set_xticklabels([str(j) for j in range(len(done[0]["nodes"]))] if done else [])
     ax.set_xlabel("node")
     ax.set_ylabel("compute utilization, %")
     ax.set_title("own batches' forward and backward / wall time")
