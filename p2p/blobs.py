@@ -15,6 +15,7 @@ its file, since that file is about to be deleted.
 import hashlib
 import os
 import shutil
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -48,11 +49,13 @@ class BlobStore:
         self._bytes: dict[bytes, bytes] = {}
         self._files: dict[bytes, list[_OnDisk]] = {}  # the newest location last
         self._refs: Counter[bytes] = Counter()
+        self._lock = threading.Lock()  # a node's training and checking workers both add and forget
 
     def add_bytes(self, data: bytes) -> bytes:
         digest = hashlib.sha256(data).digest()
-        self._bytes[digest] = bytes(data)
-        self._refs[digest] += 1
+        with self._lock:
+            self._bytes[digest] = bytes(data)
+            self._refs[digest] += 1
         return digest
 
     def add_file(self, path: Path) -> bytes:
@@ -68,24 +71,32 @@ class BlobStore:
     def add_fetched(self, digest: bytes, result: bytes | Path) -> None:
         if isinstance(result, Path):
             self._add_location(digest, _OnDisk(result))
-        else:
+            return
+        with self._lock:
             self._bytes[digest] = result
             self._refs[digest] += 1
 
     def _add_location(self, digest: bytes, where: _OnDisk) -> None:
-        self._files.setdefault(digest, []).append(where)
-        self._refs[digest] += 1
+        with self._lock:
+            self._files.setdefault(digest, []).append(where)
+            self._refs[digest] += 1
 
     def forget(self, digest: bytes, path: Path | None = None) -> None:
         """One provider of `digest` is done with it (`path`: its file, which goes away)."""
+        with self._lock:
+            self._forget(digest, path)
+
+    def _forget(self, digest: bytes, path: Path | None) -> None:
         if self._refs[digest] <= 0:
             self._refs.pop(digest, None)
             return
         self._refs[digest] -= 1
         if path is not None and digest in self._files:
-            kept = [w for w in self._files.pop(digest) if w.path != path]
+            kept = [w for w in self._files[digest] if w.path != path]
             if kept:
-                self._files[digest] = kept
+                self._files[digest] = kept  # readers on the host's thread never see it missing
+            else:
+                del self._files[digest]
         if self._refs[digest] == 0:
             del self._refs[digest]
             self._bytes.pop(digest, None)
