@@ -9,17 +9,14 @@ that starts at the current time in microseconds, so a restarted node never reuse
 messages pass through the pure `Inbox` (signature, run, replay); verified ones land in
 `Host.received`, a thread-safe queue, and rejections are counted in `Host.inbox.rejected`.
 
-Blobs: `/eranos/blob/1.0.0`. The client writes the 32-byte sha256 it wants; the server answers
-status u8 (0: here it comes, 1: not here) and size u64, then the bytes in 1 MiB writes. The
-client checks the size against its limit before reading, reads with a timeout per chunk,
-hashes as it goes, and keeps nothing that fails the hash. Any peer that fetched a blob serves it.
+Blobs: over the key-authenticated TCP side channel (p2p/bulk.py), or a libp2p stream
+(p2p/blob_stream.py) to peers without one; from the best-scored peer that serves the blob whole
+and correct. Any peer that fetched a blob serves it.
 """
 
-import hashlib
 import itertools
 import logging
 import queue
-import struct
 import threading
 import time
 from collections import Counter
@@ -31,20 +28,15 @@ import multiaddr
 import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_key_pair
-from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2p import bulk, workarounds
+from p2p import blob_stream, bulk, workarounds
 from p2p.addresses import announced, bind_error, local_ipv4s
-from p2p.blobs import CHUNK, BlobStore, FileSink, MemorySink, read_exactly
+from p2p.blobs import BlobStore
 from p2p.errors import (
     BlobError,
-    BlobHashMismatch,
-    BlobTimeout,
-    BlobTooLarge,
-    BlobTruncated,
     BlobUnavailable,
     LocalError,
     PeerUnreachable,
@@ -56,31 +48,14 @@ from p2p.topics import coordinator_topic, run_topic, runs_in, topic_for
 
 log = logging.getLogger(__name__)
 
-BLOB_PROTOCOL = TProtocol("/eranos/blob/1.0.0")
-_RESPONSE = struct.Struct("<BQ")
 MAX_RECEIVED = 20_000  # verified messages waiting for the owner's loop
 MAX_KNOWN = 2048  # peers learnt from announcements, re-dialled when they drop
 MAX_REDIALS = 10  # failed re-dials in a row before such a peer is forgotten
-MIN_BLOB_RATE = 256 * 1024  # bytes/s a transfer must average, beyond the first chunk timeout
-_HAVE, _MISSING = 0, 1
 
 
 def redial_delay(failures: int) -> float:
     """Seconds before the next re-dial of a peer that failed `failures` times in a row."""
     return min(60.0, 2.0 * 2 ** max(0, failures - 1))
-
-
-async def _read_exactly(stream, n: int, timeout: float) -> bytes:
-    """Read n bytes with a timeout per read; libp2p's own helper gives up after 100 frames."""
-
-    async def read(at_most: int) -> bytes:
-        with trio.fail_after(timeout):
-            return await stream.read(at_most)
-
-    try:
-        return await read_exactly(read, n)
-    except EOFError as exc:
-        raise BlobTruncated(str(exc)) from None
 
 
 class Host:
@@ -173,7 +148,7 @@ class Host:
         self._pubsub = workarounds.SafePubsub(self._host, gossipsub)
         async with self._host.run(listen_addrs=[self.listen]), trio.open_nursery() as nursery:
             self._nursery = nursery
-            self._host.set_stream_handler(BLOB_PROTOCOL, self._serve_blob)
+            self._host.set_stream_handler(blob_stream.PROTOCOL, self._serve_blob)
             if self.side is not None:
                 ip = self.listen.value_for_protocol("ip4") if "/ip4/" in str(self.listen) else "0.0.0.0"
                 await self.side.start(nursery, ip, self._host.set_stream_handler)
@@ -374,7 +349,9 @@ class Host:
                         raise bulk.NoBulkChannel("no side channel", peer)
                     result = await self.side.fetch(peer, digest, size_limit, dest)
                 except bulk.NoBulkChannel:
-                    result = await self._fetch_from(peer, digest, size_limit, dest)
+                    result = await blob_stream.fetch(
+                        self._host, peer, digest, size_limit, dest, self.chunk_timeout, self.traffic
+                    )
             except BlobError as err:
                 self.scores[peer] -= 1
                 failures.append(f"{peer[-8:]}: {err}")
@@ -385,51 +362,6 @@ class Host:
             return result
         raise BlobUnavailable(f"blob {digest.hex()[:16]} from none of {len(peers)} peers: {failures}")
 
-    async def _fetch_from(self, peer: str, digest: bytes, size_limit: int, dest: Path | None):
-        try:
-            with trio.fail_after(self.chunk_timeout):
-                stream = await self._host.new_stream(ID.from_base58(peer), [BLOB_PROTOCOL])
-        except trio.TooSlowError:
-            raise BlobTimeout("opening a blob stream timed out", peer) from None
-        except Exception as err:
-            raise BlobUnavailable(f"cannot open a blob stream: {err}", peer) from None
-        sink = MemorySink() if dest is None else FileSink(dest)  # only once there is a stream to fill it
-        try:
-            await stream.write(digest)
-            status, size = _RESPONSE.unpack(await _read_exactly(stream, _RESPONSE.size, self.chunk_timeout))
-            if status != _HAVE:
-                raise BlobUnavailable("peer does not have the blob", peer)
-            if size > size_limit:
-                raise BlobTooLarge(f"peer announced {size} bytes, limit {size_limit}", peer)
-            sha, remaining = hashlib.sha256(), size
-            with trio.fail_after(self.chunk_timeout + size / MIN_BLOB_RATE):  # no dripping a byte at a time
-                while remaining:
-                    data = await _read_exactly(stream, min(CHUNK, remaining), self.chunk_timeout)
-                    sha.update(data)
-                    self.traffic["blob_received"] += len(data)
-                    await sink.write(data)
-                    remaining -= len(data)
-            if sha.digest() != digest:
-                raise BlobHashMismatch("bytes do not hash to the requested sha256", peer)
-            return await sink.finish()
-        except trio.TooSlowError:
-            await sink.discard()
-            raise BlobTimeout(
-                f"no data for {self.chunk_timeout} s, or slower than {MIN_BLOB_RATE} B/s", peer
-            ) from None
-        except BlobError as err:
-            await sink.discard()
-            err.peer = err.peer or peer
-            raise
-        except Exception as err:  # stream reset, EOF or connection loss, in libp2p's own types
-            await sink.discard()
-            raise BlobTruncated(f"stream failed: {type(err).__name__}", peer) from None
-        finally:
-            try:
-                await stream.close()
-            except Exception:  # already reset by the peer
-                pass
-
     def _serving(self, peer: str, digest: bytes) -> bool:
         return self.serves(peer, digest)  # looked up per request: owners replace `serves` at will
 
@@ -438,19 +370,4 @@ class Host:
         return await self._host.new_stream(ID.from_base58(peer), [bulk.PORT_PROTOCOL])
 
     async def _serve_blob(self, stream) -> None:
-        try:
-            digest = await _read_exactly(stream, 32, self.chunk_timeout)
-            if not self.blobs.has(digest) or not self.serves(stream.muxed_conn.peer_id.to_string(), digest):
-                await stream.write(_RESPONSE.pack(_MISSING, 0))
-            else:
-                await stream.write(_RESPONSE.pack(_HAVE, self.blobs.size(digest)))
-                async for chunk in self.blobs.chunks(digest):
-                    await stream.write(chunk)
-                    self.traffic["blob_sent"] += len(chunk)
-            await stream.close()
-        except Exception as err:  # a hostile or vanished client: drop its stream, keep serving others
-            log.debug("blob request failed: %s", err)
-            try:
-                await stream.reset()
-            except Exception:
-                pass
+        await blob_stream.serve(stream, self.blobs, self.serves, self.chunk_timeout, self.traffic)

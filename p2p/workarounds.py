@@ -15,7 +15,7 @@ it relies on, so the workaround can then be re-examined rather than silently kep
 5. Gossip RPCs over 1 MiB are dropped silently at the sender: gossip carries only small signed
    messages (p2p.messages.MAX_MESSAGE_BYTES); payloads go through the blob protocol.
 6. `read_exactly` gives up after 100 reads of one yamux frame each: the blob protocol reads
-   with its own loop (host.py `_read_exactly`).
+   with its own loop (blob_stream.py `_read_exactly`).
 7. A peer whose every address failed once is refused without dialling for 60 s (the swarm's
    negative cache), so a node started before its coordinator listens, or retrying after an
    outage, keeps failing for a minute after the peer is back: an explicit `Host.connect` first

@@ -16,8 +16,10 @@ import pytest
 import trio
 from libp2p.custom_types import TProtocol
 
+from p2p.blob_stream import PROTOCOL as BLOB_PROTOCOL
+from p2p.blob_stream import RESPONSE as _RESPONSE
 from p2p.errors import BlobUnavailable, PeerUnreachable
-from p2p.host import _RESPONSE, BLOB_PROTOCOL, MAX_KNOWN, MAX_RECEIVED, Host, redial_delay
+from p2p.host import MAX_KNOWN, MAX_RECEIVED, Host, redial_delay
 from p2p.identity import Identity
 from p2p.messages import Heartbeat, RoundEnd, seal
 from p2p.workarounds import GOSSIP_PROTOCOL, SafePubsub
