@@ -1,0 +1,68 @@
+"""A member's own contributions, settled against the coordinator's rule for the state a commit
+may start from: under any order of accepts and rejects, in either round mode, an honest member's
+commits are never judged to start from a state no accepted payload left (penalized)."""
+
+from dataclasses import replace
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coordinator import rounds
+from coordinator.state import State
+from node.contributions import Contributions
+from optim import DemoOptimizer
+from optim.config import DemoConfig
+from p2p.blobs import BlobStore
+from p2p.messages import FRESH_STATE
+from protocol.run_config import RoundsSection
+
+KEY = b"\x01" * 32
+
+
+class FakeHost:
+    def __init__(self) -> None:
+        self.blobs = BlobStore()
+
+    def provide(self, data: bytes) -> bytes:
+        return self.blobs.add_bytes(data)
+
+
+def member(overlap: bool) -> tuple[Contributions, DemoOptimizer, torch.nn.Parameter]:
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(8, 8))
+    optimizer = DemoOptimizer([("w", weight)], DemoConfig(chunk=4, topk=2, beta=0.9))
+    return Contributions(FakeHost(), optimizer, None, None, overlap), optimizer, weight
+
+
+def train(own: Contributions, optimizer: DemoOptimizer, weight, number: int) -> tuple[bytes, bytes]:
+    """The member trains round `number` (its step): (state before, state after) as committed."""
+    own.start(number)
+    weight.grad = torch.randn(weight.shape, generator=torch.Generator().manual_seed(number))
+    optimizer.compress(round=number)
+    after = own.compressed()
+    contribution = own.add(number, number, b"payload %d" % number)
+    return (contribution.state_before.digest if contribution.state_before else FRESH_STATE), after.digest
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=8), st.booleans())
+def test_an_honest_members_commits_always_chain_whatever_the_coordinator_accepts(accepts, overlap):
+    own, optimizer, weight = member(overlap)
+    s = State(replace(RoundsSection(), overlap=overlap))
+    commits = {}
+
+    def settle(done: int) -> State:
+        before, after = commits[done]
+        chained, stale = rounds.link(s, KEY, before)  # as the coordinator judges it at its turn
+        assert chained, f"round {done} would be penalized"
+        accepted = accepts[done] and not stale
+        own.settle(done, accepted)
+        superseded = {KEY: after} if overlap and not accepted else {}
+        return replace(s, states={**s.states, KEY: after} if accepted else s.states, superseded=superseded)
+
+    for n in range(len(accepts)):
+        commits[n] = train(own, optimizer, weight, n)  # overlapped: before round n - 1 settles
+        done = n - 1 if overlap else n
+        if done >= 0:
+            s = settle(done)
