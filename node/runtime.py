@@ -2,15 +2,17 @@
 
 The loop thread feeds the machine every verified message and a tick, publishes and dials what
 it says, and hands its compute jobs to one worker thread, in order, so a round's replays see
-the model as it was when the round started and the apply comes last. Each job's result goes
-back to the machine as one event.
+the model as it was when the round started and the apply comes last. In overlapped rounds
+replays go to a second worker instead, on a replica loaded with the round's own weights
+(node/model_versions.py), so they run beside the next round's training. Each job's result
+goes back to the machine as one event.
 
 Per round: train the assigned batches, commit, and serve the payload and the optimizer state
 before and after it by hash until the round is applied; replay each target the coordinator
 names once commits close; at RoundEnd fetch every accepted payload and apply them in node-id
 order, keep the new optimizer state only if this node's payload was accepted (otherwise the
 state goes back to where it was, which is what the coordinator expects the next commit to start
-from); report the new model hash. A node whose model is not the round's fetches the model by
+from: node/contributions.py); report the new model hash. A node whose model is not the round's fetches the model by
 its hash from peers: the weights file's sha256 is the model hash, so the blob protocol verifies it.
 
 Where an operator could cheat (which batches it trains, what it commits, what it reports of a
