@@ -148,6 +148,7 @@ def _row(key, status, telemetry, points, batches, ago, addrs, throughput) -> dic
 
 
 def run_header(state: State) -> dict:
+    up = state.upcoming
     return {
         "phase": state.phase.value,
         "why": membership.why(state),
@@ -155,6 +156,11 @@ def run_header(state: State) -> dict:
         "step": state.finalized_rounds,
         "model_hash": state.model_hash.hex() if state.model_hash else "",
         "finished": state.phase == Phase.FINISHED,
+        "overlap": state.config.overlap,
+        # overlapped: the next round, trained while this one is checked, and its commits so far
+        "upcoming": None
+        if up is None
+        else {"round": up.number, "commits": len(up.commits), "workers": len(up.workers)},
     }
 
 

@@ -12,8 +12,9 @@ before and after it by hash until the round is applied; replay each target the c
 names once commits close; at RoundEnd fetch every accepted payload and apply them in node-id
 order, keep the new optimizer state only if this node's payload was accepted (otherwise the
 state goes back to where it was, which is what the coordinator expects the next commit to start
-from: node/contributions.py); report the new model hash. A node whose model is not the round's fetches the model by
-its hash from peers: the weights file's sha256 is the model hash, so the blob protocol verifies it.
+from: node/contributions.py); report the new model hash. A node whose model is not the
+round's fetches the model by its hash from peers: the weights file's sha256 is the model hash,
+so the blob protocol verifies it.
 
 Where an operator could cheat (which batches it trains, what it commits, what it reports of a
 replay), the runtime asks its `Behaviour`: the honest one here is the only one a node started

@@ -3,8 +3,8 @@
 from dataclasses import replace
 
 from coordinator.service import initial_state
-from coordinator.state import Phase, RecordRound, Removed
-from coordinator.telemetry import Telemetry, member_rows
+from coordinator.state import CommitInfo, Phase, RecordRound, Removed, Round
+from coordinator.telemetry import Telemetry, member_rows, run_header
 from protocol.run_config import RunConfig
 
 A, B = b"a" * 32, b"b" * 32
@@ -38,3 +38,12 @@ def test_a_removed_member_stays_in_the_table_with_why():
     (row,) = member_rows(initial_state(RunConfig()), t, {A: 40}, now=60.0)
     assert row["status"] == "removed: missed 2 rounds" and row["last_seen_s"] == 10.0
     assert row["points"] == 40 and row["hardware"] == "NVIDIA H200[31m"  # no terminal escapes kept
+
+
+def test_the_header_shows_the_round_an_overlapped_run_trains_next_and_its_commits():
+    upcoming = Round(5, 5, 0, b"", b"", 0.0, 60.0, {A: (1, 2), B: (3,)})
+    commit = CommitInfo(bytes(32), 10, bytes(32), 2.0, 1.0, bytes(32), True)
+    upcoming = replace(upcoming, commits={A: commit})
+    s = replace(initial_state(RunConfig()), upcoming=upcoming)
+    assert run_header(s)["upcoming"] == {"round": 5, "commits": 1, "workers": 2}
+    assert run_header(initial_state(RunConfig()))["upcoming"] is None
