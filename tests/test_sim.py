@@ -70,6 +70,12 @@ def test_overlapped_rounds_keep_every_replica_identical_and_every_state_checkabl
     assert all(m["points"] > 0 and m["penalties"] == 0 for m in s["members"])
 
 
+def test_in_overlapped_rounds_a_joiner_enters_with_the_same_model_and_earns(tmp_path):
+    s = sim(tmp_path, "--nodes", "4", "--rounds", "20", "--overlap", "on", "--join", "3@6")
+    assert all(s["model_hash_agreement"].values()) and len(s["model_hash_agreement"]) == 20
+    assert s["members"][3]["points"] > 0 and s["chain_points_match_coordinator"]
+
+
 @pytest.mark.parametrize("kind", ["noise", "copy", "other-data", "malformed", "liar"])
 def test_in_overlapped_rounds_a_dishonest_node_is_penalized_and_no_honest_one_is(tmp_path, kind):
     s = sim(
