@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
-from coordinator.state import CommitInfo, Effect, Publish, Round, State
+from coordinator.state import CommitInfo, Effect, Phase, Publish, Round, State
 from p2p.messages import FRESH_STATE, RoundStart
 from protocol.assignment import assign_batches
 from protocol.checks import commitment
@@ -99,6 +99,13 @@ def abandon_upcoming(s: State) -> State:
         return s
     ids = tuple(sorted(b for ids in s.upcoming.batches.values() for b in ids))
     return replace(s, upcoming=None, carry_over=s.carry_over + ids)
+
+
+def in_flight(s: State) -> int:
+    """Batches handed to rounds not finalized yet (the current one before its cooldown, and
+    the announced one): neither accepted nor carried over, and not lost."""
+    unsettled = [s.upcoming] + ([s.round] if s.phase in (Phase.TRAINING, Phase.FINALIZE) else [])
+    return sum(len(ids) for r in unsettled if r is not None for ids in r.batches.values())
 
 
 def reports_due_from(s: State) -> float:

@@ -12,6 +12,7 @@ from solders.keypair import Keypair
 
 from chain.client import EranosClient
 from coordinator.journal import Journal, decode_entry
+from coordinator.rounds import in_flight
 from coordinator.service import initial_state
 from coordinator.state import HeartbeatSeen, Publish, RecordRound, VerdictSeen
 from eranos import timeline
@@ -137,8 +138,9 @@ def summarize(
         "dense_bf16_bytes": 2 * n_params,
         "compression_vs_dense_bf16": (2 * n_params / bytes_per_step) if bytes_per_step else None,
         "model_hash_agreement": {r: len(h) == 1 for r, h in sorted(hashes.items())},
-        # handed out but neither accepted nor carried over: zero unless the coordinator lost data
-        "lost_batches": state.next_batch - state.accepted_batches - len(state.carry_over),
+        # handed out but neither accepted, carried over nor in a round under way (an interrupted
+        # run's): zero unless the coordinator lost data
+        "lost_batches": state.next_batch - state.accepted_batches - len(state.carry_over) - in_flight(state),
         "batches_carried_over_at_end": len(state.carry_over),
         "penalized_rounds": {k: v for k, v in penalized.items() if v},
         "validation_checks": status.get("checks", {}),  # the coordinator's count, by result

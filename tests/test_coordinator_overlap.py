@@ -3,6 +3,7 @@ trains on the model one update behind, and takes over at the cooldown."""
 
 from dataclasses import replace
 
+from coordinator.rounds import in_flight
 from coordinator.state import CommitSeen, PauseRequest, PayloadChecked, Phase, ResumeRequest
 from p2p.messages import FRESH_STATE, Reveal, RoundEnd, RoundStart
 from tests.test_coordinator_machine import CFG, H0, H1, H2, A, B, C, started
@@ -196,3 +197,11 @@ def test_reports_are_due_a_cooldown_past_the_upcoming_deadline_while_a_worker_ha
     assert (d.state.phase, d.state.last_finalized) == (Phase.COOLDOWN, 0)
     d.at(deadline + CFG.cooldown_s)  # round 1 takes over, past its deadline with no commits
     assert d.state.last_finalized == 1 and d.records()[-1].contributed == ()
+
+
+def test_batches_in_rounds_under_way_are_in_flight_not_lost():
+    d = started(OVERLAP)
+    close_round(d, 0)  # round 0 finalized (cooldown), round 1 announced
+    s = d.state
+    assert in_flight(s) == CFG.global_batch
+    assert s.next_batch - s.accepted_batches - len(s.carry_over) - in_flight(s) == 0
