@@ -60,7 +60,8 @@ def run_lines(summary: dict) -> list[str]:
     agreed = sum(summary["model_hash_agreement"].values())
     ratio = summary["compression_vs_dense_bf16"]
     return [
-        f"rounds: {len(summary['rounds_recorded_on_chain'])} recorded on chain of {summary['rounds']}",
+        f"rounds: {len(summary['rounds_recorded_on_chain'])} recorded on chain of {summary['rounds']}"
+        + (" (overlapped)" if summary.get("overlap") else ""),
         f"verified loss: {loss}",
         f"bytes per node per step: {summary['bytes_per_node_per_step']:.0f}"
         + (f" ({ratio:.0f}x fewer than dense bf16)" if ratio else ""),

@@ -117,6 +117,7 @@ def summarize(
     summary = {
         "nodes": args.nodes,
         "rounds": args.rounds,
+        "overlap": config.rounds.overlap,
         "kills": args.kills,
         "joins": args.joins,
         "coordinator_restarted_after": args.restart_coordinator,

@@ -81,3 +81,8 @@ def test_a_written_usage_record_reads_back_with_this_process_figures(tmp_path):
     assert record["bytes"] == {"gossip_sent": 10} and record["gossip_messages"] == {"sent:Commit": 1}
     assert record["cpu_s"] > 0 and record["peak_rss_mb"] > 10
     assert read_usage(tmp_path / "missing.json") is None
+
+
+def test_the_run_lines_say_when_rounds_overlapped():
+    assert "rounds: 2 recorded on chain of 2 (overlapped)" in run_lines(summary(overlap=True))
+    assert "rounds: 2 recorded on chain of 2" in run_lines(summary(overlap=False))
