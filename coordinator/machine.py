@@ -372,7 +372,7 @@ def _finalize(s: State, settled: dict[bytes, Settlement], now: float, effects: l
         strikes={k: v for k, v in strikes.items() if k not in penalized},
         states={**s.states, **{k: r.commits[k].state_after for k in done}},
         carry_over=s.carry_over + carried,
-        superseded=rounds.superseded(s, r, rejected | penalized),
+        stale_from=rounds.not_accepted(s, r, accepted),
         accepted_batches=s.accepted_batches + sum(len(r.batches[k]) for k in done),
         finalized_rounds=s.finalized_rounds + 1,
         last_finalized=r.number,

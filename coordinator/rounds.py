@@ -12,8 +12,10 @@ back its batches, as a round abandoned mid-way does.
 
 A member's commit to round r + 1 starts from the optimizer state its own round-r payload left:
 whether that state counts is known only once round r is finalized, so the link of each commit
-to the member's accepted state is judged then (`link`). A commit that started from a payload
-round r rejected is stale: rejected, not penalized, since an honest member could not know.
+to the member's accepted state is judged then (`link`). If round r did not accept the member's
+payload (rejected it, or never saw it: a commit lost on the way), its commit to r + 1 may start
+from a state the run never took, and an honest member could not have known: such a commit is
+stale, rejected and not penalized. A member whose payload round r accepted has no such excuse.
 """
 
 from __future__ import annotations
@@ -123,14 +125,15 @@ def reports_due_from(s: State) -> float:
 
 def link(s: State, key: bytes, state_before: bytes) -> tuple[bool, bool]:
     """(chained, stale) of a commit from `key` starting from `state_before`: chained when it is
-    the member's last accepted state or a fresh one; stale when it is the state its payload of
-    the last finalized round would have left, had that been accepted (overlapped rounds), or the
-    member was penalized since."""
+    the member's last accepted state or a fresh one; otherwise stale (overlapped rounds) when the
+    last finalized round did not accept the member's payload, so an honest member may have
+    started from a state the run never took, or when the member was penalized since. A commit
+    that is neither starts from a state no accepted payload left: a lie."""
     if key in s.banned:
         return True, True
     if state_before in (FRESH_STATE, s.states.get(key)):
         return True, False
-    stale = s.superseded.get(key) == state_before
+    stale = key in s.stale_from
     return stale, stale
 
 
@@ -139,8 +142,8 @@ def _linked(s: State, key: bytes, c: CommitInfo) -> CommitInfo:
     return replace(c, chained=chained, stale=stale)
 
 
-def superseded(s: State, r: Round, rejected: set[bytes]) -> dict[bytes, bytes]:
-    """Overlapped rounds: the states the rejected payloads of round `r` would have left."""
+def not_accepted(s: State, r: Round, accepted: set[bytes]) -> frozenset[bytes]:
+    """Overlapped rounds: the workers of round `r` whose payload it did not accept (`stale_from`)."""
     if not s.config.overlap:
-        return {}
-    return {k: r.commits[k].state_after for k in sorted(rejected)}
+        return frozenset()
+    return frozenset(k for k in r.workers if k not in accepted)

@@ -137,9 +137,10 @@ class State:
     exact: bool = True  # honest replays agree to the bit: accepts must carry the same evidence
     strikes: dict[bytes, int] = field(default_factory=dict)  # consecutive rounds withheld
     removals: dict[bytes, int] = field(default_factory=dict)  # times removed for missed rounds
-    # overlapped rounds: key -> the state_after of its payload the last finalized round rejected,
-    # which its commit to the round after started from (stale, not a lie)
-    superseded: dict[bytes, bytes] = field(default_factory=dict)
+    # overlapped rounds: the workers of the last finalized round whose payload it did not accept
+    # (rejected, or never seen): their commits to the round after may start from a state the
+    # run never took, since they trained it before they learnt the outcome (stale, not a lie)
+    stale_from: frozenset[bytes] = frozenset()
 
     @property
     def ready_members(self) -> tuple[bytes, ...]:

@@ -45,23 +45,27 @@ def train(own: Contributions, optimizer: DemoOptimizer, weight, number: int) -> 
     return (contribution.state_before.digest if contribution.state_before else FRESH_STATE), after.digest
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.booleans(), min_size=1, max_size=8), st.booleans())
-def test_an_honest_members_commits_always_chain_whatever_the_coordinator_accepts(accepts, overlap):
+OUTCOMES = ("accepted", "rejected", "lost")  # lost: the commit never reached the coordinator
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.sampled_from(OUTCOMES), min_size=1, max_size=8), st.booleans())
+def test_an_honest_members_commits_always_chain_whatever_the_coordinator_accepts(outcomes, overlap):
     own, optimizer, weight = member(overlap)
     s = State(replace(RoundsSection(), overlap=overlap))
     commits = {}
 
     def settle(done: int) -> State:
         before, after = commits[done]
-        chained, stale = rounds.link(s, KEY, before)  # as the coordinator judges it at its turn
-        assert chained, f"round {done} would be penalized"
-        accepted = accepts[done] and not stale
+        if outcomes[done] != "lost":  # judged as the coordinator judges a commit at its turn
+            chained, stale = rounds.link(s, KEY, before)
+            assert chained, f"round {done} would be penalized"
+        accepted = outcomes[done] == "accepted" and not stale
         own.settle(done, accepted)
-        superseded = {KEY: after} if overlap and not accepted else {}
-        return replace(s, states={**s.states, KEY: after} if accepted else s.states, superseded=superseded)
+        stale_from = frozenset({KEY}) if overlap and not accepted else frozenset()
+        return replace(s, states={**s.states, KEY: after} if accepted else s.states, stale_from=stale_from)
 
-    for n in range(len(accepts)):
+    for n in range(len(outcomes)):
         commits[n] = train(own, optimizer, weight, n)  # overlapped: before round n - 1 settles
         done = n - 1 if overlap else n
         if done >= 0:

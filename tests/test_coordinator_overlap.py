@@ -91,6 +91,21 @@ def test_a_commit_from_the_state_a_rejected_payload_left_is_rejected_not_penaliz
     assert (end.accepted, end.rejected, end.penalized) == ([B, C], [A], [])
 
 
+def test_a_member_whose_commit_never_reached_the_coordinator_commits_the_next_round_stale():
+    d = started(OVERLAP, members=(A, B, C))
+    for k in (B, C):  # A's commit to round 0 is lost on the way; A trains on from its state
+        commit(d, k, 0, FRESH_STATE, S1)
+        d.send(PayloadChecked(k, 0, True))
+    d.at(CFG.round_timeout_s)  # round 0 closes without A, round 1 is announced
+    for k in (A, B, C):
+        commit(d, k, 1, S1, S2)
+        d.send(PayloadChecked(k, 1, True))
+    report(d, H1)
+    report(d, H2)
+    end = d.published(RoundEnd)[1]
+    assert (end.accepted, end.rejected, end.penalized) == ([B, C], [A], [])
+
+
 def test_a_commit_from_a_state_nobody_left_is_still_penalized():
     d = started(OVERLAP, members=(A, B, C))
     close_round(d, 0, members=(A, B, C))
