@@ -131,6 +131,15 @@ def test_a_restarted_coordinator_records_no_round_twice(tmp_path):
     assert s["chain_points_match_coordinator"]
 
 
+def test_an_overlapped_run_survives_a_coordinator_restart_and_penalizes_no_honest_node(tmp_path):
+    # the members' commits to the announced round die with the coordinator: their next commits
+    # start from a state it never saw, which is stale, not a lie
+    s = sim(tmp_path, "--nodes", "3", "--rounds", "8", "--overlap", "on", "--restart-coordinator", "3")
+    recorded = s["rounds_recorded_on_chain"]
+    assert recorded == sorted(set(recorded)) and recorded[-1] == 7
+    assert s["verdict"] == "pass" and not s["penalized_rounds"]
+
+
 def test_a_node_that_leaves_earns_nothing_more_and_withdraws_its_stake_after_unbonding(tmp_path):
     s = sim(tmp_path, "--nodes", "4", "--rounds", "8", "--leave", "2@3")
     left = s["left"]["2"]
