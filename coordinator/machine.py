@@ -386,11 +386,11 @@ def _tick_cooldown(s: State, now: float, effects: list[Effect]) -> State:
     waited = now - rounds.reports_due_from(s)
     if not reported and waited < s.config.cooldown_s:
         return s
+    agreed = membership.agreed_hash(s)
     # overlapped: the announced round goes on once a majority holds the model, up to a warmup's wait
-    majority = s.upcoming is None or membership.agreed_hash(s)
-    if not reported and not majority and waited < s.config.warmup_timeout_s:
+    if not reported and s.upcoming is not None and not agreed and waited < s.config.warmup_timeout_s:
         return s
-    s = membership.mark_ready(replace(s, model_hash=membership.agreed_hash(s), round=None))
+    s = membership.mark_ready(replace(s, model_hash=agreed, round=None))
     if s.finalized_rounds >= s.config.rounds:
         return _change_phase(s, now, Phase.FINISHED)
     s = membership.expire_joiners(s, now, effects)

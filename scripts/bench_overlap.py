@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from eranos.timeline import Event, load  # noqa: E402
 from protocol.run_config import dumps  # noqa: E402
 from protocol.run_config import load as load_config  # noqa: E402
+from scripts.sim_process import run_sim  # noqa: E402
 
 JOBS = ("train", "validate", "apply", "sync")  # the worker's jobs: whatever keeps the device busy
 
@@ -46,24 +46,9 @@ def run_config(args: argparse.Namespace, out: Path) -> Path:
 
 def run(args: argparse.Namespace, mode: str) -> dict:
     out = args.out / mode
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").unlink(missing_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "eranos",
-        "sim",
-        "--config",
-        str(run_config(args, args.out)),
-        "--overlap",
-        mode,
-    ]
-    cmd += ["--nodes", str(args.nodes), "--rounds", str(args.rounds), "--out", str(out), "--timeout", "1800"]
-    with open(out / "sim.out", "w") as log:
-        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        summary = json.loads((out / "summary.json").read_text())
-    except (OSError, ValueError):
+    flags = ["--config", str(run_config(args, args.out)), "--overlap", mode, "--timeout", "1800"]
+    summary = run_sim([*flags, "--nodes", str(args.nodes), "--rounds", str(args.rounds)], out)
+    if summary is None:
         return {"mode": mode, "verdict": f"no summary: see {out / 'sim.out'}"}
     events = load(out)
     nodes = [shares(evs) for name, evs in sorted(events.items()) if name.startswith("node-")]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,18 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from eranos.timeline import load, startup  # noqa: E402
+from scripts.sim_process import run_sim  # noqa: E402
 
 
 def run(nodes: int, rounds: int, out: Path, timeout: float) -> dict:
-    cmd = [sys.executable, "-m", "eranos", "sim", "--nodes", str(nodes), "--rounds", str(rounds)]
-    cmd += ["--out", str(out), "--timeout", str(timeout)]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").unlink(missing_ok=True)
-    with open(out / "sim.out", "w") as log:
-        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        summary = json.loads((out / "summary.json").read_text())
-    except (OSError, ValueError):
+    summary = run_sim(["--nodes", str(nodes), "--rounds", str(rounds), "--timeout", str(timeout)], out)
+    if summary is None:
         return {"nodes": nodes, "verdict": f"no summary: see {out / 'sim.out'}"}
     return figures(summary, out)
 

@@ -4,29 +4,19 @@ batch the commit names, which the run must allow."""
 
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-import torch
 
 from node import machine
-from node.runtime import NodeRuntime
-from p2p.host import Host
-from p2p.identity import Identity
 from p2p.messages import RoundStart
-from protocol.run_config import load
+from tests.runtime_node import start_node, stop
 
-ROOT = Path(__file__).resolve().parent.parent
 Z = bytes(32)
-COORDINATOR = Identity.from_seed(b"\x0c" * 32).public_key
 SECRET = b"\x5e" * 32
 
 
 def node(tmp_path, seed, micro_batch):
-    base = load(ROOT / "configs" / "sim.toml")
-    config = replace(base, data=replace(base.data, micro_batch=micro_batch))
-    host = Host(Identity.from_seed(bytes([seed]) * 32), config.run.name).start()
-    return NodeRuntime(config, host, COORDINATOR, tmp_path / f"n{seed}", torch.device("cpu"))
+    return start_node(tmp_path, seed, lambda c: replace(c, data=replace(c.data, micro_batch=micro_batch)))
 
 
 @pytest.fixture
@@ -35,9 +25,7 @@ def pair(tmp_path):
     member, validator = node(tmp_path, 1, 0), node(tmp_path, 2, 0)
     validator.host.connect(member.host.addrs[0])
     yield member, validator
-    for n in (member, validator):
-        n.close()
-        n.host.close()
+    stop(member, validator)
 
 
 def two_rounds(member, micro_batch):
@@ -94,6 +82,4 @@ def test_a_run_that_pins_its_micro_batch_rejects_a_commit_summed_over_another(tm
         start, commit = two_rounds(member, 2)
         assert not judge(validator, start, member, commit).accept
     finally:
-        for n in (member, validator):
-            n.close()
-            n.host.close()
+        stop(member, validator)

@@ -4,31 +4,21 @@ validator has applied the round before; a rejected round takes the one trained a
 
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-import torch
 
 from node import machine
 from node.checkpoint import model_hash
-from node.runtime import NodeRuntime
 from optim.state import is_fresh
-from p2p.host import Host
-from p2p.identity import Identity
 from p2p.messages import FRESH_STATE, RoundEnd, RoundStart
-from protocol.run_config import load
+from tests.runtime_node import start_node, stop
 
-ROOT = Path(__file__).resolve().parent.parent
 Z = bytes(32)
-COORDINATOR = Identity.from_seed(b"\x0c" * 32).public_key
 SECRET = b"\x5e" * 32
 
 
 def node(tmp_path, seed, overlap=True):
-    base = load(ROOT / "configs" / "sim.toml")
-    config = replace(base, rounds=replace(base.rounds, overlap=overlap))
-    host = Host(Identity.from_seed(bytes([seed]) * 32), config.run.name).start()
-    return NodeRuntime(config, host, COORDINATOR, tmp_path / f"n{seed}", torch.device("cpu"))
+    return start_node(tmp_path, seed, lambda c: replace(c, rounds=replace(c.rounds, overlap=overlap)))
 
 
 @pytest.fixture
@@ -37,9 +27,7 @@ def pair(tmp_path):
     a, b = node(tmp_path, 1), node(tmp_path, 2)
     b.host.connect(a.host.addrs[0])
     yield a, b
-    for n in (a, b):
-        n.close()
-        n.host.close()
+    stop(a, b)
 
 
 def start(number, members, model):
@@ -101,9 +89,7 @@ def test_synchronous_rounds_replay_only_on_the_model_they_hold(tmp_path):
         b._apply(machine.Apply(rs0, RoundEnd(0, members, [], [], Z, rs0.model_hash), commits0))
         assert b._validate(machine.Validate(rs0, a.me, commits0[a.me], SECRET)).verdict is None
     finally:
-        for n in (a, b):
-            n.close()
-            n.host.close()
+        stop(a, b)
 
 
 def test_weights_not_kept_are_not_loaded(pair):
