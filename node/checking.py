@@ -5,9 +5,11 @@ ShardUnavailable when this node lacks the data of the target's batches (nobody's
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from node import committed_state
 from node.train import Trainer
@@ -23,13 +25,20 @@ from protocol.run_config import RunConfig
 from protocol.stamps import stamp_error
 
 log = logging.getLogger("eranos.node")
+_files = itertools.count()
 
 
 class Checker:
     def __init__(
-        self, config: RunConfig, host, trainer: Trainer, inner_lr: Callable[[int], float | None]
+        self,
+        config: RunConfig,
+        host,
+        trainer: Trainer,
+        inner_lr: Callable[[int], float | None],
+        directory: Path,  # where a target's whole state is fetched to, for one check at a time
     ) -> None:
         self.config, self.host, self.trainer, self.inner_lr = config, host, trainer, inner_lr
+        self.directory = directory
         model = trainer.model
         # replays other members' rounds on the node's model: its state is theirs, loaded per check
         self.scratch = DemoOptimizer(model.named_parameters(), config.optim.demo_config(config.rounds.rounds))
@@ -67,8 +76,8 @@ class Checker:
         data = self.fetch_payload(commit, target)
         peers = [peer_id_of(target), *self.host.peers()]
 
-        def fetch(digest: bytes, limit: int) -> bytes:
-            return self.host.fetch(digest, size_limit=limit, peers=peers)
+        def fetch(digest: bytes, limit: int, dest: Path | None = None) -> bytes | Path:
+            return self.host.fetch(digest, size_limit=limit, peers=peers, dest=dest)
 
         drawn = self._drawn(secret, target, rs.round) if self.by_leaf else []
         try:
@@ -101,11 +110,11 @@ class Checker:
         leaves only when sampling; the rest zero); StateError when it is not a state."""
         fresh = commit.state_before == FRESH_STATE
         if not self.by_leaf:
-            start_replay(
-                self.scratch,
-                None if fresh else fetch(commit.state_before, self.state_size),
-                self.scratch_local,
-            )
+            if fresh:
+                start_replay(self.scratch, None, self.scratch_local)
+                return
+            with self._fetched(fetch, commit.state_before) as f:
+                start_replay(self.scratch, f, self.scratch_local)
             return
         before = {}
         if not fresh:
@@ -122,7 +131,19 @@ class Checker:
             return check.payload_match, 0.0 if check.state_match == 1.0 else float("inf")
         r = replay(self.scratch, rs.step, self.scratch_local)
         match = payload_match(sent, r.payload, self.scratch.spec, values=self.config.validation.exact)
-        if hashlib.sha256(r.state_after).digest() == commit.state_after:
+        if r.state_after == commit.state_after:
             return match, 0.0
-        claimed = fetch(commit.state_after, self.state_size)
-        return match, state_drift(self.scratch, r.state_after, claimed, self.scratch_local)
+        with self._fetched(fetch, commit.state_after) as claimed:
+            return match, state_drift(self.scratch, claimed, self.scratch_local)
+
+    @contextmanager
+    def _fetched(self, fetch, digest: bytes) -> Iterator:
+        """A target's whole state, fetched to a file (open for reading) that goes when done."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"target-{next(_files)}.state"
+        try:
+            fetch(digest, self.state_size, path)
+            with open(path, "rb") as f:
+                yield f
+        finally:
+            path.unlink(missing_ok=True)

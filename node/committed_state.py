@@ -3,10 +3,11 @@ target's.
 
 Sampled (exact validation, no local steps): a state is served as a Merkle tree (root, pages, one
 leaf per DCT chunk: optim/state_chunks.py); a commit names the root's hash, and a validator
-fetches the root, the pages and the leaves the round's revealed secret draws. The leaves are
-written to a file, one tensor's at a time, and served from it: the state is never held whole
-as bytes. Whole (local steps, whose inner steps need all of the inner state, or band
-validation, whose drift needs the values): the state is one blob and a commit names its hash.
+fetches the root, the pages and the leaves the round's revealed secret draws. Whole (local
+steps, whose inner steps need all of the inner state, or band validation, whose drift needs the
+values): the state is one blob and a commit names its hash; a validator fetches it to a file.
+Either way a state is written to a file one tensor at a time and served from it: it is never
+held whole as bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from optim.demo import DemoOptimizer
 from optim.local import LocalSteps
-from optim.state import load_state, reset_state, state_bytes
+from optim.state import load_state, reset_state, state_size, write_state
 from optim.state_chunks import (
     drawn_hashes,
     iter_leaves,
@@ -46,20 +47,20 @@ def sampled(config: RunConfig) -> bool:
 class HeldState:
     digest: bytes  # what a commit names: the index's hash, or the whole state's
     served: list[bytes]  # the blobs provided for it
-    whole: bytes | None = None  # the whole state (whole mode)
-    path: Path | None = None  # the file of its leaves (sampled mode)
+    path: Path  # the file of the state (whole mode) or of its leaves (sampled mode)
     spans: list[tuple[int, int]] = field(default_factory=list)  # each leaf's (offset, length) there
 
 
-def serve(host, opt: DemoOptimizer, local: LocalSteps | None, directory: Path | None) -> HeldState:
-    """Provide the optimizer's current state to peers: as leaves in a file under `directory`
-    (sampled mode), or whole (None); what was provided."""
-    if directory is None:
-        whole = state_bytes(opt, local)
-        digest = host.provide(whole)
-        return HeldState(digest, [digest], whole=whole)
+def serve(host, opt: DemoOptimizer, local: LocalSteps | None, directory: Path, by_leaf: bool) -> HeldState:
+    """Provide the optimizer's current state to peers from a file under `directory`: as leaves
+    (`by_leaf`), or whole; what was provided."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"state-{os.getpid()}-{next(_files)}.leaves"
+    path = directory / f"state-{os.getpid()}-{next(_files)}.{'leaves' if by_leaf else 'state'}"
+    if not by_leaf:
+        with open(path, "wb") as f:
+            digest = write_state(opt, f, local)
+        host.blobs.add_range(path, 0, state_size(opt, local), digest)
+        return HeldState(digest, [digest], path)
     hashes, spans, at = [], [], 0
     with open(path, "wb") as f:
         for data in iter_leaves(opt):
@@ -71,18 +72,19 @@ def serve(host, opt: DemoOptimizer, local: LocalSteps | None, directory: Path | 
         host.blobs.add_range(path, offset, length, digest)
     root, pages = make_index(opt, hashes)
     served = [host.provide(root), *(host.provide(page) for page in pages), *hashes]
-    return HeldState(served[0], served, path=path, spans=spans)
+    return HeldState(served[0], served, path, spans)
 
 
 def restore(held: HeldState | None, opt: DemoOptimizer, local: LocalSteps | None) -> None:
-    """Put a held state (None: fresh) back into the optimizer, leaf by leaf from its file."""
+    """Put a held state (None: fresh) back into the optimizer from its file."""
     if held is None:
         reset_state(opt, local)
-    elif held.whole is not None:
-        load_state(opt, held.whole, local)
-    else:
-        with open(held.path, "rb") as f:
+        return
+    with open(held.path, "rb") as f:
+        if held.spans:
             load_leaves(opt, ((j, _read(f, offset, length)) for j, (offset, length) in enumerate(held.spans)))
+        else:
+            load_state(opt, f, local)
 
 
 def _read(f, offset: int, length: int) -> bytes:
@@ -94,8 +96,7 @@ def forget(host, held: HeldState) -> None:
     """Stop serving a state (and delete its file)."""
     for digest in held.served:
         host.blobs.forget(digest, held.path)
-    if held.path is not None:
-        held.path.unlink(missing_ok=True)
+    held.path.unlink(missing_ok=True)
 
 
 def fetch_sample(fetch: Fetch, opt: DemoOptimizer, digest: bytes, drawn: list[int]) -> dict[int, bytes]:

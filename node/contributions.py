@@ -36,9 +36,16 @@ class Contribution:
 
 class Contributions:
     def __init__(
-        self, host, optimizer: DemoOptimizer, local: LocalSteps | None, leaves: Path | None, overlap: bool
+        self,
+        host,
+        optimizer: DemoOptimizer,
+        local: LocalSteps | None,
+        directory: Path,
+        by_leaf: bool,
+        overlap: bool,
     ) -> None:
-        self.host, self.optimizer, self.local, self.leaves = host, optimizer, local, leaves
+        self.host, self.optimizer, self.local = host, optimizer, local
+        self.directory, self.by_leaf = directory, by_leaf  # where and how its states are served
         self.overlap = overlap
         self.pending: dict[int, Contribution] = {}  # by round
         self.held: HeldState | None = None  # the optimizer's state as served; None: fresh
@@ -60,7 +67,7 @@ class Contributions:
     def compressed(self) -> HeldState:
         """The optimizer just compressed: serve its new state (the one before is kept)."""
         self._before = self.held
-        self.held = committed_state.serve(self.host, self.optimizer, self.local, self.leaves)
+        self.held = committed_state.serve(self.host, self.optimizer, self.local, self.directory, self.by_leaf)
         return self.held
 
     def withdraw(self) -> None:

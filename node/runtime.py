@@ -134,14 +134,15 @@ class NodeRuntime:
         self._versions = ModelVersions(keep=2 if overlap else 0)
         self._versions.remember(self.model, self.hash)
         checks = Trainer(copy.deepcopy(self.model), data, micro_batch, device) if overlap else self.trainer
-        self.checker = Checker(config, host, checks, self._inner_lr)
+        self.checker = Checker(config, host, checks, self._inner_lr, workdir / "checks")
         rate = config.rounds.validation_rate
         self.state = machine.NodeState(
             self.me, coordinator, rate, self.hash, tuple(host.addrs), hardware=describe(device)
         )
         self.progress = Progress()
-        leaves = workdir / "state" if self.checker.by_leaf else None
-        self.contributions = Contributions(host, self.optimizer, self.local, leaves, overlap)
+        self.contributions = Contributions(
+            host, self.optimizer, self.local, workdir / "state", self.checker.by_leaf, overlap
+        )
         self._results: queue.Queue[machine.Event] = queue.Queue()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="train")
         self._check_worker = ThreadPoolExecutor(1, thread_name_prefix="check") if overlap else self._worker

@@ -34,7 +34,7 @@ from optim.dct import block_positions, dct_blocks
 from optim.demo import DemoOptimizer
 from optim.local import LocalSteps
 from optim.spec import ParamSpec
-from optim.state import StateError, load_state, reset_state, state_bytes
+from optim.state import Source, StateError, load_state, reset_state, write_state
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,12 @@ def sign_agreement(payload: Payload, grads: Sequence[torch.Tensor | None], spec:
 @dataclass(frozen=True)
 class Replay:
     payload: Payload  # what the target should have sent
-    state_after: bytes  # the state it should hold after sending it
+    state_after: bytes  # the sha256 of the state it should hold after sending it
 
 
-def start_replay(scratch: DemoOptimizer, state_before: bytes | None, local: LocalSteps | None = None) -> None:
+def start_replay(
+    scratch: DemoOptimizer, state_before: Source | None, local: LocalSteps | None = None
+) -> None:
     """Load the state the target committed to (None: fresh, all zeros) into `scratch` (and the
     inner state into `local`, with local steps); on StateError both are reset, so what follows
     is the same on every honest validator."""
@@ -84,7 +86,7 @@ def replay(scratch: DemoOptimizer, step: int, local: LocalSteps | None = None) -
     the pseudo-gradient of the inner steps) left in `scratch`'s parameters' .grad."""
     scratch.step = step
     payload = decode(scratch.spec, scratch.compress())
-    return Replay(payload, state_bytes(scratch, local))
+    return Replay(payload, write_state(scratch, None, local))
 
 
 def replay_evidence(grads: Sequence[torch.Tensor | None], loss: float) -> bytes:

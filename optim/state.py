@@ -7,10 +7,17 @@ momentum and, with Adam preconditioning, the second moment. Layout (little-endia
     | every second-moment tensor (fp32, spec order; none without Adam preconditioning)
     | with local steps (version 2): each parameter's inner AdamW step, exp_avg, exp_avg_sq (fp32)
 
+A state is written to, hashed from, compared with and loaded from a file one tensor at a time
+(8 bytes a parameter with local steps: 8 GB at 1B parameters), never held whole as bytes.
 Every length follows from the spec, so `load_state` checks the exact size before reading and
 refuses non-finite values and negative second moments or steps: a state comes from another node
 and is hostile until checked. The outer step is not part of the state; it comes from the round.
 """
+
+import hashlib
+import io
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -42,13 +49,27 @@ def _version(local: LocalSteps | None) -> int:
     return VERSION if local is None else VERSION_LOCAL
 
 
+def _pieces(opt: DemoOptimizer, local: LocalSteps | None) -> Iterator[bytes]:
+    yield MAGIC + bytes([_version(local)]) + opt.spec.digest
+    for t, _ in _tensors(opt, local):
+        yield t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()
+
+
+def write_state(opt: DemoOptimizer, out: BinaryIO | None, local: LocalSteps | None = None) -> bytes:
+    """Write the state to `out` (None: nowhere), one tensor at a time; its sha256."""
+    h = hashlib.sha256()
+    for piece in _pieces(opt, local):
+        h.update(piece)
+        if out is not None:
+            out.write(piece)
+    return h.digest()
+
+
 def state_bytes(opt: DemoOptimizer, local: LocalSteps | None = None) -> bytes:
-    parts = [MAGIC, bytes([_version(local)]), opt.spec.digest]
-    parts += [
-        t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()
-        for t, _ in _tensors(opt, local)
-    ]
-    return b"".join(parts)
+    """The whole state in memory: for small models (tests, benchmarks, fuzzing)."""
+    out = io.BytesIO()
+    write_state(opt, out, local)
+    return out.getvalue()
 
 
 def is_fresh(opt: DemoOptimizer, local: LocalSteps | None = None) -> bool:
@@ -60,41 +81,63 @@ def reset_state(opt: DemoOptimizer, local: LocalSteps | None = None) -> None:
         t.zero_()
 
 
-def _body(opt: DemoOptimizer, data: bytes, local: LocalSteps | None) -> np.ndarray:
-    """The state's values, after checking everything about `data` but its values."""
-    if data[: len(MAGIC)] != MAGIC or len(data) < HEADER or data[len(MAGIC)] not in (VERSION, VERSION_LOCAL):
+Source = bytes | BinaryIO  # a state in memory, or a seekable file of one
+
+
+def _opened(source: Source) -> BinaryIO:
+    return io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+
+
+def _check_header(opt: DemoOptimizer, f: BinaryIO, local: LocalSteps | None) -> None:
+    """Everything about the state in `f` but its values; `f` is left at the first value."""
+    size = f.seek(0, io.SEEK_END)
+    f.seek(0)
+    head = f.read(HEADER)
+    if head[: len(MAGIC)] != MAGIC or len(head) < HEADER or head[len(MAGIC)] not in (VERSION, VERSION_LOCAL):
         raise StateError("not an optimizer state of a known version")
-    if data[len(MAGIC)] != _version(local):
+    if head[len(MAGIC)] != _version(local):
         raise StateError("optimizer state with local steps' inner state where none is expected, or without")
-    if len(data) != state_size(opt, local):
-        raise StateError(f"state of {len(data)} bytes, expected {state_size(opt, local)}")
-    if data[len(MAGIC) + 1 : HEADER] != opt.spec.digest:
+    if size != state_size(opt, local):
+        raise StateError(f"state of {size} bytes, expected {state_size(opt, local)}")
+    if head[len(MAGIC) + 1 :] != opt.spec.digest:
         raise StateError("optimizer state for another parameter spec")
-    return np.frombuffer(data, dtype="<f4", offset=HEADER)
 
 
-def load_state(opt: DemoOptimizer, data: bytes, local: LocalSteps | None = None) -> None:
-    """Replace the state of `opt` (and `local`'s) by `data`; on StateError both are unchanged."""
-    body = _body(opt, data, local)
-    if not np.isfinite(body).all():
-        raise StateError("optimizer state holds non-finite values")
-    pieces, offset = [], 0
+Values = Iterator[tuple[torch.Tensor, bool, np.ndarray]]
+
+
+def _values(f: BinaryIO, opt: DemoOptimizer, local: LocalSteps | None) -> Values:
+    """Each state tensor of `opt` with the values `f` holds for it, read one at a time."""
     for t, non_negative in _tensors(opt, local):
-        piece = body[offset : offset + t.numel()]
+        yield t, non_negative, np.frombuffer(f.read(4 * t.numel()), dtype="<f4")
+
+
+def load_state(opt: DemoOptimizer, source: Source, local: LocalSteps | None = None) -> None:
+    """Replace the state of `opt` (and `local`'s) by `source`'s; on StateError both are
+    unchanged (every value is checked in a first pass over the file, then loaded in a second)."""
+    f = _opened(source)
+    _check_header(opt, f, local)
+    for _, non_negative, piece in _values(f, opt, local):
+        if not np.isfinite(piece).all():
+            raise StateError("optimizer state holds non-finite values")
         if non_negative and (piece < 0).any():  # a mean of squares or a step count
             raise StateError("optimizer state holds a negative second moment or step")
-        pieces.append((t, piece))
-        offset += t.numel()
-    for t, piece in pieces:
+    f.seek(HEADER)
+    for t, _, piece in _values(f, opt, local):
         t.copy_(torch.from_numpy(piece.copy()).view(t.shape))
 
 
-def state_drift(
-    opt: DemoOptimizer, replayed: bytes, claimed: bytes, local: LocalSteps | None = None
-) -> float:
-    """Relative L2 distance of a claimed state from the replayed one (0.0: identical)."""
-    a, b = _body(opt, replayed, local).astype(np.float64), _body(opt, claimed, local).astype(np.float64)
-    if not np.isfinite(b).all():
-        return float("inf")
-    scale = max(float(np.linalg.norm(a)), 1e-30)
-    return float(np.linalg.norm(a - b)) / scale
+def state_drift(opt: DemoOptimizer, claimed: Source, local: LocalSteps | None = None) -> float:
+    """Relative L2 distance of a claimed state from the one `opt` (and `local`) hold now, the
+    replay's (0.0: identical; inf for a claimed state with non-finite values)."""
+    f = _opened(claimed)
+    _check_header(opt, f, local)
+    diff = norm = 0.0
+    for t, _, piece in _values(f, opt, local):
+        b = piece.astype(np.float64)
+        if not np.isfinite(b).all():
+            return float("inf")
+        a = t.detach().to("cpu", torch.float64).reshape(-1).numpy()
+        diff += float(np.square(a - b).sum())
+        norm += float(np.square(a).sum())
+    return float(np.sqrt(diff)) / max(float(np.sqrt(norm)), 1e-30)

@@ -1,7 +1,7 @@
 """Blobs this node serves, and where fetched bytes go while they are being checked.
 
-Small blobs (gradient payloads) live in memory; large ones (checkpoints) stay on disk, whole
-files or byte ranges of one (an optimizer state's chunks), and are streamed in 1 MiB chunks
+Small blobs (gradient payloads) live in memory; large ones (checkpoints, optimizer states) stay
+on disk, whole files or byte ranges of one (an optimizer state's chunks), and are streamed in 1 MiB chunks
 both ways, so memory use does not grow with the blob. A fetch writes
 into a sink that is only turned into a result after the hash matched: a file is written to
 `<dest>.part` and renamed on success, deleted on failure.
@@ -120,11 +120,23 @@ class BlobStore:
             return f.read(where.size())
 
     def copy_to(self, digest: bytes, dest: Path) -> Path:
-        where = self._where(digest) if digest in self._files else None
-        if where is not None and where.offset == 0 and where.length is None:
+        """Write the blob to `dest`, a file's range streamed rather than read whole."""
+        if digest in self._bytes:
+            dest.write_bytes(self._bytes[digest])
+            return dest
+        where = self._where(digest)
+        if where.offset == 0 and where.length is None:
             shutil.copyfile(where.path, dest)
-        else:
-            dest.write_bytes(self.read_all(digest))
+            return dest
+        with open(where.path, "rb") as src, open(dest, "wb") as out:
+            src.seek(where.offset)
+            left = where.size()
+            while left > 0:
+                piece = src.read(min(left, CHUNK))
+                if not piece:
+                    raise OSError(f"{where.path} ends before blob {digest.hex()[:16]} does")
+                out.write(piece)
+                left -= len(piece)
         return dest
 
     async def chunks(self, digest: bytes) -> AsyncIterator[bytes]:

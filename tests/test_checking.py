@@ -1,6 +1,6 @@
 """A validator's verdict on another member's commit, end to end between two nodes on 127.0.0.1:
-it fetches the payload and a sample of the member's state by hash and replays with the micro
-batch the commit names, which the run must allow."""
+it fetches the payload and a sample of the member's state (or, with local steps, all of it, to a
+file) by hash and replays with the micro batch the commit names, which the run must allow."""
 
 import time
 from dataclasses import replace
@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from node import machine
+from optim.state import state_bytes
 from p2p.messages import RoundStart
 from tests.runtime_node import start_node, stop
 
@@ -83,3 +84,48 @@ def test_a_run_that_pins_its_micro_batch_rejects_a_commit_summed_over_another(tm
         assert not judge(validator, start, member, commit).accept
     finally:
         stop(member, validator)
+
+
+@pytest.fixture
+def local_pair(tmp_path):
+    """(member, validator) of a run with two local steps a round: whole states, not samples."""
+
+    def local(c):
+        return replace(c, optim=replace(c.optim, inner_steps=2))
+
+    member, validator = start_node(tmp_path, 5, local), start_node(tmp_path, 6, local)
+    validator.host.connect(member.host.addrs[0])
+    yield member, validator
+    stop(member, validator)
+
+
+def test_a_member_serves_its_whole_state_from_a_file_one_tensor_at_a_time(local_pair):
+    member, _ = local_pair
+    two_rounds(member, 4)
+    held = member.contributions.held
+    assert not held.spans and held.path.read_bytes() == state_bytes(member.optimizer, member.local)
+    assert member.host.blobs.read_all(held.digest) == held.path.read_bytes()
+
+
+def test_a_validator_fetches_a_whole_state_to_a_file_and_accepts_an_honest_commit(local_pair):
+    member, validator = local_pair
+    start, commit = two_rounds(member, 4)
+    assert not validator.checker.by_leaf
+    verdict = judge(validator, start, member, commit)
+    assert verdict.accept and verdict.score == 1.0
+    assert list(validator.checker.directory.iterdir()) == []  # the fetched states are gone
+
+
+def test_a_whole_state_commit_naming_another_next_state_is_rejected(local_pair):
+    member, validator = local_pair
+    start, commit = two_rounds(member, 4)
+    assert not judge(validator, start, member, replace(commit, state_after=commit.state_before)).accept
+    assert list(validator.checker.directory.iterdir()) == []
+
+
+def test_a_whole_state_that_is_not_a_state_is_rejected_without_a_crash(local_pair):
+    member, validator = local_pair
+    start, commit = two_rounds(member, 4)
+    junk = member.host.provide(b"EROS" + bytes(100))
+    verdict = judge(validator, start, member, replace(commit, state_before=junk))
+    assert not verdict.accept and verdict.available

@@ -2,7 +2,9 @@
 may start from: under any order of accepts and rejects, in either round mode, an honest member's
 commits are never judged to start from a state no accepted payload left (penalized)."""
 
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from hypothesis import given, settings
@@ -32,7 +34,8 @@ def member(overlap: bool) -> tuple[Contributions, DemoOptimizer, torch.nn.Parame
     torch.manual_seed(0)
     weight = torch.nn.Parameter(torch.randn(8, 8))
     optimizer = DemoOptimizer([("w", weight)], DemoConfig(chunk=4, topk=2, beta=0.9))
-    return Contributions(FakeHost(), optimizer, None, None, overlap), optimizer, weight
+    states = Path(tempfile.mkdtemp(prefix="contributions-"))
+    return Contributions(FakeHost(), optimizer, None, states, False, overlap), optimizer, weight
 
 
 def train(own: Contributions, optimizer: DemoOptimizer, weight, number: int) -> tuple[bytes, bytes]:

@@ -1,6 +1,8 @@
 """Local steps in a run: the inner state is part of the committed optimizer state, and a
 validator replays a member's inner steps exactly from it, and no other."""
 
+import hashlib
+
 import pytest
 import torch
 
@@ -101,7 +103,7 @@ def test_a_validator_replays_a_members_inner_steps_to_the_same_payload_and_state
     r = honest_replay(validator, before)
     spec = validator[1].spec
     assert payload_match(decode(spec, payload), r.payload, spec, values=True) == 1.0
-    assert r.state_after == after
+    assert r.state_after == hashlib.sha256(after).digest()
 
 
 @pytest.mark.parametrize("lie", ["other batches", "another inner lr", "a reset inner state"])
@@ -117,4 +119,5 @@ def test_a_payload_from_other_inner_steps_than_committed_does_not_replay(rounds,
     forged = scratch.compress()
     r = honest_replay(validator, before)
     assert payload_match(decode(scratch.spec, forged), r.payload, scratch.spec, values=True) < 0.9
-    assert r.state_after == after  # the honest replay is unaffected by what was tried before it
+    # the honest replay is unaffected by what was tried before it
+    assert r.state_after == hashlib.sha256(after).digest()
