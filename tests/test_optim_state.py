@@ -1,5 +1,6 @@
-"""The optimizer state a node serves for replay: exact bytes, strict loading."""
+"""The optimizer state a node serves for replay: exact bytes, strict loading, through files."""
 
+import hashlib
 import struct
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optim import DemoConfig, DemoOptimizer
+from optim import DemoConfig, DemoOptimizer, state
 from optim.state import (
     HEADER,
     StateError,
@@ -17,6 +18,7 @@ from optim.state import (
     state_bytes,
     state_drift,
     state_size,
+    write_state,
 )
 
 
@@ -103,3 +105,16 @@ def test_state_drift_is_zero_for_identical_states_and_relative_otherwise():
     scaled = state_bytes(opt)
     assert state_drift(opt, scaled) == 0.0
     assert state_drift(opt, a) == pytest.approx(1 / 3, rel=1e-6)  # |a - 1.5a| / |1.5a|
+
+
+def test_a_state_goes_through_a_file_in_slices_smaller_than_its_tensors(monkeypatch, tmp_path):
+    monkeypatch.setattr(state, "SLICE", 7)  # every tensor here is cut, most not evenly
+    source, target = trained(0), optimizer(seed=1)
+    path = tmp_path / "state"
+    with open(path, "wb") as f:
+        digest = write_state(source, f)
+    assert path.read_bytes() == state_bytes(source) and digest == hashlib.sha256(path.read_bytes()).digest()
+    with open(path, "rb") as f:
+        load_state(target, f)
+        assert state_drift(target, f) == 0.0
+    assert state_bytes(target) == state_bytes(source)
