@@ -189,3 +189,12 @@ def test_overlap_benchmark_runs_both_modes_and_passes(tmp_path):
     from scripts.bench_overlap import main
 
     assert main(["--nodes", "2", "--rounds", "3", "--out", str(tmp_path), "--json"]) == 0
+
+
+def test_state_memory_benchmark_checks_a_whole_state_both_ways_and_prints_the_ratio():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench_state_memory.py"), "--preset", "tiny"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    assert "bytes: state 13 MB" in out.stdout and "files: state 13 MB" in out.stdout
+    assert "files / bytes peak:" in out.stdout
