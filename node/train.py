@@ -4,10 +4,13 @@ accumulation over micro-batches, and hand the gradients to the optimizer.
 On CUDA the forward runs under bf16 autocast (SDPA picks its fused kernels); on CPU in fp32.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +22,9 @@ from node.ranks import Ranks
 from node.sharded_data import ShardedDataset
 from optim.local import LocalSteps, inner_groups
 from protocol.eval_tasks import Task
+
+if TYPE_CHECKING:
+    from node.sharded import Shards  # which needs micro_batches and micro_loss from here
 
 
 def use_deterministic_kernels() -> None:
@@ -89,6 +95,36 @@ class StepResult:
 IGNORED = -100  # F.cross_entropy's ignore_index: a target outside the loss
 
 
+def micro_batches(
+    seqs: np.ndarray, counted: np.ndarray | None, size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """The micro-batches of `size` sequences a batch (n, seq_len + 1) is cut into, each with
+    which of its targets count (None: all), leaving out those where none does (a mean over no
+    targets is NaN)."""
+    for start in range(0, len(seqs), size):
+        keep = None if counted is None else counted[start : start + size]
+        if keep is None or keep.any():
+            yield seqs[start : start + size], keep
+
+
+def micro_loss(model: torch.nn.Module, chunk: np.ndarray, keep: np.ndarray | None, device: torch.device):
+    """The mean loss of one micro-batch (under bf16 autocast on CUDA); targets not kept (a loss
+    mask: chat prompts) are left out."""
+    tokens = torch.from_numpy(chunk).to(device)
+    targets = tokens[:, 1:]
+    if keep is not None:
+        targets = targets.masked_fill(~torch.from_numpy(keep).to(device), IGNORED)
+    with autocast(device):
+        _, loss = model(tokens[:, :-1], targets)
+    return loss
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 class Trainer:
     def __init__(
         self,
@@ -97,14 +133,10 @@ class Trainer:
         micro_batch: int,
         device: torch.device,
         ranks: Ranks | None = None,
+        shards: Shards | None = None,  # the ranks hold the model between them (node/sharded.py)
     ):
         self.model, self.data, self.micro_batch, self.device = model, data, micro_batch, device
-        self.ranks = ranks
-
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        self.ranks, self.shards = ranks, shards
 
     def accumulate_gradients(self, batch_ids: Sequence[int]) -> StepResult:
         """Leave in .grad the mean-loss gradient over all sequences of these batches, added
@@ -115,10 +147,12 @@ class Trainer:
             p.grad = None
         batches = [(self.data.batch(b), self.data.batch_targets(b)) for b in batch_ids]
         total = sum(len(seqs) for seqs, _ in batches)
-        if self.ranks is None:
-            loss = sum(self.backward(seqs, counted, total) for seqs, counted in batches)
-        else:
+        if self.shards is not None:
+            loss = self.shards.accumulate(self.model, batches, total, self.micro_batch)
+        elif self.ranks is not None:
             loss = ranks.accumulate(self, self.ranks, batches, total)
+        else:
+            loss = sum(self.backward(seqs, counted, total) for seqs, counted in batches)
         return StepResult(loss / max(1, total), total * self.data.seq_len)
 
     def backward(self, seqs: np.ndarray, counted: np.ndarray | None, total: int, each=None) -> float:
@@ -168,7 +202,7 @@ class Trainer:
     @torch.no_grad()
     def _log_likelihood(self, prompt: Sequence[int], choice: Sequence[int]) -> float:
         ids = torch.tensor([*prompt, *choice], device=self.device)
-        with self._autocast():
+        with autocast(self.device):
             logits, _ = self.model(ids[None, :-1])
         logprobs = torch.log_softmax(logits[0, len(prompt) - 1 :].float(), dim=-1)
         return float(logprobs.gather(1, ids[len(prompt) :, None]).sum())
@@ -176,16 +210,6 @@ class Trainer:
     def _losses(
         self, seqs: np.ndarray, counted: np.ndarray | None = None
     ) -> Iterator[tuple[torch.Tensor, int]]:
-        """(mean loss, sequence count) of each micro-batch of seqs (n, seq_len + 1); targets not
-        `counted` (a loss mask: chat prompts) are left out of the loss."""
-        for start in range(0, len(seqs), self.micro_batch):
-            chunk = torch.from_numpy(seqs[start : start + self.micro_batch]).to(self.device)
-            targets = chunk[:, 1:]
-            if counted is not None:
-                keep = torch.from_numpy(counted[start : start + self.micro_batch]).to(self.device)
-                if not bool(keep.any()):
-                    continue  # nothing in this micro-batch counts (a mean over no targets is NaN)
-                targets = targets.masked_fill(~keep, IGNORED)
-            with self._autocast():
-                _, loss = self.model(chunk[:, :-1], targets)
-            yield loss, len(chunk)
+        """(mean loss, sequence count) of each micro-batch of seqs (n, seq_len + 1)."""
+        for chunk, keep in micro_batches(seqs, counted, self.micro_batch):
+            yield micro_loss(self.model, chunk, keep, self.device), len(chunk)

@@ -1,6 +1,7 @@
 """One rank of a torchrun-launched node for tests/test_ranks.py: rank 0 computes a round (plain,
 then with local steps) with the other ranks' help and writes the payloads and state it got; a
-follower starts from other weights, which rank 0's broadcast must replace."""
+follower starts from other weights, which rank 0's must replace. `shard` as the second
+argument: the ranks hold the model between them (node/sharded.py)."""
 
 import sys
 
@@ -8,16 +9,21 @@ import torch
 from round_fixture import MICRO_BATCH, make_round, round_outputs
 
 from node import ranks
+from node.sharded import Shards
 from node.train import Trainer
 
 
 def main() -> None:
     group = ranks.from_environment(torch.device("cpu"))
     model, data, optimizer, local = make_round(seed=0 if group.rank == 0 else group.rank + 10)
+    shards = Shards(model.config, group) if sys.argv[2:] == ["shard"] else None
     if group.rank > 0:
-        ranks.follow(Trainer(model, None, MICRO_BATCH, group.device, group), group)
+        if shards is not None:
+            shards.follow()
+        else:
+            ranks.follow(Trainer(model, None, MICRO_BATCH, group.device, group), group)
         return
-    trainer = Trainer(model, data, MICRO_BATCH, group.device, group)
+    trainer = Trainer(model, data, MICRO_BATCH, group.device, group, shards)
     torch.save(round_outputs(trainer, optimizer, local), sys.argv[1])
     ranks.stop(group)
 
