@@ -41,7 +41,10 @@ class Checker:
         self.directory = directory
         model = trainer.model
         # replays other members' rounds on the node's model: its state is theirs, loaded per check
-        self.scratch = DemoOptimizer(model.named_parameters(), config.optim.demo_config(config.rounds.rounds))
+        compute = trainer.shards.device if trainer.shards is not None else None
+        self.scratch = DemoOptimizer(
+            model.named_parameters(), config.optim.demo_config(config.rounds.rounds), compute
+        )
         inner = config.optim.inner_config()
         self.scratch_local = LocalSteps(model.parameters(), inner) if inner else None
         self.max_payload = max_payload_bytes(self.scratch.spec)

@@ -81,6 +81,11 @@ def parse_args(argv: list[str] | None, prog: str = "eranos node") -> argparse.Na
         action="store_true",
         help="recompute activations in the backward pass: less memory, one more forward",
     )
+    run.add_argument(
+        "--shard",
+        action="store_true",
+        help="under torchrun: the ranks hold the model between them (FSDP), for models one GPU cannot hold",
+    )
     run.add_argument("--no-chain", action="store_true", help="do not register on chain")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     for name, summary in account.COMMANDS.items():

@@ -50,6 +50,7 @@ from node.model_versions import ModelVersions
 from node.ranks import Ranks
 from node.run_data import build_data, run_tokenizer
 from node.shard_store import ShardUnavailable
+from node.sharded import Shards
 from node.sharded_data import ShardedDataset
 from node.train import Trainer, describe, fits_on, fitting_micro_batch
 from optim import DemoOptimizer
@@ -109,13 +110,15 @@ class NodeRuntime:
         data: TokenDataset | ShardedDataset | None = None,
         tasks: Sequence[Task] = (),
         ranks: Ranks | None = None,  # this node's other GPUs (node/ranks.py)
+        shards: Shards | None = None,  # the ranks hold the model between them (node/sharded.py)
     ) -> None:
         self.config, self.host, self.workdir, self.clock = config, host, workdir, clock
         self.me = host.identity.public_key
         self.behaviour = behaviour or Behaviour()
         self.model = starting_model(config).to(device)
+        compute = shards.device if shards is not None else None  # the optimizer's math
         self.optimizer = DemoOptimizer(
-            self.model.named_parameters(), config.optim.demo_config(config.rounds.rounds)
+            self.model.named_parameters(), config.optim.demo_config(config.rounds.rounds), compute
         )
         inner = config.optim.inner_config()
         self.local = LocalSteps(self.model.parameters(), inner) if inner else None
@@ -124,7 +127,7 @@ class NodeRuntime:
         d = config.data
         fits = fits_on(self.model, d.seq_len, device)
         micro_batch = min(d.micro_batch or fitting_micro_batch(d.batch_size, fits), d.batch_size)
-        self.trainer = Trainer(self.model, data, micro_batch, device, ranks)
+        self.trainer = Trainer(self.model, data, micro_batch, device, ranks, shards)
         self.tasks = list(tasks)
         self.tokenizer = run_tokenizer(config)  # copied into the checkpoints it writes
         self.hash = bytes.fromhex(model_hash(self.model))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import base58
+import torch
 from rich.console import Console
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -25,7 +26,7 @@ from solders.pubkey import Pubkey
 from chain.client import EranosClient
 from chain.errors import ProgramError, RpcUnavailable
 from chain.state import MemberStatus
-from node import ranks
+from node import ranks, sharded
 from node.data import TokenDataset
 from node.model import Llama
 from node.run_data import (
@@ -101,11 +102,15 @@ class Session:
         except ValueError as exc:
             fail(str(exc))
         self.ranks = ranks.from_environment(device)
+        if self.args.shard and self.ranks is None:
+            fail(sharded.refusal(None, None))
         if self.ranks is not None:
             device = self.ranks.device
             if self.ranks.rank > 0:
                 follow(self.args, self.ranks)
                 return
+            held = "the model sharded between them" if self.args.shard else "each holding the model"
+            say(f"{self.ranks.world} ranks, {held}")
         self.stage("imports")
         identity = Identity.from_seed(bytes(self.keypair)[:32])
         try:
@@ -125,6 +130,11 @@ class Session:
             if config is None:
                 return
             use_deterministic_kernels()
+            shards = None
+            if self.args.shard:  # the master weights and optimizer stay on the host
+                model_config, checkpointing = config.model.model_config(), self.args.activation_checkpointing
+                shards = sharded.Shards(model_config, self.ranks, checkpointing)
+                device = torch.device("cpu")
             runtime = NodeRuntime(
                 config,
                 host,
@@ -135,6 +145,7 @@ class Session:
                 data=self.data,
                 tasks=self.tasks,
                 ranks=self.ranks,
+                shards=shards,
             )
             runtime.model.activation_checkpointing = self.args.activation_checkpointing
             self.stage("model")
@@ -178,6 +189,8 @@ class Session:
         config = self.wait_for_config(host)
         if config is None:
             return None
+        if self.args.shard and (why := sharded.refusal(config, self.ranks)):
+            fail(why)
         self.stage("run config")
         cache = None
         if config.data.manifest and not Path(config.data.manifest).exists():
@@ -287,6 +300,9 @@ def follow(args: argparse.Namespace, group: ranks.Ranks) -> None:
         return
     config = loads(text)
     use_deterministic_kernels()
+    if args.shard:
+        sharded.Shards(config.model.model_config(), group, args.activation_checkpointing).follow()
+        return
     model = Llama(config.model.model_config()).to(group.device)
     model.activation_checkpointing = args.activation_checkpointing
     ranks.follow(Trainer(model, None, config.data.micro_batch, group.device, group), group)

@@ -17,6 +17,10 @@ decode: one forward transform per compress (with the momentum update fused into 
 and one inverse per apply. D is kept in block layout (see dct.py).
 
 With one peer, apply({me: compress()}) is local sign-SGD on DCT top-k momentum.
+
+The state lives with the parameters. Given a `device` (a sharded node keeps its weights and
+state in host memory: node/sharded.py), each parameter's math runs there instead, a parameter
+at a time, so its payload is the bits a node holding everything on that device sends.
 """
 
 from collections.abc import Iterable, Mapping
@@ -95,12 +99,22 @@ def sign_step(
         param.detach().copy_(work)
 
 
+def _back(home: torch.Tensor, worked: torch.Tensor) -> None:
+    if worked.data_ptr() != home.data_ptr():
+        home.copy_(worked)
+
+
 class DemoOptimizer:
     """The node's optimizer: `compress()` after backward, `apply(payloads)` once the round ends."""
 
-    def __init__(self, named_parameters: Iterable[tuple[str, torch.nn.Parameter]], config: DemoConfig):
+    def __init__(
+        self,
+        named_parameters: Iterable[tuple[str, torch.nn.Parameter]],
+        config: DemoConfig,
+        device: torch.device | None = None,  # where to compute (None: each parameter's device)
+    ):
         config.check()
-        self.config = config
+        self.config, self.device = config, device
         named = list(named_parameters)
         self.names = [name for name, _ in named]
         self.params = [p for _, p in named]
@@ -138,10 +152,16 @@ class DemoOptimizer:
             self.last_grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.clip_grad_norm))
         tensors = []
         for i, (p, ts, m) in enumerate(zip(self.params, self.spec.tensors, self.momentum)):
-            grad = None if p.grad is None else self._precondition(i, p.grad)
-            update_momentum(m, grad, ts.layout, cfg.beta, self.lr)
-            tensors.append(take_topk(m, ts.layout, ts.k, cfg.alpha))
+            here = self._at(m)
+            grad = None if p.grad is None else self._precondition(i, p.grad.to(here.device))
+            update_momentum(here, grad, ts.layout, cfg.beta, self.lr)
+            tensors.append(take_topk(here, ts.layout, ts.k, cfg.alpha))
+            _back(m, here)
         return encode(self.spec, self.step, tensors, round=round, origin=origin)
+
+    def _at(self, t: torch.Tensor) -> torch.Tensor:
+        """`t` where the math runs (itself, or a copy to put back with `_back`)."""
+        return t if self.device is None else t.to(self.device)
 
     def _precondition(self, i: int, grad: torch.Tensor) -> torch.Tensor:
         """Scale the gradient locally before it enters the momentum. "rms" makes every step
@@ -155,7 +175,8 @@ class DemoOptimizer:
             rms = g.square().mean().sqrt()
             return g / rms if rms > 0 else g
         b2 = self.config.precondition_beta
-        v = self.second_moment[i].mul_(b2).addcmul_(g, g, value=1 - b2)
+        v = self._at(self.second_moment[i]).mul_(b2).addcmul_(g, g, value=1 - b2)
+        _back(self.second_moment[i], v)
         return g / (v / (1 - b2 ** (self.step + 1))).sqrt().add_(1e-8)
 
     def decode(self, payload: bytes) -> Payload:
@@ -182,8 +203,10 @@ class DemoOptimizer:
                 raise type(err)(f"payload from {node}: {err}") from err
         lr, wd = self.lr, self.config.weight_decay
         for i, (p, ts) in enumerate(zip(self.params, self.spec.tensors)):
-            mean = aggregate([d.tensors[i] for d in decoded], ts.layout, compute_dtype(p.dtype), p.device)
-            sign_step(p, idct_blocks(mean, ts.layout), lr, wd, signs=self.config.outer_step == "sign")
+            here = self._at(p.detach())
+            mean = aggregate([d.tensors[i] for d in decoded], ts.layout, compute_dtype(p.dtype), here.device)
+            sign_step(here, idct_blocks(mean, ts.layout), lr, wd, signs=self.config.outer_step == "sign")
+            _back(p.detach(), here)
         self.step += 1
 
     def state_dict(self) -> dict[str, Any]:

@@ -111,6 +111,11 @@ def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Nam
         help="start the node with torchrun as N ranks (gloo on the CPU: node/ranks.py)",
     )
     p.add_argument(
+        "--shard",
+        action="store_true",
+        help="the --ranks nodes hold the model between their ranks (FSDP: node/sharded.py)",
+    )
+    p.add_argument(
         "--restart-coordinator",
         type=int,
         metavar="ROUND",
@@ -150,6 +155,8 @@ def parse_args(argv: list[str] | None, prog: str = "eranos sim") -> argparse.Nam
     args.rank_counts = {int(n): r for n, r in at_pairs(args.ranks, "--ranks", shape="NODE@N")}
     if any(not 2 <= r <= 8 for r in args.rank_counts.values()):
         p.error("--ranks NODE@N: N must be between 2 and 8")
+    if args.shard and not args.rank_counts:
+        p.error("--shard shards the nodes --ranks starts: name one (--ranks NODE@N)")
     for n in [*args.kills, *args.joins, *args.leaves, *args.adv, *args.rank_counts]:
         if not 0 <= n < args.nodes:
             p.error(f"node {n} does not exist (nodes are 0..{args.nodes - 1})")
@@ -272,7 +279,8 @@ def node_cmd(
     if i in args.rank_counts:
         torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.rank_counts[i]}"]
         # "--" ends torchrun's options, which would take the node's --run for its --run-path
-        return [sys.executable, *torchrun, "-m", "--", "eranos", "node", "run", *options]
+        shard = ["--shard"] if args.shard else []
+        return [sys.executable, *torchrun, "-m", "--", "eranos", "node", "run", *options, *shard]
     if i not in args.adv:
         return [sys.executable, "-m", "eranos", "node", "run", *options]
     partners = ",".join(keys[j] for j in sorted(args.adv) if j != i)

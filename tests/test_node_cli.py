@@ -37,6 +37,12 @@ def test_claim_without_rpc_is_refused(tmp_path):
     assert out.returncode == 2 and "--rpc" in out.stderr
 
 
+def test_sharding_without_torchrun_is_refused_in_one_line(tmp_path):
+    save_keypair(Keypair(), tmp_path / "id.json")
+    out = run_cli("run", "--keypair", str(tmp_path / "id.json"), "--coordinator", COORDINATOR, "--shard")
+    assert out.returncode != 0 and "torchrun --nproc-per-node" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_a_production_node_has_no_switch_to_misbehave():
     out = run_cli("run", "--help")
     assert out.returncode == 0

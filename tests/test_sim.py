@@ -113,6 +113,13 @@ def test_with_local_steps_replicas_agree_and_a_node_training_on_other_data_is_pe
     assert losses[-1] < losses[0]
 
 
+def test_a_node_sharding_its_model_over_two_ranks_earns_and_checks_as_one_rank_nodes_do(tmp_path):
+    s = sim(tmp_path, "--nodes", "3", "--rounds", "4", "--ranks", "0@2", "--shard", validation_rate=1.0)
+    assert s["members"][0]["points"] > 0 and not s["penalized_rounds"]
+    assert all(s["model_hash_agreement"].values()) and s["chain_points_match_coordinator"]
+    assert all(m["audit_findings"] == [] for m in s["members"])
+
+
 def test_a_hostile_peer_is_ignored_and_nothing_crashes(tmp_path):
     s = sim(tmp_path, "--nodes", "3", "--rounds", "5", "--hostile")
     rejected = s["hostile_peer"]["rejected_messages"]
