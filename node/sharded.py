@@ -145,6 +145,8 @@ class Shards:
         losses = [None] * self.group.world if self.group.rank == 0 else None
         dist.gather_object(mine, losses, dst=0)
         self._gradients_to(master)
+        for s in self.sums:
+            s.total = None  # a shard of the gradient, held only during the job
         return [part for rank in losses or [] for part in rank]
 
     @torch.no_grad()
@@ -165,8 +167,6 @@ class Shards:
     def _run(self, jobs: list[MicroBatch], total: int) -> list[tuple[int, float]]:
         """Compute this rank's micro-batches, a step at a time; (batch, loss x sequences) of each."""
         world, rank = self.group.world, self.group.rank
-        for s in self.sums:
-            s.total = None
         mine = []
         for step in range(math.ceil(len(jobs) / world)):
             first = step * world

@@ -4,8 +4,10 @@ holding it between them (node/sharded.py), side by side on the same job.
 Each mode runs under torchrun (gloo on the CPU here, NCCL on GPUs) and computes the same
 gradient job a few times; rank 0 reports, per rank, the model bytes the rank holds for
 computing (weights and their gradients: the whole model's on every follower of a replicated
-node, a shard's on a sharded one, never counting rank 0's master copy), the peak resident
-memory, the time per job, and a digest of the gradient, which must be the same bits in both.
+node, a shard's on a sharded one, never counting rank 0's master copy), the memory of every
+tensor alive after the jobs (rank 0's master and its gradient included), the peak resident
+memory (on the CPU it also counts what glibc keeps of freed transient buffers), the time per
+job, and a digest of the gradient, which must be the same bits in both.
 
     python scripts/bench_shards.py --preset 20m --ranks 2
 """
@@ -31,8 +33,23 @@ def _peak_mb() -> float:
     return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
+def _live_mb() -> float:
+    """Every tensor storage alive in the process (each counted once)."""
+    import gc
+
+    import torch
+
+    storages = {}
+    for o in gc.get_objects():
+        if isinstance(o, torch.Tensor):
+            t = o.to_local() if hasattr(o, "to_local") else o
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(storages.values()) / 1e6
+
+
 def _held_mb(params) -> float:
     """Weights and gradients this rank holds for computing (a DTensor's local shard only)."""
+
     def local(t):
         return t.to_local() if hasattr(t, "to_local") else t
 
@@ -60,7 +77,7 @@ def _worker(args: argparse.Namespace) -> None:
         else:
             ranks.follow(Trainer(model, None, args.micro_batch, group.device, group), group)
         compute = shards.model.parameters() if shards is not None else model.parameters()
-        dist.gather_object((_held_mb(compute), _peak_mb()), None, dst=0)
+        dist.gather_object((_held_mb(compute), _peak_mb(), _live_mb()), None, dst=0)
         return
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, 200_000).astype(np.uint32)
     data = TokenDataset(Corpus(tokens, "random", "random"), args.seq_len, args.batch_seqs)
@@ -74,10 +91,10 @@ def _worker(args: argparse.Namespace) -> None:
     ranks.stop(group)
     compute = shards.model.parameters() if shards is not None else model.parameters()
     rows = [None] * group.world
-    dist.gather_object((_held_mb(compute), _peak_mb()), rows, dst=0)
+    dist.gather_object((_held_mb(compute), _peak_mb(), _live_mb()), rows, dst=0)
     Path(args.out).write_text(json.dumps({
         "mode": args.worker, "job_s": min(times), "grad_sha256": digest,
-        "held_mb": [r[0] for r in rows], "peak_mb": [r[1] for r in rows],
+        "held_mb": [r[0] for r in rows], "peak_mb": [r[1] for r in rows], "live_mb": [r[2] for r in rows],
         "model_mb": 4 * model.num_params() / 1e6,
     }))  # fmt: skip
 
@@ -101,8 +118,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for mode in MODES:
             out = Path(tmp) / f"{mode}.json"
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.ranks}",
-                   __file__, "--worker", mode, "--out", str(out), "--preset", args.preset,
+            torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+            cmd = [*torchrun, f"--nproc-per-node={args.ranks}", __file__, "--worker", mode,
+                   "--out", str(out), "--preset", args.preset,
                    "--seq-len", str(args.seq_len), "--batch-seqs", str(args.batch_seqs),
                    "--micro-batch", str(args.micro_batch), "--jobs", str(args.jobs)]  # fmt: skip
             env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -118,10 +136,12 @@ def main() -> None:
     for r in results:
         held = ", ".join(f"{m:.0f}" for m in r["held_mb"])
         peak = ", ".join(f"{m:.0f}" for m in r["peak_mb"])
-        print(f"{r['mode']:>9}: job {r['job_s']:.2f} s; compute weights + grads held per rank {held} MB; "
-              f"peak RSS per rank {peak} MB")  # fmt: skip
+        live = ", ".join(f"{m:.0f}" for m in r["live_mb"])
+        print(f"{r['mode']:>9}: job {r['job_s']:.2f} s; per rank: weights + grads held {held} MB, "
+              f"live tensors {live} MB, peak RSS {peak} MB")  # fmt: skip
     same = replicate["grad_sha256"] == shard["grad_sha256"]
     print(f"shard / replicate: job time {shard['job_s'] / replicate['job_s']:.2f}, "
+          f"follower live tensors {shard['live_mb'][-1] / replicate['live_mb'][-1]:.2f}, "
           f"follower peak RSS {shard['peak_mb'][-1] / replicate['peak_mb'][-1]:.2f}; "
           f"gradients {'identical' if same else 'DIFFER'}")  # fmt: skip
 
