@@ -198,3 +198,14 @@ def test_state_memory_benchmark_checks_a_whole_state_both_ways_and_prints_the_ra
     )  # fmt: skip
     assert "bytes: state 13 MB" in out.stdout and "files: state 13 MB" in out.stdout
     assert "files / bytes peak:" in out.stdout
+
+
+def test_shards_benchmark_runs_both_modes_and_their_gradients_are_identical():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench_shards.py"), "--preset", "tiny", "--seq-len", "32",
+         "--jobs", "1", "--json"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    replicate, shard = json.loads(out.stdout)
+    assert replicate["grad_sha256"] == shard["grad_sha256"]
+    assert shard["held_mb"][1] == pytest.approx(replicate["held_mb"][1] / 2, rel=0.05)
