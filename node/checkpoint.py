@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from node.model import Llama, ModelConfig
 from optim import DemoOptimizer
+from protocol.model_config import ROPE_TYPES
 from protocol.run_config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ _HF_KEYS = {  # our field -> Hugging Face LlamaConfig field
     "n_kv_heads": "num_key_value_heads",
     "ffn_dim": "intermediate_size",
     "max_seq_len": "max_position_embeddings",
-    "rope_theta": "rope_theta",
     "norm_eps": "rms_norm_eps",
     "tie_embeddings": "tie_word_embeddings",
 }
@@ -90,6 +90,7 @@ def read_weights(model: torch.nn.Module, path: str | Path) -> None:
 def hf_config(cfg: ModelConfig, dtype: torch.dtype) -> dict:
     out = {hf: getattr(cfg, ours) for ours, hf in _HF_KEYS.items()}
     out.update(
+        rope_theta=cfg.rope_theta,
         architectures=["LlamaForCausalLM"],
         model_type="llama",
         hidden_act="silu",
@@ -98,7 +99,58 @@ def hf_config(cfg: ModelConfig, dtype: torch.dtype) -> dict:
         head_dim=cfg.head_dim,
         torch_dtype=str(dtype).removeprefix("torch."),
     )
+    if cfg.rope_type == "linear":
+        out["rope_scaling"] = {"rope_type": "linear", "factor": cfg.rope_factor}
+    elif cfg.rope_type == "llama3":
+        out["rope_scaling"] = {
+            "rope_type": "llama3",
+            "factor": cfg.rope_factor,
+            "low_freq_factor": cfg.rope_low_freq_factor,
+            "high_freq_factor": cfg.rope_high_freq_factor,
+            "original_max_position_embeddings": cfg.rope_original_max_seq_len,
+        }
     return out
+
+
+_ROPE_KEYS = {  # our field -> its key in Hugging Face's rope_scaling
+    "rope_factor": "factor",
+    "rope_low_freq_factor": "low_freq_factor",
+    "rope_high_freq_factor": "high_freq_factor",
+    "rope_original_max_seq_len": "original_max_position_embeddings",
+}
+# what this model computes as Hugging Face's LlamaForCausalLM does, and nothing else
+_REQUIRED = {"hidden_act": "silu", "attention_bias": False, "mlp_bias": False}
+
+
+def _rope(config: dict) -> dict:
+    """Our rope fields from a Hugging Face config: transformers 5's rope_parameters (which holds
+    rope_theta too), or rope_theta and rope_scaling beside it as transformers 4 wrote them."""
+    if "rope_parameters" in config:
+        raw, key = config["rope_parameters"], "rope_parameters"
+    else:
+        raw, key = config.get("rope_scaling"), "rope_scaling"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{key} = {raw!r} is not an object")
+    theta = raw.get("rope_theta", config.get("rope_theta", ModelConfig.rope_theta))
+    if isinstance(theta, int) and not isinstance(theta, bool):
+        theta = float(theta)
+    kind = raw.get("rope_type", raw.get("type", "default"))
+    if kind not in ROPE_TYPES:
+        raise CheckpointError(f"{key} rope_type = {kind!r} is not supported ({', '.join(ROPE_TYPES)} are)")
+    needed = [] if kind == "default" else ["factor"] if kind == "linear" else list(_ROPE_KEYS.values())
+    if unknown := set(raw) - {"rope_type", "type", "rope_theta", *needed}:
+        raise CheckpointError(f"{key} {', '.join(sorted(map(str, unknown)))}: not supported with {kind!r}")
+    if missing := [k for k in needed if k not in raw]:
+        raise CheckpointError(f"{key} lacks {', '.join(missing)}, which {kind!r} needs")
+    ours = {"rope_theta": theta, "rope_type": kind}
+    for field, name in _ROPE_KEYS.items():
+        if name in needed:
+            value = raw[name]
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            ours[field] = float(value) if whole and field != "rope_original_max_seq_len" else value
+    return ours
 
 
 class CheckpointError(ValueError):
@@ -110,18 +162,23 @@ def config_from_hf(raw: dict) -> ModelConfig:
         raise CheckpointError("config.json is not an object")
     if raw.get("model_type") != "llama":
         raise CheckpointError(f"not a Llama config: model_type {raw.get('model_type')!r}")
-    if raw.get("rope_scaling"):
-        raise CheckpointError("rope_scaling is not supported")
+    for key, value in _REQUIRED.items():
+        if raw.get(key, value) != value:
+            raise CheckpointError(f"{key} = {raw[key]!r} is not supported (only {value!r})")
     defaults = {f.name: f.default for f in fields(ModelConfig)}
     values = {ours: raw.get(hf, defaults[ours]) for ours, hf in _HF_KEYS.items()}
     values["n_kv_heads"] = values["n_kv_heads"] or values["n_heads"]
-    if isinstance(values["rope_theta"], int) and not isinstance(values["rope_theta"], bool):
-        values["rope_theta"] = float(values["rope_theta"])
+    values.update(_rope(raw))
     cfg = ModelConfig(**values)
     try:
         cfg.check()
     except (ValueError, TypeError, ZeroDivisionError) as exc:
         raise CheckpointError(str(exc)) from None
+    head_dim = raw.get("head_dim")
+    if head_dim is not None and head_dim != cfg.head_dim:
+        raise CheckpointError(
+            f"head_dim = {head_dim!r} is not supported (only hidden_size / num_attention_heads)"
+        )
     return cfg
 
 

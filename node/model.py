@@ -30,11 +30,30 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(x.dtype)
 
 
-def rope_tables(cfg: ModelConfig, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (T, head_dim), HF layout: the frequencies repeated for both halves."""
+def rope_frequencies(cfg: ModelConfig, device: torch.device) -> torch.Tensor:
+    """The rotary inverse frequencies (head_dim / 2), scaled as cfg.rope_type says."""
     inv_freq = 1.0 / (
         cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, device=device).float() / cfg.head_dim)
     )
+    if cfg.rope_type == "linear":
+        return inv_freq / cfg.rope_factor
+    if cfg.rope_type == "llama3":
+        # wavelengths longer than the original context / low_freq_factor are stretched by the
+        # factor, those shorter than it / high_freq_factor kept, and the band between blended
+        wavelen = 2 * math.pi / inv_freq
+        old = cfg.rope_original_max_seq_len
+        low, high = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+        smooth = (old / wavelen - low) / (high - low)
+        blended = (1 - smooth) * inv_freq / cfg.rope_factor + smooth * inv_freq
+        stretched = torch.where(wavelen > old / low, inv_freq / cfg.rope_factor, inv_freq)
+        middle = (wavelen >= old / high) & (wavelen <= old / low)
+        return torch.where(middle, blended, stretched)
+    return inv_freq
+
+
+def rope_tables(cfg: ModelConfig, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (T, head_dim), HF layout: the frequencies repeated for both halves."""
+    inv_freq = rope_frequencies(cfg, device)
     freqs = torch.outer(torch.arange(seq_len, device=device).float(), inv_freq)
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos(), emb.sin()

@@ -20,6 +20,14 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
+    # rotary frequencies stretched for long contexts, as Hugging Face's rope_scaling: "default"
+    # (none), "linear" (every frequency / factor) or "llama3" (Llama 3.1's: low frequencies /
+    # factor, high ones kept, a smooth blend between)
+    rope_type: str = "default"
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0  # llama3 only
+    rope_high_freq_factor: float = 4.0  # llama3 only
+    rope_original_max_seq_len: int = 8192  # llama3 only: the context the model was trained at
 
     def check(self) -> None:
         """ValueError unless every field has its type and a size a real model could have (a
@@ -40,6 +48,12 @@ class ModelConfig:
             )
         if (self.dim // self.n_heads) % 2:
             raise ValueError("head dimension must be even for rotary embeddings")
+        if self.rope_type not in ROPE_TYPES:
+            raise ValueError(
+                f"model config rope_type = {self.rope_type!r} is not one of {', '.join(ROPE_TYPES)}"
+            )
+        if self.rope_type == "llama3" and not self.rope_low_freq_factor < self.rope_high_freq_factor:
+            raise ValueError("model config rope_low_freq_factor must be below rope_high_freq_factor")
 
     @property
     def head_dim(self) -> int:
@@ -57,7 +71,12 @@ _BOUNDS = (  # field, type, smallest, largest
     ("rope_theta", float, 1.0, 1e9),
     ("norm_eps", float, 1e-12, 1e-2),
     ("tie_embeddings", bool, False, True),
+    ("rope_factor", float, 1.0, 1024.0),
+    ("rope_low_freq_factor", float, 1e-3, 1e3),
+    ("rope_high_freq_factor", float, 1e-3, 1e3),
+    ("rope_original_max_seq_len", int, 2, 1 << 20),
 )
+ROPE_TYPES = ("default", "linear", "llama3")
 
 PRESETS = {
     "tiny": ModelConfig(),  # ~0.8M parameters: tests and CPU simulations (byte vocabulary)

@@ -1,4 +1,5 @@
 import json
+import re
 import struct
 
 import pytest
@@ -146,6 +147,10 @@ def test_non_finite_weights_from_a_peer_are_refused(tmp_path):
                 "rms_norm_eps",
                 "tie_word_embeddings",
                 "max_position_embeddings",
+                "rope_scaling",
+                "rope_parameters",
+                "hidden_act",
+                "head_dim",
             ]
         ),
         st.one_of(
@@ -155,6 +160,26 @@ def test_non_finite_weights_from_a_peer_are_refused(tmp_path):
             st.none(),
             st.booleans(),
             st.just("llama"),
+            st.dictionaries(
+                st.sampled_from(
+                    [
+                        "rope_type",
+                        "type",
+                        "rope_theta",
+                        "factor",
+                        "low_freq_factor",
+                        "high_freq_factor",
+                        "original_max_position_embeddings",
+                        "other",
+                    ]
+                ),
+                st.one_of(
+                    st.sampled_from(["default", "linear", "llama3", "yarn"]),
+                    st.integers(-5, 10**9),
+                    st.floats(allow_nan=True),
+                    st.none(),
+                ),
+            ),  # fmt: skip
         ),
     )
 )
@@ -184,3 +209,35 @@ def test_a_mangled_checkpoint_directory_is_a_checkpoint_error(tmp_path, mangle):
     with pytest.raises(CheckpointError):
         load_model(tmp_path)
         load_optimizer(tmp_path, DemoOptimizer(model.named_parameters(), opt.config))
+
+
+LLAMA = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 160}
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_type = 'yarn'"),
+        ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}, "rope_type = 'dynamic'"),
+        ({"rope_scaling": {"rope_type": "linear"}}, "lacks factor"),
+        ({"rope_scaling": {"rope_type": "linear", "factor": 2.0, "beta_fast": 32}}, "beta_fast"),
+        ({"rope_parameters": {"full_attention": {"rope_type": "default"}}}, "full_attention"),
+        ({"attention_bias": True}, "attention_bias"),
+        ({"mlp_bias": True}, "mlp_bias"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
+        ({"head_dim": 32}, "head_dim"),
+    ],
+)
+def test_what_this_model_does_not_compute_is_refused_naming_the_field(extra, named):
+    with pytest.raises(CheckpointError, match=re.escape(named)):
+        config_from_hf(LLAMA | extra)
+
+
+def test_rope_theta_is_read_from_transformers_5_rope_parameters_and_from_transformers_4_beside_them():
+    assert (
+        config_from_hf(LLAMA | {"rope_parameters": {"rope_type": "default", "rope_theta": 5e5}}).rope_theta
+        == 5e5
+    )
+    assert config_from_hf(LLAMA | {"rope_theta": 5e5}).rope_theta == 5e5
+    legacy = config_from_hf(LLAMA | {"rope_theta": 5e5, "rope_scaling": {"type": "linear", "factor": 2}})
+    assert (legacy.rope_theta, legacy.rope_type, legacy.rope_factor) == (5e5, "linear", 2.0)

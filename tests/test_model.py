@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 
@@ -5,7 +6,7 @@ import pytest
 import torch
 
 from node.checkpoint import load_model, model_hash, save
-from node.model import PRESETS, Llama, preset
+from node.model import PRESETS, Llama, preset, rope_frequencies
 
 
 def test_presets_have_their_advertised_sizes():
@@ -152,3 +153,45 @@ def test_activation_checkpointing_keeps_fewer_activations_for_the_backward_pass(
         return total
 
     assert saved_bytes(True) < saved_bytes(False) / 2
+
+
+ROPE_SCALINGS = [
+    {"rope_type": "linear", "factor": 4.0},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 64},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("scaling", ROPE_SCALINGS, ids=["linear", "llama3"])
+def test_a_hugging_face_llama_with_rope_scaling_loads_and_exports_with_equal_logits(tmp_path, scaling):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(
+        vocab_size=300, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, rope_theta=500000.0, rope_scaling=scaling,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    model = load_model(tmp_path / "hf").eval()
+    assert model.config.rope_type == scaling["rope_type"] and model.config.rope_factor == scaling["factor"]
+    x = torch.randint(0, 300, (2, 200))  # past the original context, where the scaling acts
+    with torch.no_grad():
+        assert torch.allclose(model(x)[0], hf(x).logits, atol=1e-4)
+        save(tmp_path / "ours", model)
+        back = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "ours", torch_dtype=torch.float32)
+        assert torch.allclose(back.eval()(x).logits, hf(x).logits, atol=1e-4)
+
+
+def test_the_llama3_scaling_stretches_low_frequencies_keeps_high_ones_and_blends_between():
+    cfg = preset(
+        "tiny", rope_type="llama3", rope_factor=8.0, rope_original_max_seq_len=64, rope_theta=500000.0
+    )
+    plain = rope_frequencies(preset("tiny", rope_theta=500000.0), torch.device("cpu"))
+    scaled = rope_frequencies(cfg, torch.device("cpu"))
+    wavelen = 2 * math.pi / plain
+    assert torch.equal(scaled[wavelen < 64 / 4], plain[wavelen < 64 / 4])
+    assert torch.equal(scaled[wavelen > 64], plain[wavelen > 64] / 8)
+    between = (wavelen > 64 / 4) & (wavelen < 64)
+    assert (
+        between.any() and ((scaled[between] < plain[between]) & (scaled[between] > plain[between] / 8)).all()
+    )
