@@ -279,3 +279,34 @@ def test_second_moment_is_part_of_the_optimizer_state():
     run([a], steps=2)
     b[1].load_state_dict(a[1].state_dict())
     assert all(torch.equal(x, y) for x, y in zip(a[1].second_moment, b[1].second_moment))
+
+
+def _two_steps(device: torch.device, compute: torch.device | None) -> tuple[bytes, bytes, torch.Tensor]:
+    """Two rounds of one member on `device`'s weights, its optimizer computing on `compute`:
+    (first payload, second payload, the weights after them), on the CPU."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(96, 80), torch.nn.Linear(80, 8)).to(device)
+    cfg = DemoConfig(chunk=32, topk=4, precondition="adam", values=ValueMode.INT8, outer_step="values")
+    opt = DemoOptimizer(model.named_parameters(), cfg, compute)
+    payloads = []
+    for step in range(2):
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(step)).to(device)
+        payloads.append(opt.compress())
+        opt.apply({"me": payloads[-1]})
+    return *payloads, torch.cat([p.detach().cpu().reshape(-1) for p in model.parameters()])
+
+
+def test_an_optimizer_told_its_own_device_sends_and_steps_as_without_it():
+    cpu = torch.device("cpu")
+    assert _two_steps(cpu, cpu)[:2] == _two_steps(cpu, None)[:2]
+    assert torch.equal(_two_steps(cpu, cpu)[2], _two_steps(cpu, None)[2])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_host_weights_with_the_math_on_the_gpu_send_and_step_as_weights_on_the_gpu():
+    """A sharded node keeps its master weights on the host (node/sharded.py); its payloads and
+    weights must be the bits of a node holding everything on the GPU."""
+    gpu = torch.device("cuda")
+    hosted, resident = _two_steps(torch.device("cpu"), gpu), _two_steps(gpu, None)
+    assert hosted[:2] == resident[:2] and torch.equal(hosted[2], resident[2])
