@@ -119,7 +119,7 @@ class Backbone(nn.Module):
 
 
 class Llama(nn.Module):
-    def __init__(self, cfg: ModelConfig, seed: int = 0):
+    def __init__(self, cfg: ModelConfig, seed: int | None = 0):  # None: weights left as allocated
         super().__init__()
         cfg.check()
         self.config = cfg
@@ -130,7 +130,8 @@ class Llama(nn.Module):
         # recompute each block's activations in the backward pass instead of keeping them: less
         # memory for one more forward; the gradients are the same bits (a node's own choice)
         self.activation_checkpointing = False
-        self.reset_parameters(seed)
+        if seed is not None:
+            self.reset_parameters(seed)
 
     @torch.no_grad()
     def reset_parameters(self, seed: int) -> None:

@@ -14,7 +14,8 @@ replays it exactly; NCCL's own reduce-scatter sums in ring order and would not b
 Rank 0 is the node: it keeps the master weights and the optimizer in host memory (the
 optimizer computes on rank 0's device, a parameter at a time: optim/demo.py), hands each job's
 micro-batches and weights to the ranks, and takes the summed gradient back into .grad a
-parameter at a time. node/ranks.py is the other way to use several GPUs: every rank holds the
+parameter at a time. Evaluations (held-out loss, multiple-choice scores) are shared out the same
+way, an item per rank per step. node/ranks.py is the other way to use several GPUs: every rank holds the
 whole model (faster when it fits).
 """
 
@@ -33,7 +34,7 @@ from torch.distributed.fsdp._fully_shard._fsdp_api import ReduceScatter
 
 from node.model import Llama, ModelConfig
 from node.ranks import Batch, Ranks, share
-from node.train import micro_batches, micro_loss
+from node.train import Scored, micro_batches, micro_loss, score
 from protocol.run_config import RunConfig
 
 
@@ -109,7 +110,7 @@ class Shards:
     def __init__(self, config: ModelConfig, group: Ranks, activation_checkpointing: bool = False) -> None:
         self.group, self.device = group, group.device
         with torch.device("meta"):  # no rank ever holds the whole model
-            model = Llama(config)
+            model = Llama(config, seed=None)
         model.activation_checkpointing = activation_checkpointing
         mesh = init_device_mesh(self.device.type, (group.world,))
         for block in model.model.layers:
@@ -117,12 +118,11 @@ class Shards:
         fully_shard(model, mesh=mesh)
         model.to_empty(device=self.device)
         self.model = model
-        self.sums = []
-        for module in model.modules():
-            if isinstance(module, FSDPModule):
-                module.set_custom_reduce_scatter(total := OrderedSum())
-                module.set_gradient_divide_factor(1.0)
-                self.sums.append(total)
+        self.units = [module for module in model.modules() if isinstance(module, FSDPModule)]
+        self.sums = [OrderedSum() for _ in self.units]
+        for module, total in zip(self.units, self.sums):
+            module.set_custom_reduce_scatter(total)
+            module.set_gradient_divide_factor(1.0)
 
     def accumulate(self, master: Llama, batches: Sequence[Batch], total: int, micro_batch: int) -> float:
         """Rank 0: leave the batches' gradient in the master's .grad, computed across the
@@ -131,13 +131,36 @@ class Shards:
         share(("grad", jobs, total, micro_batch), self.group)
         return summed_loss(self._job(master, jobs, total), len(batches))
 
+    def scores(self, master: Llama, items: Sequence[Scored]) -> list[float]:
+        """Rank 0: an evaluation's scores of these items (node/train.py `score`), computed
+        across the ranks with the master's weights."""
+        share(("score", list(items), 0, 0), self.group)
+        return self._scores(master, items)
+
     def follow(self) -> None:
         """Ranks 1..N-1: take part in rank 0's jobs until it stops."""
         while True:
             kind, jobs, total, _ = share(None, self.group)
             if kind == "stop":
                 return
-            self._job(None, jobs, total)
+            if kind == "score":
+                self._scores(None, jobs)
+            else:
+                self._job(None, jobs, total)
+
+    @torch.no_grad()
+    def _scores(self, master: Llama | None, items: Sequence[Scored]) -> list[float]:
+        self._load(master)
+        world, rank = self.group.world, self.group.rank
+        mine = []
+        for first in range(0, len(items), world):
+            at = first + rank  # a rank past the end scores the step's first item, for the collectives
+            value = score(self.model, items[at if at < len(items) else first], self.device)
+            if at < len(items):
+                mine.append((at, value))
+        everyone = [None] * world if rank == 0 else None
+        dist.gather_object(mine, everyone, dst=0)
+        return [value for _, value in sorted(part for rank in everyone or [] for part in rank)]
 
     def _job(self, master: Llama | None, jobs: list[MicroBatch], total: int) -> list[tuple[int, float]]:
         self._load(master)
@@ -152,10 +175,12 @@ class Shards:
     @torch.no_grad()
     def _load(self, master: Llama | None) -> None:
         """Rank 0's master weights into every rank's shards, a parameter at a time."""
+        for module in self.units:  # a forward alone leaves the root's weights gathered
+            module.reshard()
         masters = master.parameters() if master is not None else None
         for p in self.model.parameters():
             if masters is not None:
-                full = next(masters).detach().to(self.device, copy=True)
+                full = next(masters).detach().to(self.device)
             else:
                 full = torch.empty(p.shape, dtype=p.dtype, device=self.device)
             dist.broadcast(full, src=0)

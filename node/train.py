@@ -119,6 +119,24 @@ def micro_loss(model: torch.nn.Module, chunk: np.ndarray, keep: np.ndarray | Non
     return loss
 
 
+Scored = tuple[np.ndarray, int]  # what an evaluation scores: token ids, and where the scored part starts
+
+
+@torch.no_grad()
+def score(model: torch.nn.Module, item: Scored, device: torch.device) -> float:
+    """An evaluation's score of one item: for a batch of sequences (2-D ids, start 0) its loss
+    summed over the sequences; for one sequence (1-D ids: a prompt and then a choice starting at
+    `start`) the log-likelihood of the choice's tokens."""
+    ids, start = item
+    if ids.ndim == 2:
+        return micro_loss(model, ids, None, device).item() * len(ids)
+    tokens = torch.from_numpy(ids).to(device)
+    with autocast(device):
+        logits, _ = model(tokens[None, :-1])
+    logprobs = torch.log_softmax(logits[0, start - 1 :].float(), dim=-1)
+    return float(logprobs.gather(1, tokens[start:, None]).sum())
+
+
 def autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -181,31 +199,27 @@ class Trainer:
         loss = sum(r.loss for r in steps) / max(1, len(steps))
         return StepResult(loss, sum(r.tokens for r in steps))
 
-    @torch.no_grad()
     def evaluate(self, max_seqs: int = 64) -> float:
         """Mean loss over the first max_seqs validation sequences (the same ones every call)."""
-        self.model.eval()
         seqs = self.data.val_batches(max_seqs)
-        return sum(loss.item() * n for loss, n in self._losses(seqs)) / len(seqs)
+        chunks = [(chunk, 0) for chunk, _ in micro_batches(seqs, None, self.micro_batch)]
+        return sum(self._scores(chunks)) / len(seqs)
 
-    @torch.no_grad()
     def choice_accuracy(self, tasks: Sequence[Task]) -> float:
         """The share of tasks whose answer is the choice the model gives the highest
         log-likelihood after the prompt (summed over the choice's tokens; ties: the first)."""
-        self.model.eval()
-        right = 0
+        items = [(np.array([*t.prompt, *c]), len(t.prompt)) for t in tasks for c in t.choices]
+        scores, right = iter(self._scores(items)), 0
         for task in tasks:
-            scores = [self._log_likelihood(task.prompt, choice) for choice in task.choices]
-            right += max(range(len(scores)), key=lambda i: (scores[i], -i)) == task.answer
+            mine = [next(scores) for _ in task.choices]
+            right += max(range(len(mine)), key=lambda i: (mine[i], -i)) == task.answer
         return right / len(tasks)
 
-    @torch.no_grad()
-    def _log_likelihood(self, prompt: Sequence[int], choice: Sequence[int]) -> float:
-        ids = torch.tensor([*prompt, *choice], device=self.device)
-        with autocast(self.device):
-            logits, _ = self.model(ids[None, :-1])
-        logprobs = torch.log_softmax(logits[0, len(prompt) - 1 :].float(), dim=-1)
-        return float(logprobs.gather(1, ids[len(prompt) :, None]).sum())
+    def _scores(self, items: Sequence[Scored]) -> list[float]:
+        self.model.eval()
+        if self.shards is not None:
+            return self.shards.scores(self.model, items)
+        return [score(self.model, item, self.device) for item in items]
 
     def _losses(
         self, seqs: np.ndarray, counted: np.ndarray | None = None

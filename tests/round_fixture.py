@@ -9,8 +9,13 @@ from node.model import Llama, preset
 from optim import DemoConfig, DemoOptimizer, ValueMode
 from optim.local import InnerConfig, LocalSteps
 from optim.state import state_bytes
+from protocol.eval_tasks import Task
 
 MICRO_BATCH = 2
+TASKS = [
+    Task(tuple(range(i, i + 5)), tuple(tuple(range(c, c + 1 + i % 3)) for c in (3, 9, 27)), i % 3)
+    for i in range(7)
+]
 CONFIG = DemoConfig(topk=4, beta=0.99, precondition="adam", values=ValueMode.INT8, outer_step="values")
 
 
@@ -26,7 +31,7 @@ def make_round(seed: int = 0):
 
 def round_outputs(trainer, optimizer, local) -> dict:
     """A round of 5 batches (one gradient), then one of 4 batches in 2 local steps: what each
-    hands the optimizer, the payloads and the states after them."""
+    hands the optimizer, the payloads and the states after them; then an evaluation."""
     plain = trainer.accumulate_gradients([0, 1, 2, 3, 4])
     grads = [p.grad.clone() for p in trainer.model.parameters()]
     payload = optimizer.compress()
@@ -39,4 +44,6 @@ def round_outputs(trainer, optimizer, local) -> dict:
         "local_loss": stepped.loss,
         "local_payload": optimizer.compress(),
         "state": state_bytes(optimizer, local),
+        "eval_loss": trainer.evaluate(5),
+        "accuracy": trainer.choice_accuracy(TASKS),
     }

@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from node.data import TokenDataset, default_corpus
 from node.model import Llama, preset
 from node.run_data import eval_tasks
 from node.tokenizer import ByteTokenizer
-from node.train import Trainer
+from node.train import Trainer, score
 from protocol.eval_tasks import EvalTasksError, Task, dumps, loads
 from protocol.run_config import RunConfig, load
 
@@ -56,7 +57,7 @@ def test_accuracy_counts_the_tasks_whose_answer_the_model_finds_likeliest():
     model = Llama(preset("tiny"), seed=1)
     trainer = Trainer(model, TokenDataset(default_corpus(ByteTokenizer()), 32, 2), 2, torch.device("cpu"))
     prompt, choices = (72, 101), ((108,), (120, 121), (33,))
-    scores = [trainer._log_likelihood(prompt, c) for c in choices]
+    scores = [score(model, (np.array([*prompt, *c]), len(prompt)), torch.device("cpu")) for c in choices]
     best = max(range(3), key=lambda i: scores[i])
     ids = torch.tensor([[*prompt, *choices[best]]])
     logprobs = torch.log_softmax(model(ids[:, :-1])[0][0].detach(), dim=-1)

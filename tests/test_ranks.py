@@ -74,6 +74,11 @@ def test_two_sharded_ranks_send_one_ranks_payload_and_reach_its_state(one_rank, 
     assert one_rank["state"] == two_shards["state"]
 
 
+def test_two_sharded_ranks_evaluate_as_one_rank_does(one_rank, two_shards):
+    assert one_rank["eval_loss"] == two_shards["eval_loss"]
+    assert one_rank["accuracy"] == two_shards["accuracy"]
+
+
 @pytest.mark.slow
 def test_three_sharded_ranks_send_one_ranks_payload_too(one_rank, tmp_path):
     three = torchrun(3, tmp_path / "three.pt", "shard")
