@@ -26,7 +26,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from chain.keys import load_keypair, parse_pubkey
-from node import account
+from node import account, ranks
 from node.session import Session
 from p2p.addresses import AddressError, parse_announce, parse_listen, parse_peer
 from protocol.console import HelpFormatter, Parser, arg_type, read_environment, read_file, setup_logging
@@ -171,7 +171,14 @@ def run(args: argparse.Namespace, behaviour=None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    outcome: int | str | None = 0
     try:
         Session(args, keypair, workdir, stop).run(behaviour)
     except AddressError as exc:
-        raise SystemExit(f"eranos node: {exc}") from None
+        outcome = f"eranos node: {exc}"
+    except SystemExit as exc:
+        outcome = exc.code
+    if ranks.launched():
+        ranks.end_rank(outcome)
+    if outcome:
+        raise SystemExit(outcome)

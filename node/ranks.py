@@ -16,14 +16,19 @@ count reproduces it, and rank 0 holds one gradient beside .grad at a time.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NoReturn
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from protocol.run_config import RunConfig
 
 # A follower waits in a collective for rank 0's next job as long as the run lasts; torchrun ends
 # the group when any rank exits, so a lost rank 0 never leaves a follower waiting.
@@ -54,6 +59,25 @@ def from_environment(device: torch.device) -> Ranks | None:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=WAIT)
     return Ranks(rank, world, device)
+
+
+def shard_refusal(config: RunConfig, group: Ranks | None) -> str | None:
+    """Why a sharded node cannot take part in this run (None: it can). On GPUs, local steps'
+    inner optimizer and overlapped rounds' replays would run on the host that holds the master
+    weights, not on a GPU as the run's other members compute them; and an automatic micro batch
+    is measured on one GPU holding the whole model."""
+    if group is None:
+        return "--shard needs several ranks: start the node with torchrun --nproc-per-node N (N >= 2)"
+    if group.device.type != "cuda":
+        return None
+    if config.optim.inner_config() is not None:
+        steps = config.optim.inner_steps
+        return f"this run takes local steps (optim.inner_steps = {steps}): not with --shard on GPUs"
+    if config.rounds.overlap:
+        return "this run overlaps its rounds (rounds.overlap = true): not with --shard on GPUs"
+    if config.data.micro_batch == 0:
+        return "this run lets nodes pick their micro batch (data.micro_batch = 0): not with --shard on GPUs"
+    return None
 
 
 def share(value: object, ranks: Ranks) -> object:
@@ -105,6 +129,27 @@ def _recv(t: torch.Tensor, src: int) -> torch.Tensor:
 def stop(ranks: Ranks) -> None:
     """Rank 0: release the followers (they exit)."""
     share(("stop", [], 0, 0), ranks)
+
+
+def launched() -> bool:
+    """Whether torchrun started this process as one of several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def end_rank(outcome: int | str | None = 0) -> NoReturn:
+    """End a rank's process once its work is done: leave the process group, flush, and exit
+    without the interpreter's finalization, which (with FSDP imported, under CPU load) aborts
+    now and then in a C++ destructor ("terminate called without an active exception") after
+    all the work is done, turning a finished node into a failed one for torchrun. `outcome`:
+    an exit code, or a message to print and exit 1 with (as SystemExit would)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if isinstance(outcome, str):
+        print(outcome, file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if isinstance(outcome, str) else outcome or 0)
 
 
 def follow(trainer, ranks: Ranks) -> None:

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import base58
 import torch
@@ -50,7 +51,6 @@ from node.model_versions import ModelVersions
 from node.ranks import Ranks
 from node.run_data import build_data, run_tokenizer
 from node.shard_store import ShardUnavailable
-from node.sharded import Shards
 from node.sharded_data import ShardedDataset
 from node.train import Trainer, describe, fits_on, fitting_micro_batch
 from optim import DemoOptimizer
@@ -62,6 +62,9 @@ from p2p.messages import FRESH_STATE, Commit, RoundEnd, RoundStart, Verdict
 from protocol.eval_tasks import Task
 from protocol.events import EventLog
 from protocol.run_config import RunConfig, dumps
+
+if TYPE_CHECKING:
+    from node.sharded import Shards  # imported by the node only with --shard (FSDP takes 1.2 s)
 
 log = logging.getLogger("eranos.node")
 EVALS = "evals.jsonl"  # held-out loss per evaluated round, one JSON object a line

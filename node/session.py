@@ -26,7 +26,7 @@ from solders.pubkey import Pubkey
 from chain.client import EranosClient
 from chain.errors import ProgramError, RpcUnavailable
 from chain.state import MemberStatus
-from node import ranks, sharded
+from node import ranks
 from node.data import TokenDataset
 from node.model import Llama
 from node.run_data import (
@@ -103,7 +103,7 @@ class Session:
             fail(str(exc))
         self.ranks = ranks.from_environment(device)
         if self.args.shard and self.ranks is None:
-            fail(sharded.refusal(None, None))
+            fail(ranks.shard_refusal(None, None))
         if self.ranks is not None:
             device = self.ranks.device
             if self.ranks.rank > 0:
@@ -132,8 +132,10 @@ class Session:
             use_deterministic_kernels()
             shards = None
             if self.args.shard:  # the master weights and optimizer stay on the host
+                from node.sharded import Shards  # only here: importing FSDP takes a second
+
                 model_config, checkpointing = config.model.model_config(), self.args.activation_checkpointing
-                shards = sharded.Shards(model_config, self.ranks, checkpointing)
+                shards = Shards(model_config, self.ranks, checkpointing)
                 device = torch.device("cpu")
             runtime = NodeRuntime(
                 config,
@@ -189,7 +191,7 @@ class Session:
         config = self.wait_for_config(host)
         if config is None:
             return None
-        if self.args.shard and (why := sharded.refusal(config, self.ranks)):
+        if self.args.shard and (why := ranks.shard_refusal(config, self.ranks)):
             fail(why)
         self.stage("run config")
         cache = None
@@ -301,7 +303,9 @@ def follow(args: argparse.Namespace, group: ranks.Ranks) -> None:
     config = loads(text)
     use_deterministic_kernels()
     if args.shard:
-        sharded.Shards(config.model.model_config(), group, args.activation_checkpointing).follow()
+        from node.sharded import Shards  # only here: importing FSDP takes a second
+
+        Shards(config.model.model_config(), group, args.activation_checkpointing).follow()
         return
     model = Llama(config.model.model_config()).to(group.device)
     model.activation_checkpointing = args.activation_checkpointing

@@ -35,26 +35,6 @@ from torch.distributed.fsdp._fully_shard._fsdp_api import ReduceScatter
 from node.model import Llama, ModelConfig
 from node.ranks import Batch, Ranks, share
 from node.train import Scored, micro_batches, micro_loss, score
-from protocol.run_config import RunConfig
-
-
-def refusal(config: RunConfig, group: Ranks | None) -> str | None:
-    """Why a sharded node cannot take part in this run (None: it can). On GPUs, local steps'
-    inner optimizer and overlapped rounds' replays would run on the host that holds the master
-    weights, not on a GPU as the run's other members compute them; and an automatic micro batch
-    is measured on one GPU holding the whole model."""
-    if group is None:
-        return "--shard needs several ranks: start the node with torchrun --nproc-per-node N (N >= 2)"
-    if group.device.type != "cuda":
-        return None
-    if config.optim.inner_config() is not None:
-        steps = config.optim.inner_steps
-        return f"this run takes local steps (optim.inner_steps = {steps}): not with --shard on GPUs"
-    if config.rounds.overlap:
-        return "this run overlaps its rounds (rounds.overlap = true): not with --shard on GPUs"
-    if config.data.micro_batch == 0:
-        return "this run lets nodes pick their micro batch (data.micro_batch = 0): not with --shard on GPUs"
-    return None
 
 
 @dataclass(frozen=True)

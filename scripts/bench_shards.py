@@ -78,7 +78,7 @@ def _worker(args: argparse.Namespace) -> None:
             ranks.follow(Trainer(model, None, args.micro_batch, group.device, group), group)
         compute = shards.model.parameters() if shards is not None else model.parameters()
         dist.gather_object((_held_mb(compute), _peak_mb(), _live_mb()), None, dst=0)
-        return
+        ranks.end_rank()
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, 200_000).astype(np.uint32)
     data = TokenDataset(Corpus(tokens, "random", "random"), args.seq_len, args.batch_seqs)
     trainer = Trainer(model, data, args.micro_batch, group.device, group, shards)
@@ -97,6 +97,7 @@ def _worker(args: argparse.Namespace) -> None:
         "held_mb": [r[0] for r in rows], "peak_mb": [r[1] for r in rows], "live_mb": [r[2] for r in rows],
         "model_mb": 4 * model.num_params() / 1e6,
     }))  # fmt: skip
+    ranks.end_rank()
 
 
 def main() -> None:

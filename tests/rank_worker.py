@@ -22,10 +22,11 @@ def main() -> None:
             shards.follow()
         else:
             ranks.follow(Trainer(model, None, MICRO_BATCH, group.device, group), group)
-        return
-    trainer = Trainer(model, data, MICRO_BATCH, group.device, group, shards)
-    torch.save(round_outputs(trainer, optimizer, local), sys.argv[1])
-    ranks.stop(group)
+    else:
+        trainer = Trainer(model, data, MICRO_BATCH, group.device, group, shards)
+        torch.save(round_outputs(trainer, optimizer, local), sys.argv[1])
+        ranks.stop(group)
+    ranks.end_rank()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ def torchrun(nproc: int, out: Path, *mode: str) -> dict:
            str(ROOT / "tests" / "rank_worker.py"), str(out), *mode]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    ranks_said = [line for line in lines if line.startswith("[rank") or "terminate" in line]
+    assert done.returncode == 0, "\n".join(ranks_said[-40:]) or done.stderr[-3000:]
     return torch.load(out, weights_only=False)
 
 

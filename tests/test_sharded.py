@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from node.ranks import Ranks
-from node.sharded import deal, refusal, summed_loss
+from node.ranks import Ranks, shard_refusal
+from node.sharded import deal, summed_loss
 from protocol.run_config import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ def test_losses_add_up_batch_by_batch_in_order_as_one_rank_adds_them():
 
 
 def test_a_node_without_ranks_is_told_to_start_with_torchrun():
-    assert "torchrun --nproc-per-node" in refusal(CONFIG, None)
+    assert "torchrun --nproc-per-node" in shard_refusal(CONFIG, None)
 
 
 @pytest.mark.parametrize(
@@ -48,6 +48,6 @@ def test_a_node_without_ranks_is_told_to_start_with_torchrun():
 )
 def test_on_gpus_a_run_the_host_cannot_compute_as_a_gpu_is_refused_naming_the_field(change, named):
     config = replace(CONFIG, data=replace(CONFIG.data, micro_batch=2))
-    assert refusal(config, GPUS) is None
-    assert named in refusal(change(config), GPUS)
-    assert refusal(change(config), CPUS) is None  # on the CPU, the host is where everyone computes
+    assert shard_refusal(config, GPUS) is None
+    assert named in shard_refusal(change(config), GPUS)
+    assert shard_refusal(change(config), CPUS) is None  # on the CPU, the host is where everyone computes
