@@ -3,7 +3,8 @@ gradients and activations do not fit one GPU:
 
     torchrun --standalone --nproc-per-node 8 -m -- eranos node run --shard --keypair id.json ...
 
-Every rank holds 1/N of the weights (FSDP2's `fully_shard` on each block and on the rest), and
+Every rank holds 1/N of the weights (FSDP2's `fully_shard` on each block, the embedding, the
+head, and the rest), and
 the ranks compute a job's micro-batches side by side: in step t, rank r computes micro-batch
 t * N + r. Their gradients are summed by an ordered reduce-scatter: an all-to-all, after which
 each rank adds its shard of the step's micro-batch gradients, in micro-batch order, onto what
@@ -95,6 +96,9 @@ class Shards:
         mesh = init_device_mesh(self.device.type, (group.world,))
         for block in model.model.layers:
             fully_shard(block, mesh=mesh)
+        if not config.tie_embeddings:  # a tied weight must stay in the unit holding both uses
+            fully_shard(model.model.embed_tokens, mesh=mesh)
+            fully_shard(model.lm_head, mesh=mesh)
         fully_shard(model, mesh=mesh)
         model.to_empty(device=self.device)
         self.model = model

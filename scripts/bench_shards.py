@@ -6,8 +6,9 @@ gradient job a few times; rank 0 reports, per rank, the model bytes the rank hol
 computing (weights and their gradients: the whole model's on every follower of a replicated
 node, a shard's on a sharded one, never counting rank 0's master copy), the memory of every
 tensor alive after the jobs (rank 0's master and its gradient included), the peak resident
-memory (on the CPU it also counts what glibc keeps of freed transient buffers), the time per
-job, and a digest of the gradient, which must be the same bits in both.
+memory (glibc told to return large freed buffers at once, so that the peak is of what was alive
+rather than of the heap glibc keeps), the time per job, and a digest of the gradient, which
+must be the same bits in both.
 
     python scripts/bench_shards.py --preset 20m --ranks 2
 """
@@ -124,7 +125,10 @@ def main() -> None:
                    "--out", str(out), "--preset", args.preset,
                    "--seq-len", str(args.seq_len), "--batch-seqs", str(args.batch_seqs),
                    "--micro-batch", str(args.micro_batch), "--jobs", str(args.jobs)]  # fmt: skip
+            # glibc maps and unmaps every allocation over 64 KB: the peak RSS is then the peak of
+            # what was alive, not of the heap glibc keeps after transient buffers are freed
             env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+            env["MALLOC_MMAP_THRESHOLD_"] = "65536"
             done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             if done.returncode != 0:
                 sys.exit(f"{mode}: torchrun failed\n{done.stderr[-2000:]}")
