@@ -19,10 +19,11 @@ TASKS = [
 CONFIG = DemoConfig(topk=4, beta=0.99, precondition="adam", values=ValueMode.INT8, outer_step="values")
 
 
-def make_round(seed: int = 0):
-    """(model, data, optimizer, local steps); the model's weights drawn from `seed`."""
+def make_round(seed: int = 0, tied: bool = False):
+    """(model, data, optimizer, local steps); the model's weights drawn from `seed`; `tied`: one
+    matrix for the embedding and the head."""
     torch.manual_seed(seed)
-    model = Llama(preset("tiny", n_layers=2, vocab_size=64, max_seq_len=16))
+    model = Llama(preset("tiny", n_layers=2, vocab_size=64, max_seq_len=16, tie_embeddings=tied))
     tokens = np.random.default_rng(0).integers(0, 64, 4000).astype(np.uint16)
     data = TokenDataset(Corpus(tokens, "synthetic", "synthetic"), seq_len=16, batch_seqs=3)
     optimizer = DemoOptimizer(model.named_parameters(), CONFIG)

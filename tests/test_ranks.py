@@ -85,3 +85,11 @@ def test_two_sharded_ranks_evaluate_as_one_rank_does(one_rank, two_shards):
 def test_three_sharded_ranks_send_one_ranks_payload_too(one_rank, tmp_path):
     three = torchrun(3, tmp_path / "three.pt", "shard")
     assert three["payload"] == one_rank["payload"] and three["state"] == one_rank["state"]
+
+
+def test_two_sharded_ranks_send_one_ranks_payload_for_a_tied_model_too(tmp_path):
+    model, data, optimizer, local = make_round(tied=True)
+    one = round_outputs(Trainer(model, data, MICRO_BATCH, torch.device("cpu")), optimizer, local)
+    two = torchrun(2, tmp_path / "tied.pt", "shard-tied")
+    assert all(torch.equal(a, b) for a, b in zip(one["grads"], two["grads"]))
+    assert one["payload"] == two["payload"] and one["state"] == two["state"]
