@@ -5,7 +5,6 @@ ShardUnavailable when this node lacks the data of the target's batches (nobody's
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,6 @@ from protocol.run_config import RunConfig
 from protocol.stamps import stamp_error
 
 log = logging.getLogger("eranos.node")
-_files = itertools.count()
 
 
 class Checker:
@@ -39,6 +37,7 @@ class Checker:
     ) -> None:
         self.config, self.host, self.trainer, self.inner_lr = config, host, trainer, inner_lr
         self.directory = directory
+        committed_state.clear_orphans(directory)
         model = trainer.model
         # replays other members' rounds on the node's model: its state is theirs, loaded per check
         compute = trainer.shards.device if trainer.shards is not None else None
@@ -143,7 +142,7 @@ class Checker:
     def _fetched(self, fetch, digest: bytes) -> Iterator:
         """A target's whole state, fetched to a file (open for reading) that goes when done."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"target-{next(_files)}.state"
+        path = committed_state.state_file(self.directory, "target")
         try:
             fetch(digest, self.state_size, path)
             with open(path, "rb") as f:

@@ -51,11 +51,38 @@ class HeldState:
     spans: list[tuple[int, int]] = field(default_factory=list)  # each leaf's (offset, length) there
 
 
+def state_file(directory: Path, kind: str) -> Path:
+    """A new file for a state, named for this process (`clear_orphans` knows it by that)."""
+    return directory / f"{kind}-{os.getpid()}-{next(_files)}.state"
+
+
+def clear_orphans(directory: Path) -> int:
+    """Delete the state files processes that are gone left in `directory` (a node killed or
+    crashed mid-run; each file can be gigabytes); how many. A live process's are kept."""
+    gone = 0
+    for path in directory.glob("*-*-*.state") if directory.is_dir() else ():
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+            gone += 1
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def serve(host, opt: DemoOptimizer, local: LocalSteps | None, directory: Path, by_leaf: bool) -> HeldState:
     """Provide the optimizer's current state to peers from a file under `directory`: as leaves
     (`by_leaf`), or whole; what was provided."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"state-{os.getpid()}-{next(_files)}.{'leaves' if by_leaf else 'state'}"
+    path = state_file(directory, "leaves" if by_leaf else "whole")
     if not by_leaf:
         with open(path, "wb") as f:
             digest = write_state(opt, f, local)

@@ -46,6 +46,7 @@ class Contributions:
     ) -> None:
         self.host, self.optimizer, self.local = host, optimizer, local
         self.directory, self.by_leaf = directory, by_leaf  # where and how its states are served
+        committed_state.clear_orphans(directory)
         self.overlap = overlap
         self.pending: dict[int, Contribution] = {}  # by round
         self.held: HeldState | None = None  # the optimizer's state as served; None: fresh

@@ -2,6 +2,8 @@
 may start from: under any order of accepts and rejects, in either round mode, an honest member's
 commits are never judged to start from a state no accepted payload left (penalized)."""
 
+import os
+import subprocess
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -73,3 +75,16 @@ def test_an_honest_members_commits_always_chain_whatever_the_coordinator_accepts
         done = n - 1 if overlap else n
         if done >= 0:
             s = settle(done)
+
+
+def test_state_files_a_gone_process_left_are_deleted_at_start_and_a_live_ones_kept(tmp_path):
+    ended = subprocess.Popen(["true"])  # a process that has exited
+    ended.wait()
+    states = tmp_path / "state"
+    states.mkdir()
+    orphan = states / f"whole-{ended.pid}-0.state"
+    live = states / f"whole-{os.getppid()}-0.state"
+    orphan.write_bytes(b"x"), live.write_bytes(b"y")
+    optimizer = DemoOptimizer([("w", torch.nn.Parameter(torch.zeros(4, 4)))], DemoConfig(chunk=4, topk=2))
+    Contributions(FakeHost(), optimizer, None, states, False, overlap=False)
+    assert not orphan.exists() and live.exists()
