@@ -37,6 +37,7 @@ class Checker:
     ) -> None:
         self.config, self.host, self.trainer, self.inner_lr = config, host, trainer, inner_lr
         self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
         committed_state.clear_orphans(directory)
         model = trainer.model
         # replays other members' rounds on the node's model: its state is theirs, loaded per check
@@ -111,10 +112,10 @@ class Checker:
         """The state the target's compress started from, into the scratch optimizer (the drawn
         leaves only when sampling; the rest zero); StateError when it is not a state."""
         fresh = commit.state_before == FRESH_STATE
+        if not self.by_leaf and fresh:
+            start_replay(self.scratch, None, self.scratch_local)
+            return
         if not self.by_leaf:
-            if fresh:
-                start_replay(self.scratch, None, self.scratch_local)
-                return
             with self._fetched(fetch, commit.state_before) as f:
                 start_replay(self.scratch, f, self.scratch_local)
             return
@@ -141,7 +142,6 @@ class Checker:
     @contextmanager
     def _fetched(self, fetch, digest: bytes) -> Iterator:
         """A target's whole state, fetched to a file (open for reading) that goes when done."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = committed_state.state_file(self.directory, "target")
         try:
             fetch(digest, self.state_size, path)
