@@ -32,7 +32,9 @@ def use_deterministic_kernels() -> None:
     ask for deterministic kernels. cuBLAS needs its workspace fixed before its first call; an op
     without a deterministic kernel warns rather than stopping the node."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms also imports inductor's config to set its flag there: a
+    # second of CPU for every node started, for a compiler nodes never run
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 def pick_device(name: str = "auto") -> torch.device:

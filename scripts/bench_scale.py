@@ -3,6 +3,8 @@ one after another, and what each cost.
 
     .venv/bin/python scripts/bench_scale.py --nodes 4,8,16,32 --rounds 6 --plot docs/img/bench_scale.png
 
+Each run is configs/sim.toml with at least one batch a round per node (global_batch = the node
+count where that is more than the config's), so every node has work to earn by in every round.
 Per node count: whether every node joined and earned (the sim's verdict), seconds from a node's
 start to its first training (mean and slowest), wall seconds per round, the coordinator's CPU
 seconds, peak memory per node, and unique gossip messages per node per round by type (from the
@@ -15,17 +17,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from eranos.timeline import load, startup  # noqa: E402
+from protocol.run_config import dumps  # noqa: E402
+from protocol.run_config import load as load_config  # noqa: E402
 from scripts.sim_process import run_sim  # noqa: E402
+
+CONFIG = ROOT / "configs" / "sim.toml"
+
+
+def run_config(nodes: int, out: Path) -> Path:
+    base = load_config(CONFIG)
+    rounds = replace(base.rounds, global_batch=max(base.rounds.global_batch, nodes))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "scale.toml"
+    path.write_text(dumps(replace(base, rounds=rounds)))
+    return path
 
 
 def run(nodes: int, rounds: int, out: Path, timeout: float) -> dict:
-    summary = run_sim(["--nodes", str(nodes), "--rounds", str(rounds), "--timeout", str(timeout)], out)
+    args = ["--nodes", str(nodes), "--rounds", str(rounds), "--timeout", str(timeout)]
+    summary = run_sim([*args, "--config", str(run_config(nodes, out))], out)
     if summary is None:
         return {"nodes": nodes, "verdict": f"no summary: see {out / 'sim.out'}"}
     return figures(summary, out)

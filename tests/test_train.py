@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +11,8 @@ from node.model import Llama, preset
 from node.replicas import ReplicaRunner
 from node.train import Trainer, pick_device
 from optim import DemoConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -58,3 +64,13 @@ def test_auto_micro_batch_is_the_largest_divisor_of_the_batch_that_fits():
     assert fitting_micro_batch(12, lambda n: True) == 12
     assert fitting_micro_batch(7, lambda n: n < 7) == 1
     assert fitting_micro_batch(8, lambda n: False) == 1
+
+
+def test_deterministic_kernels_are_asked_for_without_loading_the_compiler():
+    probe = (
+        "import sys, torch; from node.train import use_deterministic_kernels; use_deterministic_kernels(); "
+        "print(torch.are_deterministic_algorithms_enabled(), "
+        "torch.is_deterministic_algorithms_warn_only_enabled(), 'torch._inductor.config' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["True", "True", "False"]
