@@ -34,7 +34,8 @@ from protocol.manifest import load as load_manifest  # noqa: E402
 from protocol.model_config import preset  # noqa: E402
 from protocol.run_config import dumps  # noqa: E402
 from protocol.run_config import load as load_config  # noqa: E402
-from scripts.sim import parse_args, run_sim  # noqa: E402
+from scripts.sim import run_sim  # noqa: E402
+from scripts.sim_args import parse_args  # noqa: E402
 
 VOCAB = 32000
 

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from coordinator.journal import decode_entry  # noqa: E402
 from coordinator.state import VerdictSeen  # noqa: E402
 from scripts.plotting import save_png, subplots  # noqa: E402
-from scripts.sim import parse_args, run_sim  # noqa: E402
+from scripts.sim import run_sim  # noqa: E402
+from scripts.sim_args import parse_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -79,13 +79,13 @@ def test_a_plain_host_and_port_for_the_coordinator_says_the_form(capsys):
 
 
 def test_a_repeatable_option_takes_a_comma_separated_list_from_the_environment(monkeypatch):
-    from scripts.sim import parse_args as sim_args
+    from scripts.sim_args import parse_args as sim_args
 
     monkeypatch.setenv("ERANOS_KILL", "1@3,2@5")
     assert sim_args([]).kills == {1: 3, 2: 5}
 
 
 def test_a_repeatable_option_takes_a_comma_separated_list_on_the_command_line_too():
-    from scripts.sim import parse_args as sim_args
+    from scripts.sim_args import parse_args as sim_args
 
     assert sim_args(["--nodes", "8", "--kill", "0@3,1@3", "--kill", "2@4"]).kills == {0: 3, 1: 3, 2: 4}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from protocol.run_config import dumps, load
-from scripts.sim import parse_args, run_sim
+from scripts.sim import run_sim
+from scripts.sim_args import parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
