@@ -350,7 +350,8 @@ class NodeRuntime:
         self._versions.remember(self.model, self.hash)
         self.progress.applied = end.round
         self.metrics.applied_round.set(end.round)
-        self._evaluate(end.round)
+        if _chosen(self.config.eval.by, end, self.me):
+            self._evaluate(end.round)
         if self._writes_checkpoint(end):
             export(self.model, self.workdir / "checkpoints" / f"round-{end.round}", end.round, self.tokenizer)
         served = own.served if own is not None else []
@@ -380,10 +381,10 @@ class NodeRuntime:
             f.write(json.dumps(record) + "\n")
 
     def _writes_checkpoint(self, end: RoundEnd) -> bool:
-        every, by = self.config.checkpoint.every_rounds, self.config.checkpoint.by
+        every = self.config.checkpoint.every_rounds
         if not every or (end.round + 1) % every:
             return False
-        return by == "all" or (bool(end.accepted) and min(end.accepted) == self.me)
+        return _chosen(self.config.checkpoint.by, end, self.me)
 
     def write_final_checkpoint(self) -> Path | None:
         """The model as the run left it, if this node writes checkpoints (at the run's end)."""
@@ -405,6 +406,11 @@ class NodeRuntime:
             self.host.blobs.forget(self._provided_weights)
         self._provided_weights = self.host.provide_file(path)
         return self._provided_weights
+
+
+def _chosen(by: str, end: RoundEnd, me: bytes) -> bool:
+    """Whether this node does what `by` ("all" or "first") gives to one member of the round."""
+    return by == "all" or (bool(end.accepted) and min(end.accepted) == me)
 
 
 def _round_of(job: machine.Effect) -> int:

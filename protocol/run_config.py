@@ -278,11 +278,14 @@ class CheckpointSection:
 
 @dataclass(frozen=True)
 class EvalSection:
-    """Held-out loss on the data's fixed validation split, measured by every node after every
-    `every_rounds` rounds (0: never) and kept in its work directory (evals.jsonl)."""
+    """Held-out loss on the data's fixed validation split, measured after every `every_rounds`
+    rounds (0: never) and kept in the evaluating node's work directory (evals.jsonl)."""
 
     every_rounds: int = 0
     sequences: int = 64  # validation sequences scored
+    # "first": the round's accepted member with the lowest key evaluates (every replica holds the
+    # same model, so one score is the run's); "all": every node does, each device idle for it
+    by: str = "first"
     # multiple-choice tasks scored by log-likelihood (eranos prepare-eval writes the file); the
     # coordinator serves the file, nodes without it fetch it by tasks_sha256
     tasks: str = ""
@@ -291,6 +294,7 @@ class EvalSection:
     def check(self) -> None:
         _require(self.every_rounds >= 0, "eval.every_rounds", self.every_rounds)
         _require(self.sequences >= 1, "eval.sequences", self.sequences)
+        _require(self.by in ("all", "first"), "eval.by", self.by, "'all' or 'first'")
         valid_hex = len(self.tasks_sha256) == 64 and all(c in "0123456789abcdef" for c in self.tasks_sha256)
         _require(
             not self.tasks or valid_hex, "eval.tasks_sha256", self.tasks_sha256, "64 lowercase hex digits"

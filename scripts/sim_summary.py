@@ -23,14 +23,15 @@ from protocol.model_config import parameter_shapes
 
 
 def eval_losses(out: Path, n_nodes: int) -> dict[int, float]:
-    """Held-out loss per evaluated round, from the first node that wrote any (every member
-    holds the same model after each round, and the split is fixed)."""
+    """Held-out loss per evaluated round, from whichever nodes evaluated it (every member holds
+    the same model after each round, and the split is fixed)."""
+    losses: dict[int, float] = {}
     for i in range(n_nodes):
         path = out / f"node-{i}" / EVALS
         if path.is_file():
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            return {int(r["round"]): float(r["loss"]) for r in rows}
-    return {}
+            losses.update({int(r["round"]): float(r["loss"]) for r in rows if int(r["round"]) not in losses})
+    return dict(sorted(losses.items()))
 
 
 def work_batches(records: list[RecordRound], effects: list, verdicts: list[VerdictSeen]) -> Counter:

@@ -54,6 +54,8 @@ def test_dumps_round_trips():
         ("[rounds]\nseed = 18446744073709551616", "rounds.seed"),
         ("[model]\nhash = 'ABC'", "model.hash"),
         ("[rounds]\naudit_rate = 2.0", "rounds.audit_rate"),
+        ("[eval]\nby = 'some'", "eval.by"),
+        ("[checkpoint]\nby = 'some'", "checkpoint.by"),
         ("rounds = 3", "[rounds] must be a table"),
         ("[rounds\n", "not valid TOML"),
     ],
