@@ -144,9 +144,10 @@ class Sim:
 
     def spawn(self, name: str, cmd: list[str], cwd: Path = ROOT, nice: int = 0) -> None:
         log = open(self.out / f"{name}.log", "w")
-        self.procs[name] = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=cwd, preexec_fn=lambda: os.nice(nice)
-        )
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=cwd)
+        if nice:  # set from here, not in the child between fork and exec: the sim has threads
+            os.setpriority(os.PRIO_PROCESS, proc.pid, nice)
+        self.procs[name] = proc
 
     def spawn_node(self, node: int) -> None:
         self.spawn(f"node-{node}", self.node_cmd(node), cwd=self.workdir(node), nice=NODE_NICENESS)
