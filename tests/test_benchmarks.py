@@ -184,6 +184,21 @@ def test_overlap_benchmark_splits_a_nodes_time_into_own_compute_jobs_and_the_bou
     assert shares(evs) == {"utilization": 0.4, "busy": 0.75, "bound": 4 / 6}
 
 
+def test_scale_benchmark_gives_every_node_a_batch_a_round(tmp_path):
+    from protocol.run_config import load
+    from scripts.bench_scale import run_config
+
+    assert load(run_config(32, tmp_path / "32")).rounds.global_batch == 32
+    assert load(run_config(4, tmp_path / "4")).rounds.global_batch == 8  # the config's, when more
+
+
+def test_scale_benchmark_counts_gossip_per_second_of_rounds():
+    from scripts.bench_scale import per_second
+
+    assert per_second({"gossip_received_per_node_per_round": 130.0, "round_s": 52.0}) == 2.5
+    assert per_second({"gossip_received_per_node_per_round": None, "round_s": 52.0}) is None
+
+
 @pytest.mark.slow
 def test_overlap_benchmark_runs_both_modes_and_passes(tmp_path):
     from scripts.bench_overlap import main
