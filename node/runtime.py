@@ -24,7 +24,6 @@ from the command line has; the simulator injects others (scripts/adversaries.py)
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import queue
 import threading
@@ -45,9 +44,10 @@ from node.checking import Checker
 from node.checkpoint import model_hash, read_weights, starting_model, write_weights
 from node.contributions import Contributions
 from node.data import TokenDataset
-from node.export import RUN_CONFIG, export
+from node.export import RUN_CONFIG
 from node.metrics import NodeMetrics, ShardCollector
 from node.model_versions import ModelVersions
+from node.outputs import RoundOutputs
 from node.ranks import Ranks
 from node.run_data import build_data, run_tokenizer
 from node.shard_store import ShardUnavailable
@@ -58,7 +58,7 @@ from optim.errors import PayloadError
 from optim.local import LocalSteps, inner_lr
 from p2p.errors import BlobError, LocalError
 from p2p.host import Host
-from p2p.messages import FRESH_STATE, Commit, RoundEnd, RoundStart, Verdict
+from p2p.messages import FRESH_STATE, Commit, RoundStart, Verdict
 from protocol.eval_tasks import Task
 from protocol.events import EventLog
 from protocol.run_config import RunConfig, dumps
@@ -67,7 +67,6 @@ if TYPE_CHECKING:
     from node.sharded import Shards  # imported by the node only with --shard (FSDP takes 1.2 s)
 
 log = logging.getLogger("eranos.node")
-EVALS = "evals.jsonl"  # held-out loss per evaluated round, one JSON object a line
 
 
 @dataclass
@@ -131,8 +130,6 @@ class NodeRuntime:
         fits = fits_on(self.model, d.seq_len, device)
         micro_batch = min(d.micro_batch or fitting_micro_batch(d.batch_size, fits), d.batch_size)
         self.trainer = Trainer(self.model, data, micro_batch, device, ranks, shards)
-        self.tasks = list(tasks)
-        self.tokenizer = run_tokenizer(config)  # copied into the checkpoints it writes
         self.hash = bytes.fromhex(model_hash(self.model))
         overlap = config.rounds.overlap
         # overlapped rounds train and replay one update behind, and replay beside training: on
@@ -160,6 +157,10 @@ class NodeRuntime:
         if isinstance(data, ShardedDataset):
             self.metrics.registry.register(ShardCollector(data.store))
         self.events = EventLog(workdir / "events.jsonl", f"node-{base58.b58encode(self.me).decode()[:8]}")
+        tokenizer = run_tokenizer(config)  # copied into the checkpoints it writes
+        self.outputs = RoundOutputs(
+            config, self.me, self.model, self.trainer, tasks, tokenizer, workdir, self.events, self.metrics
+        )
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -350,50 +351,13 @@ class NodeRuntime:
         self._versions.remember(self.model, self.hash)
         self.progress.applied = end.round
         self.metrics.applied_round.set(end.round)
-        if _chosen(self.config.eval.by, end, self.me):
-            self._evaluate(end.round)
-        if self._writes_checkpoint(end):
-            export(self.model, self.workdir / "checkpoints" / f"round-{end.round}", end.round, self.tokenizer)
+        self.outputs.after(end)
         served = own.served if own is not None else []
         for digest in self._lingering:  # the round before: every member has applied it by now
             self.host.blobs.forget(digest)
         dropped, self.contributions.dropped = self.contributions.dropped, []
         self._lingering = [*(c.payload_hash for c in job.commits.values()), *served, *dropped]
         return machine.Applied(end.round, self.hash)
-
-    def _evaluate(self, round: int) -> None:
-        """Held-out loss (and the tasks' accuracy) after this round, every `eval.every_rounds`:
-        evals.jsonl and /metrics."""
-        every = self.config.eval.every_rounds
-        if not every or (round + 1) % every:
-            return
-        with self.events.span("eval", round):
-            try:
-                record = {"round": round, "loss": self.trainer.evaluate(self.config.eval.sequences)}
-            except ShardUnavailable as exc:
-                log.warning("round %d not evaluated: %s", round, exc)
-                return
-            if self.tasks:
-                record["accuracy"] = self.trainer.choice_accuracy(self.tasks)
-                self.metrics.eval_accuracy.set(record["accuracy"])
-        self.metrics.eval_loss.set(record["loss"])
-        with open(self.workdir / EVALS, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _writes_checkpoint(self, end: RoundEnd) -> bool:
-        every = self.config.checkpoint.every_rounds
-        if not every or (end.round + 1) % every:
-            return False
-        return _chosen(self.config.checkpoint.by, end, self.me)
-
-    def write_final_checkpoint(self) -> Path | None:
-        """The model as the run left it, if this node writes checkpoints (at the run's end)."""
-        by = self.config.checkpoint.by
-        if by == "first" and self.progress.applied < 0:
-            return None
-        out = self.workdir / "checkpoints" / "final"
-        export(self.model, out, self.progress.applied, self.tokenizer)
-        return out
 
     def _serve_weights(self) -> bytes:
         """Serve the current model by its hash, for joiners (the previous one is forgotten);
@@ -406,11 +370,6 @@ class NodeRuntime:
             self.host.blobs.forget(self._provided_weights)
         self._provided_weights = self.host.provide_file(path)
         return self._provided_weights
-
-
-def _chosen(by: str, end: RoundEnd, me: bytes) -> bool:
-    """Whether this node does what `by` ("all" or "first") gives to one member of the round."""
-    return by == "all" or (bool(end.accepted) and min(end.accepted) == me)
 
 
 def _round_of(job: machine.Effect) -> int:

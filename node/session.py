@@ -160,7 +160,7 @@ class Session:
             self.stop.set()
             worker.join(10)
             if runtime.progress.phase == "finished":
-                final = runtime.write_final_checkpoint()
+                final = runtime.outputs.write_final(runtime.progress.applied)
                 if final is not None:
                     say(f"final checkpoint (Hugging Face format) in {final}")
         finally:

@@ -41,7 +41,7 @@ from eranos.runs import MODES, run_params  # noqa: E402
 from node.audit import LOG as AUDIT_LOG  # noqa: E402
 from node.checkpoint import load_model, model_hash  # noqa: E402
 from node.model import Llama  # noqa: E402
-from node.runtime import EVALS  # noqa: E402
+from node.outputs import EVALS  # noqa: E402
 from p2p.identity import (
     Identity,  # noqa: E402
     peer_id_of,  # noqa: E402

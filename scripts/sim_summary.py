@@ -17,7 +17,7 @@ from coordinator.service import initial_state
 from coordinator.state import HeartbeatSeen, Publish, RecordRound, VerdictSeen
 from eranos import timeline
 from node.audit import audit, read_log
-from node.runtime import EVALS
+from node.outputs import EVALS
 from p2p.messages import RoundStart
 from protocol.model_config import parameter_shapes
 

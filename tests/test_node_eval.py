@@ -4,7 +4,7 @@ import time
 from dataclasses import replace
 
 from node import machine
-from node.runtime import EVALS
+from node.outputs import EVALS
 from p2p.messages import RoundEnd, RoundStart
 from tests.runtime_node import start_node, stop
 

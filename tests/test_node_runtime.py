@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from node import machine
+from node.outputs import EVALS
 from node.runtime import NodeRuntime
 from optim.codec import decode
 from optim.state import is_fresh, state_bytes
 from p2p.host import Host
 from p2p.identity import Identity
-from p2p.messages import FRESH_STATE, Commit, RoundStart
+from p2p.messages import FRESH_STATE, Commit, RoundEnd, RoundStart
 from protocol.run_config import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,9 +80,9 @@ def test_a_payload_is_stamped_with_its_sender_round_and_step(runtime):
 def test_held_out_loss_is_kept_every_eval_rounds(runtime):
     import json
 
-    runtime._evaluate(3)  # configs/sim.toml evaluates after every 5th round: not after round 3
-    runtime._evaluate(4)
-    rows = [json.loads(line) for line in (runtime.workdir / "evals.jsonl").read_text().splitlines()]
+    for number in (3, 4):  # configs/sim.toml evaluates after every 5th round: not after round 3
+        runtime.outputs.after(RoundEnd(number, [runtime.me], [], [], Z, runtime.hash))
+    rows = [json.loads(line) for line in (runtime.workdir / EVALS).read_text().splitlines()]
     assert [r["round"] for r in rows] == [4]
     assert rows[0]["loss"] == pytest.approx(runtime.trainer.evaluate(runtime.config.eval.sequences))
 
