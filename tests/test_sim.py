@@ -16,12 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def sim(tmp_path, *flags, validation_rate=None, config=ROOT / "configs" / "sim.toml"):
-    if validation_rate is not None:
+def sim(tmp_path, *flags, config=ROOT / "configs" / "sim.toml", **rounds):
+    """`eranos sim` with these flags, on `config` with its [rounds] fields changed as given."""
+    if rounds:
         base = load(config)
-        cfg = replace(base, rounds=replace(base.rounds, validation_rate=validation_rate))
         config = tmp_path / "run.toml"
-        config.write_text(dumps(cfg))
+        config.write_text(dumps(replace(base, rounds=replace(base.rounds, **rounds))))
     return run_sim(parse_args(["--out", str(tmp_path / "out"), "--config", str(config), *flags]))
 
 
@@ -55,7 +55,8 @@ def test_a_node_joining_at_round_ten_enters_with_the_same_model(tmp_path):
     ["noise", "copy", "flip", "other-data", "stale", "malformed", "liar"],
 )
 def test_a_dishonest_node_is_penalized_within_two_rounds_and_no_honest_one_is(tmp_path, kind):
-    s = sim(tmp_path, "--nodes", "4", "--rounds", "6", "--adversary", f"{kind}@1", validation_rate=1.0)
+    flags = ("--nodes", "4", "--rounds", "6", "--adversary", f"{kind}@1")
+    s = sim(tmp_path, *flags, validation_rate=1.0, start_nodes=4)  # every node in from round 0
     first_dishonest_round = 3 if kind == "stale" else 0  # stale needs 3 rounds of history
     assert s["penalized_rounds"].get("1") and s["penalized_rounds"]["1"][0] <= first_dishonest_round + 1
     assert set(s["penalized_rounds"]) == {"1"}
@@ -90,6 +91,7 @@ def test_in_overlapped_rounds_a_dishonest_node_is_penalized_and_no_honest_one_is
         "--adversary",
         f"{kind}@1",
         validation_rate=1.0,
+        start_nodes=4,
     )
     assert s["penalized_rounds"].get("1") and s["penalized_rounds"]["1"][0] <= 1
     assert set(s["penalized_rounds"]) == {"1"}
