@@ -29,8 +29,9 @@ def eval_losses(out: Path, n_nodes: int) -> dict[int, float]:
     for i in range(n_nodes):
         path = out / f"node-{i}" / EVALS
         if path.is_file():
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            losses.update({int(r["round"]): float(r["loss"]) for r in rows if int(r["round"]) not in losses})
+            for line in filter(str.strip, path.read_text().splitlines()):
+                row = json.loads(line)
+                losses.setdefault(int(row["round"]), float(row["loss"]))
     return dict(sorted(losses.items()))
 
 
