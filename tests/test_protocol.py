@@ -1,13 +1,22 @@
 """The shared round rules: batch shares, validator rings, tie-breakers, the commitment root."""
 
 import hashlib
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.assignment import assign_batches
-from protocol.checks import audited, check_seed, choose_checks, choose_second, commitment, verify_reveal
+from protocol.checks import (
+    audited,
+    check_count,
+    check_seed,
+    choose_checks,
+    choose_second,
+    commitment,
+    verify_reveal,
+)
 from protocol.commitments import commitment_root, inclusion_proof, verify_inclusion
 
 MEMBERS = [bytes([i]) * 32 for i in range(1, 6)]
@@ -50,9 +59,21 @@ def test_validators_never_check_themselves_and_have_one_committed_target_each(se
 
 def test_half_the_committed_members_are_checked_at_rate_one_half():
     assert len(choose_checks(3, MEMBERS[:4], MEMBERS[:4], 0.5)) == 2
-    assert len(choose_checks(3, MEMBERS[:5], MEMBERS[:5], 0.5)) == 3
     assert len(choose_checks(3, MEMBERS[:5], MEMBERS[:2], 1.0)) == 2
     assert choose_checks(3, MEMBERS[:1], MEMBERS[:1], 1.0) == {}
+
+
+def test_a_fractional_check_count_rounds_up_with_probability_its_fraction():
+    counts = [check_count(seed, 2.25) for seed in range(4000)]
+    assert set(counts) == {2, 3}
+    assert 900 <= counts.count(3) <= 1100  # 1000 expected, sd 27
+
+
+def test_each_target_is_checked_with_probability_the_rate_even_in_a_small_run():
+    draws = (choose_checks(seed, MEMBERS[:4], MEMBERS[:4], 0.05) for seed in range(4000))
+    checked = Counter(target for drawn in draws for target in drawn.values())
+    assert set(checked) == set(MEMBERS[:4])
+    assert all(140 <= n <= 260 for n in checked.values())  # 200 expected each, sd 14
 
 
 def test_the_second_validator_is_neither_the_target_nor_anyone_who_replayed_it():
