@@ -38,9 +38,12 @@ _files = itertools.count()
 
 
 def sampled(config: RunConfig) -> bool:
-    """Whether this run's validators check a sample of each state rather than all of it."""
-    v = config.validation
-    return v.exact and v.sample_chunks > 0 and config.optim.inner_config() is None
+    """Whether this run's validators check a sample of each state rather than all of it: only
+    where compress is chunk-local (no local steps; top-k over whole tensors with 1-bit values,
+    whose sampled chunks are checked against the payload's own selection: node/validation.py)."""
+    v, optim = config.validation, config.optim
+    chunk_local = optim.select == "chunk" or optim.values == "sign"
+    return v.exact and v.sample_chunks > 0 and optim.inner_config() is None and chunk_local
 
 
 @dataclass

@@ -30,7 +30,7 @@ import torch
 
 from optim import state_chunks
 from optim.codec import Payload, decode
-from optim.dct import block_positions, dct_blocks
+from optim.dct import dct_blocks
 from optim.demo import DemoOptimizer
 from optim.local import LocalSteps
 from optim.spec import ParamSpec
@@ -48,10 +48,10 @@ def sign_agreement(payload: Payload, grads: Sequence[torch.Tensor | None], spec:
     """Score `payload` against `grads` (the recomputed gradient of each parameter, spec order)."""
     agree = total = 0
     for tp, grad, ts in zip(payload.tensors, grads, spec.tensors, strict=True):
-        if grad is None or len(tp.chunks) == 0:
+        if grad is None or len(tp.groups) == 0:
             continue
         coefficients = dct_blocks(grad, ts.layout)  # (B, Hp, Wp) block layout
-        at = block_positions(ts.layout, torch.from_numpy(tp.chunks), torch.from_numpy(tp.indices))
+        at = ts.positions(torch.from_numpy(tp.groups), torch.from_numpy(tp.indices))
         reference = torch.sign(coefficients.view(-1)[at.to(coefficients.device)]).cpu()
         sent = torch.sign(torch.from_numpy(tp.values)).to(reference.dtype)
         agree += int((reference == sent).sum())
@@ -105,14 +105,14 @@ def payload_match(sent: Payload, replayed: Payload, spec: ParamSpec, values: boo
     must carry exactly the values the replay computed, not only their signs."""
     common = larger = 0
     for a, b, ts in zip(sent.tensors, replayed.tensors, spec.tensors, strict=True):
-        ka, kb = _pairs(a, ts.layout.chunk_numel, values), _pairs(b, ts.layout.chunk_numel, values)
+        ka, kb = _pairs(a, ts.group_numel, values), _pairs(b, ts.group_numel, values)
         common += len(ka & kb)
         larger += max(len(ka), len(kb))
     return common / larger if larger else 1.0
 
 
-def _pairs(t, chunk_numel: int, values: bool) -> set[tuple[int, int]]:
-    positions = (t.chunks[:, None].astype(np.int64) * chunk_numel + t.indices).ravel()
+def _pairs(t, group_numel: int, values: bool) -> set[tuple[int, int]]:
+    positions = (t.groups[:, None].astype(np.int64) * group_numel + t.indices).ravel()
     flat = np.ascontiguousarray(t.values, dtype=np.float64).ravel()
     what = flat.view(np.int64) if values else (flat > 0).astype(np.int64)
     return set(zip(positions.tolist(), what.tolist()))
@@ -132,6 +132,8 @@ def sampled_replay(
     compare the sampled chunks: their payload rows with `sent`'s, their next-state leaves with
     the hashes the target's next-state tree gives them (`after`, by leaf)."""
     scratch.step = step
+    if scratch.config.select == "tensor":
+        return _sampled_tensor_replay(scratch, sent, leaves, after)
     replayed = decode(scratch.spec, scratch.compress())
     rows = states = 0
     for leaf in leaves:
@@ -141,4 +143,38 @@ def sampled_replay(
             a is not None and b is not None and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
         )
         states += hashlib.sha256(state_chunks.read_leaf(scratch, leaf)).digest() == after[leaf]
+    return SampledCheck(rows / len(leaves), states / len(leaves))
+
+
+def _sampled_tensor_replay(
+    scratch: DemoOptimizer, sent: Payload, leaves: Sequence[int], after: Mapping[int, bytes]
+) -> SampledCheck:
+    """Top-k over a whole tensor sends from a chunk what passes the tensor's threshold, which the
+    sampled chunks alone do not give. So the payload's own selection is checked instead: in each
+    sampled chunk its coefficients carry the replayed momentum's signs; in each tensor no sampled
+    coefficient left out is larger than one sent (the sent ones are the top of one threshold; a
+    tensor left out must have no momentum); error feedback on them gives the next-state leaf."""
+    scratch.fold()
+    signs_agree, smallest_sent, largest_unsent, states = {}, {}, {}, 0
+    for leaf in leaves:
+        i, c = state_chunks.locate(scratch, leaf)
+        ts, tp = scratch.spec.tensors[i], sent.tensors[i]
+        block = state_chunks.chunk_block(scratch, i, c)
+        momentum = block.reshape(-1).clone()
+        indices, values = state_chunks.sent_in_chunk(tp, ts, c)
+        picked = momentum[torch.from_numpy(indices)]
+        signs_agree[leaf] = bool(np.array_equal(picked.cpu().numpy() > 0, values > 0))
+        left = torch.ones_like(momentum, dtype=torch.bool)
+        left[torch.from_numpy(indices)] = False
+        sent_min = float(picked.abs().min()) if len(indices) else float("inf")
+        unsent_max = float(momentum[left].abs().max()) if bool(left.any()) else 0.0
+        smallest_sent[i] = min(smallest_sent.get(i, float("inf")), sent_min if len(tp.groups) else 0.0)
+        largest_unsent[i] = max(largest_unsent.get(i, 0.0), unsent_max)
+        momentum[torch.from_numpy(indices)] = picked - scratch.config.alpha * picked
+        block.copy_(momentum.view_as(block))
+        states += hashlib.sha256(state_chunks.read_leaf(scratch, leaf)).digest() == after[leaf]
+    rows = 0
+    for leaf in leaves:
+        i, _ = state_chunks.locate(scratch, leaf)
+        rows += signs_agree[leaf] and smallest_sent[i] >= largest_unsent[i]
     return SampledCheck(rows / len(leaves), states / len(leaves))

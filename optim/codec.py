@@ -4,11 +4,11 @@ Layout (little-endian), every length implied by the spec or declared before its 
 
     header    magic "ERDP" | version u8 | value mode u8 | step u64 | round u64 | origin (32 bytes)
               | spec sha256 (32 bytes)
-    table     per tensor: Rice parameter u8 | flags u8 (bit 0: some chunks are left out)
-    bitmaps   per flagged tensor: one bit per chunk, set for chunks that are sent
+    table     per tensor: Rice parameter u8 | flags u8 (bit 0: some groups are left out)
+    bitmaps   per flagged tensor: one bit per group, set for groups that are sent
     unary     byte length u32, then the unary stream of every gap quotient (see rice.py)
     remainder every gap remainder, b bits each, all tensors in one bit stream
-    values    SIGN: 1 bit each (1 = positive); INT8: one fp32 scale per sent chunk, then int8;
+    values    SIGN: 1 bit each (1 = positive); INT8: one fp32 scale per sent group, then int8;
               INT2: one fp32 scale per tensor, then 2 bits each (sign, magnitude);
               BF16: 2 bytes each; RAW: float64 each
 
@@ -16,9 +16,10 @@ The header binds a payload to the step it is for, the round it was sent in and i
 sender's key, opaque bytes here), so a payload cannot be presented for another step, round or
 sender without every receiver seeing it: two members' payloads can never be the same bytes.
 
-A chunk whose momentum is entirely zero is left out instead of sending k arbitrary indices:
+Indices count within a selection group (a chunk, or a whole tensor: optim/spec.py).
+A group whose momentum is entirely zero is left out instead of sending k arbitrary indices:
 with 1-bit values a zero cannot be expressed, and k votes of +1 would move parameters that have
-no gradient. Within a sent chunk a zero value travels as negative in SIGN mode.
+no gradient. Within a sent group a zero value travels as negative in SIGN mode.
 
 `decode` is strict and total: any malformed input raises a `PayloadError` subclass, checks run
 before the work they guard (size before parsing, declared lengths before reading), and the
@@ -66,8 +67,8 @@ _INT2_THRESHOLD = sum(INT2_LEVELS) / 2
 
 @dataclass
 class TensorPayload:
-    chunks: np.ndarray  # (A,) int64: increasing ids of the chunks sent
-    indices: np.ndarray  # (A, k) int64: strictly increasing per row, < chunk_numel
+    groups: np.ndarray  # (A,) int64: increasing ids of the groups sent (chunks, or whole tensors)
+    indices: np.ndarray  # (A, k) int64: strictly increasing per row, < group_numel
     values: np.ndarray  # (A, k) float: unquantized when encoding, as decoded after
 
 
@@ -88,13 +89,13 @@ def encode(
         raise ValueError(f"spec has {len(spec.tensors)} tensors, got {len(tensors)}")
     table, bitmaps, quotients, remainders = bytearray(), [], [], []
     for ts, tp in zip(spec.tensors, tensors):
-        partial = len(tp.chunks) != ts.layout.n_chunks
+        partial = len(tp.groups) != ts.groups
         gaps = rice.gaps_from_indices(tp.indices)
         b = rice.best_rice_param(gaps, ts.rice_max)
         table += bytes([b, _FLAG_PARTIAL if partial else 0])
         if partial:
-            mask = np.zeros(ts.layout.n_chunks, dtype=np.uint8)
-            mask[tp.chunks] = 1
+            mask = np.zeros(ts.groups, dtype=np.uint8)
+            mask[tp.groups] = 1
             bitmaps.append(np.packbits(mask).tobytes())
         quotients.append(gaps >> b)
         remainders.append(rice.fixed_bits(gaps & ((1 << b) - 1), b))
@@ -119,24 +120,24 @@ def decode(spec: ParamSpec, data: bytes, max_bytes: int | None = None) -> Payloa
     reader = _Reader(data)
     step, round_, origin = _read_header(spec, reader)
     table = bytes(reader.take(2 * len(spec.tensors), "tensor table"))
-    params, chunk_ids = [], []
+    params, group_ids = [], []
     for i, ts in enumerate(spec.tensors):
         b, flags = table[2 * i], table[2 * i + 1]
         if b > ts.rice_max or flags not in (0, _FLAG_PARTIAL):
             raise MalformedSectionError(f"{ts.name}: Rice parameter {b} or flags {flags} invalid")
         params.append(b)
     for ts, flags in zip(spec.tensors, table[1::2]):
-        chunk_ids.append(_read_bitmap(ts, reader) if flags else np.arange(ts.layout.n_chunks))
-    counts = [len(c) * ts.k for c, ts in zip(chunk_ids, spec.tensors)]
-    gaps = _read_gaps(spec, reader, params, chunk_ids, counts)
-    values = _decode_values(spec.mode, reader, chunk_ids, [ts.k for ts in spec.tensors])
+        group_ids.append(_read_bitmap(ts, reader) if flags else np.arange(ts.groups))
+    counts = [len(c) * ts.k for c, ts in zip(group_ids, spec.tensors)]
+    gaps = _read_gaps(spec, reader, params, group_ids, counts)
+    values = _decode_values(spec.mode, reader, group_ids, [ts.k for ts in spec.tensors])
     if reader.pos != len(data):
         raise TrailingBytesError(f"{len(data) - reader.pos} bytes after the last section")
     tensors = []
-    for ts, ids, g, v in zip(spec.tensors, chunk_ids, gaps, values):
+    for ts, ids, g, v in zip(spec.tensors, group_ids, gaps, values):
         indices = rice.indices_from_gaps(g, ts.k)
-        if indices.size and indices[:, -1].max() >= ts.layout.chunk_numel:
-            raise IndexRangeError(f"{ts.name}: index beyond chunk size {ts.layout.chunk_numel}")
+        if indices.size and indices[:, -1].max() >= ts.group_numel:
+            raise IndexRangeError(f"{ts.name}: index beyond group size {ts.group_numel}")
         tensors.append(TensorPayload(ids, indices, v))
     return Payload(step, tensors, round_, origin)
 
@@ -147,11 +148,11 @@ def max_payload_bytes(spec: ParamSpec) -> int:
     size = _HEADER.size + 2 * len(spec.tensors) + _U32.size + 2
     index_bits = 0
     for ts in spec.tensors:
-        n, k, chunks = ts.layout.chunk_numel, ts.k, ts.layout.n_chunks
-        size += math.ceil(chunks / 8)
-        index_bits += max(chunks * (((n - k) >> b) + k + k * b) for b in range(ts.rice_max + 1))
-        size += math.ceil(chunks * k * _VALUE_BYTES[spec.mode])
-        size += 4 * chunks if spec.mode == ValueMode.INT8 else 0
+        n, k, groups = ts.group_numel, ts.k, ts.groups
+        size += math.ceil(groups / 8)
+        index_bits += max(groups * (((n - k) >> b) + k + k * b) for b in range(ts.rice_max + 1))
+        size += math.ceil(groups * k * _VALUE_BYTES[spec.mode])
+        size += 4 * groups if spec.mode == ValueMode.INT8 else 0
     size += 4 * len(spec.tensors) if spec.mode == ValueMode.INT2 else 0
     return size + math.ceil(index_bits / 8) + 1
 
@@ -196,19 +197,19 @@ def _read_header(spec: ParamSpec, reader: _Reader) -> tuple[int, int, bytes]:
 
 
 def _read_bitmap(ts: TensorSpec, reader: _Reader) -> np.ndarray:
-    mask = reader.take_bits(ts.layout.n_chunks, f"{ts.name} chunk bitmap")
+    mask = reader.take_bits(ts.groups, f"{ts.name} group bitmap")
     if mask.all():
-        raise MalformedSectionError(f"{ts.name}: flagged partial but every chunk is sent")
+        raise MalformedSectionError(f"{ts.name}: flagged partial but every group is sent")
     return np.flatnonzero(mask)
 
 
 def _read_gaps(
-    spec: ParamSpec, reader: _Reader, params: list[int], chunk_ids: list, counts: list[int]
+    spec: ParamSpec, reader: _Reader, params: list[int], group_ids: list, counts: list[int]
 ) -> list[np.ndarray]:
     (unary_len,) = _U32.unpack(reader.take(_U32.size, "unary length"))
     bound = sum(
-        len(ids) * (((ts.layout.chunk_numel - ts.k) >> b) + ts.k)
-        for ts, b, ids in zip(spec.tensors, params, chunk_ids)
+        len(ids) * (((ts.group_numel - ts.k) >> b) + ts.k)
+        for ts, b, ids in zip(spec.tensors, params, group_ids)
     )
     if unary_len > math.ceil(bound / 8):
         raise MalformedSectionError(f"unary stream of {unary_len} bytes exceeds its bound {bound} bits")
@@ -270,8 +271,8 @@ def _decode_int2(reader: _Reader, rows: list[int], ks: list[int]) -> np.ndarray:
     return levels * np.repeat(scales, counts)
 
 
-def _decode_values(mode: ValueMode, reader: _Reader, chunk_ids: list, ks: list[int]) -> list[np.ndarray]:
-    rows = [len(ids) for ids in chunk_ids]
+def _decode_values(mode: ValueMode, reader: _Reader, group_ids: list, ks: list[int]) -> list[np.ndarray]:
+    rows = [len(ids) for ids in group_ids]
     total = sum(r * k for r, k in zip(rows, ks))
     if mode == ValueMode.SIGN:
         flat = reader.take_bits(total, "sign bits").astype(np.float64) * 2 - 1

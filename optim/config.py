@@ -18,12 +18,16 @@ class ValueMode(enum.IntEnum):
 
 PRECONDITIONS = ("none", "rms", "adam")
 OUTER_STEPS = ("sign", "values")
+SELECTIONS = ("chunk", "tensor")
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     chunk: int = 64  # block edge of the per-chunk DCT
-    topk: int = 8  # coefficients sent per chunk
+    topk: int = 8  # coefficients sent per chunk (per chunk's worth of a tensor's entries, select "tensor")
+    # where top-k picks: "chunk", the k largest of each chunk; "tensor", the largest over each whole
+    # tensor, as many as its chunks' share (so busy chunks send more and quiet ones less)
+    select: str = "chunk"
     beta: float = 0.999  # momentum decay
     alpha: float = 1.0  # error feedback: fraction of each sent coefficient removed from momentum
     values: ValueMode = ValueMode.SIGN
@@ -53,6 +57,8 @@ class DemoConfig:
             raise ValueError(f"precondition must be one of {PRECONDITIONS}, got {self.precondition!r}")
         if not 0 < self.precondition_beta < 1:
             raise ValueError(f"precondition_beta must be in (0, 1), got {self.precondition_beta}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
         if self.outer_step not in OUTER_STEPS:
             raise ValueError(f"outer_step must be one of {OUTER_STEPS}, got {self.outer_step!r}")
         if self.outer_step == "values" and self.values == ValueMode.SIGN:

@@ -127,9 +127,10 @@ def chunk_major_abs(c: torch.Tensor, lay: ChunkLayout) -> torch.Tensor:
 
 
 def block_positions(lay: ChunkLayout, chunks: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Flat offsets into the block layout of (chunk id (A,), index within chunk (A, k)): (A, k)."""
+    """Flat offsets into the block layout of (chunk id (A,) or (A, k), index within chunk (A, k)): (A, k)."""
     chunk_base, in_chunk = _position_tables(lay, chunks.device)
-    return chunk_base[chunks][:, None] + in_chunk[indices]
+    base = chunk_base[chunks]
+    return (base[:, None] if base.dim() == 1 else base) + in_chunk[indices]
 
 
 @lru_cache(maxsize=256)

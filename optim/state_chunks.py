@@ -21,6 +21,8 @@ At 1B parameters (270k leaves) a check moves 8 KB of root and at most 64 pages o
 drawn from a secret revealed after commits close (`sample`): a member cannot know which of its
 chunks will be checked when it commits. Local steps' inner state is not chunk-local (the inner
 steps move every weight); runs with local steps replay from the whole state (optim/state.py).
+Top-k over whole tensors (select "tensor") is chunk-local but for one number, its tensor's
+threshold: node/validation.py checks its sampled chunks against the payload's own selection.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import torch
 from optim.codec import TensorPayload
 from optim.dct import ChunkLayout
 from optim.demo import DemoOptimizer
-from optim.spec import ParamSpec
+from optim.spec import ParamSpec, TensorSpec
 from optim.state import StateError
 
 MAGIC, VERSION = b"ERSI", 2
@@ -215,9 +217,26 @@ def sample(secret: bytes, target: bytes, round: int, n_leaves: int, count: int) 
     return sorted(int(j) for j in rng.choice(n_leaves, size=count, replace=False))
 
 
+def chunk_block(opt: DemoOptimizer, i: int, c: int) -> torch.Tensor:
+    """Chunk c of tensor i's momentum: an (sh, sw) view, row-major as its leaf."""
+    lay = opt.spec.tensors[i].layout
+    b, r, col = _chunk_at(lay, c)
+    return _blocks(opt.momentum[i].view(lay.padded_shape), lay)[b, r, :, col, :]
+
+
+def sent_in_chunk(tp: TensorPayload, ts: TensorSpec, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices within the chunk, values) a payload that selects over its whole tensor sends
+    from one chunk of it."""
+    if not len(tp.groups):
+        return np.zeros(0, np.int64), np.zeros(0)
+    n = ts.layout.chunk_numel
+    here = tp.indices[0] // n == chunk
+    return tp.indices[0][here] - chunk * n, tp.values[0][here]
+
+
 def chunk_rows(tp: TensorPayload, chunk: int) -> tuple[np.ndarray, np.ndarray] | None:
     """The (indices, values) a payload sends for one chunk of its tensor; None if left out."""
-    at = np.searchsorted(tp.chunks, chunk)
-    if at == len(tp.chunks) or tp.chunks[at] != chunk:
+    at = np.searchsorted(tp.groups, chunk)
+    if at == len(tp.groups) or tp.groups[at] != chunk:
         return None
     return tp.indices[at], tp.values[at]

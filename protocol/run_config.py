@@ -7,7 +7,7 @@ the wrong type and out-of-range values, naming the offending `section.key`.
     [run]        name = "eranos-sim"; chain_run_id = 1; rpc = "http://127.0.0.1:8899"
     [model]      preset = "tiny"; seed = 0
     [data]       corpus = "stdlib"; seq_len = 128; batch_size = 4
-    [optim]      chunk = 64; topk = 4; beta = 0.99; lr = 1e-3; precondition = "adam"; ...
+    [optim]      chunk = 128; topk = 18; select = "tensor"; beta = 0.99; lr = 1e-3; ...
     [rounds]     min_nodes = 2; rounds = 20; global_batch = 8; round_timeout_s = 60.0; ...
     [validation] exact = true; min_match = 0.95; max_state_drift = 1e-3 (band mode only)
     [chain]      mode = "permissionless"; stake_sol = 0.1; slash_sol = 0.1; points_per_batch = 5; ...
@@ -111,8 +111,11 @@ class DataSection:
 
 @dataclass(frozen=True)
 class OptimSection:
-    chunk: int = 64
-    topk: int = 4
+    chunk: int = 128
+    topk: int = 18
+    # "tensor": top-k over each whole tensor, topk per chunk's worth of its entries (busy chunks
+    # send more, quiet ones less); "chunk": topk within each chunk (BENCHMARKS.md, #18)
+    select: str = "tensor"
     beta: float = 0.99
     alpha: float = 1.0
     values: str = "sign"
@@ -136,6 +139,7 @@ class OptimSection:
         return DemoConfig(
             chunk=self.chunk,
             topk=self.topk,
+            select=self.select,
             beta=self.beta,
             alpha=self.alpha,
             values=ValueMode[self.values.upper()],

@@ -9,8 +9,9 @@ Reports the held-out loss of each over time, the final ratio, and bytes per step
 (payload vs one dense bf16 gradient). Several seeds average out the run-to-run spread.
 
     python scripts/bench_convergence.py                      # tiny preset, 300 steps, table + PNG
-Defaults are the best of the tuning runs recorded in BENCHMARKS.md (k=4, beta 0.99, constant lr
-1e-3, Adam-style local preconditioning with beta2 0.99).
+Defaults are the best of the tuning runs recorded in BENCHMARKS.md (top-k over each whole tensor
+of 128x128 DCT blocks, 18 per block's worth of entries, 1-bit signs, beta 0.99, constant lr 1e-3,
+Adam-style local preconditioning with beta2 0.99).
     python scripts/bench_convergence.py --json --seeds 0 1 2
     python scripts/bench_convergence.py --preset 20m --steps 2000 --device cuda
 """
@@ -37,6 +38,7 @@ from node.replicas import ReplicaRunner  # noqa: E402
 from node.tokenizer import ByteTokenizer  # noqa: E402
 from node.train import Trainer, pick_device  # noqa: E402
 from optim import DemoConfig, LrSchedule, ValueMode  # noqa: E402
+from optim.config import SELECTIONS  # noqa: E402
 from optim.local import InnerConfig  # noqa: E402
 from optim.memory import retain_freed_memory  # noqa: E402
 from protocol.assignment import round_batch_ids  # noqa: E402
@@ -47,6 +49,7 @@ def demo_config(args: argparse.Namespace) -> DemoConfig:
     return DemoConfig(
         chunk=args.chunk,
         topk=args.topk,
+        select=args.select,
         beta=args.beta,
         alpha=args.alpha,
         values=ValueMode[args.values.upper()],
@@ -162,8 +165,9 @@ def main() -> None:
     add("--lr", type=float, default=1e-3)
     add("--schedule", default="constant", choices=["constant", "cosine", "wsd"])
     add("--warmup", type=int, default=0)
-    add("--chunk", type=int, default=64)
-    add("--topk", type=int, default=4)
+    add("--chunk", type=int, default=128)
+    add("--topk", type=int, default=18)
+    add("--select", choices=SELECTIONS, default="tensor", help="top-k within each chunk or over each tensor")
     add("--beta", type=float, default=0.99)
     add("--alpha", type=float, default=1.0)
     add("--values", default="sign", choices=[m.name.lower() for m in ValueMode])

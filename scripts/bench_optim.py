@@ -154,7 +154,7 @@ def index_bits(opt: DemoOptimizer, payload: bytes) -> tuple[float, float]:
         gaps = rice.gaps_from_indices(tp.indices)
         b = rice.best_rice_param(gaps, ts.rice_max)
         measured += (gaps >> b).sum() + gaps.size * (b + 1)
-        bound += len(tp.chunks) * entropy_bits(ts.layout.chunk_numel, ts.k)
+        bound += len(tp.groups) * entropy_bits(ts.layout.chunk_numel, ts.k)
         count += tp.indices.size
     return measured / count, bound / count
 
@@ -217,7 +217,7 @@ def phase_times(opt: DemoOptimizer, payload: bytes, peers: int) -> dict:
             update_momentum(m, p.grad, lay, 0.999, lr) for p, lay, m in zip(opt.params, layouts, opt.momentum)
         ]
     )
-    tensors = [take_topk(m, ts.layout, ts.k, 1.0) for ts, m in zip(opt.spec.tensors, opt.momentum)]
+    tensors = [take_topk(m, ts, 1.0) for ts, m in zip(opt.spec.tensors, opt.momentum)]
     return {
         "dct_s": dct_s,
         "encode_s": timed(lambda: encode(opt.spec, opt.step, tensors)),

@@ -72,7 +72,7 @@ NODES = 4
 def noisy_copy(spec, payload: bytes, seed: int) -> bytes:
     p, rng = decode(spec, payload), np.random.default_rng(seed)
     tensors = [
-        TensorPayload(t.chunks, t.indices, np.where(rng.random(t.values.shape) < 0.1, -t.values, t.values))
+        TensorPayload(t.groups, t.indices, np.where(rng.random(t.values.shape) < 0.1, -t.values, t.values))
         for t in p.tensors
     ]
     return encode(spec, p.step, tensors)

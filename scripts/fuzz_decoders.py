@@ -70,8 +70,8 @@ def targets() -> dict[str, tuple[bytes, Callable[[bytes], object], tuple[type, .
     spec = ParamSpec.build([("w", (16, 24)), ("b", (13,))], chunk=8, topk=3, mode=ValueMode.INT8)
     rng = np.random.default_rng(0)
     tensors = [
-        TensorPayload(np.arange(ts.layout.n_chunks), np.tile(np.arange(ts.k), (ts.layout.n_chunks, 1)),
-                      rng.standard_normal((ts.layout.n_chunks, ts.k)))
+        TensorPayload(np.arange(ts.groups), np.tile(np.arange(ts.k), (ts.groups, 1)),
+                      rng.standard_normal((ts.groups, ts.k)))
         for ts in spec.tensors
     ]  # fmt: skip
     payload = encode(spec, 3, tensors, round=2, origin=bytes(32))

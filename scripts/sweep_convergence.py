@@ -4,7 +4,7 @@ sweep resumes where it stopped. Prints the table of every point, best ratio firs
 loss ratio against bytes saved.
 
     python scripts/sweep_convergence.py                       # the points below, 3 seeds, 300 steps
-    python scripts/sweep_convergence.py --steps 1000 --only c64-k4-sign
+    python scripts/sweep_convergence.py --steps 1000 --only t128-k18-sign
     python scripts/sweep_convergence.py --table               # only print what is done
 """
 
@@ -20,18 +20,20 @@ from plotting import save_png, subplots  # noqa: E402  (this script's own direct
 
 BENCH = Path(__file__).resolve().parent / "bench_convergence.py"
 LOCAL = "--precondition none --outer-step values"
+PER_CHUNK = "--select chunk --chunk 64 --topk 4"  # the defaults before top-k over whole tensors
 POINTS = {
-    "c64-k4-sign": "",
-    "c64-k6-sign": "--topk 6",
-    "c64-k8-sign": "--topk 8",
-    "c32-k1-sign": "--chunk 32 --topk 1",
-    "c64-k4-sign-lr1.5e-3": "--lr 0.0015",
-    "c64-k4-sign-beta0.995": "--beta 0.995",
-    "c64-k4-int8": "--values int8",
-    "c64-k4-int2": "--values int2",
-    "c128-k14-int2": "--chunk 128 --topk 14 --values int2",
-    "h4-k8-int8-outer1": f"--inner-steps 4 --topk 8 --values int8 --lr 1.0 --beta 0.9 {LOCAL}",
-    "h2-k8-sign-outer4e-3": "--inner-steps 2 --topk 8 --lr 0.004 --precondition none",
+    "t128-k18-sign": "",
+    "c64-k4-sign": PER_CHUNK,
+    "c64-k6-sign": f"{PER_CHUNK} --topk 6",
+    "c64-k8-sign": f"{PER_CHUNK} --topk 8",
+    "c32-k1-sign": f"{PER_CHUNK} --chunk 32 --topk 1",
+    "c64-k4-sign-lr1.5e-3": f"{PER_CHUNK} --lr 0.0015",
+    "c64-k4-sign-beta0.995": f"{PER_CHUNK} --beta 0.995",
+    "c64-k4-int8": f"{PER_CHUNK} --values int8",
+    "c64-k4-int2": f"{PER_CHUNK} --values int2",
+    "c128-k14-int2": f"{PER_CHUNK} --chunk 128 --topk 14 --values int2",
+    "h4-k8-int8-outer1": f"{PER_CHUNK} --inner-steps 4 --topk 8 --values int8 --lr 1.0 --beta 0.9 {LOCAL}",
+    "h2-k8-sign-outer4e-3": f"{PER_CHUNK} --inner-steps 2 --topk 8 --lr 0.004 --precondition none",
 }
 
 

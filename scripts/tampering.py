@@ -25,23 +25,21 @@ def _reencode(spec: ParamSpec, p: Payload, tensors: list[TensorPayload], step: i
 
 def flip(spec: ParamSpec, payload: bytes) -> bytes:
     p = decode(spec, payload)
-    return _reencode(spec, p, [TensorPayload(t.chunks, t.indices, -t.values) for t in p.tensors])
+    return _reencode(spec, p, [TensorPayload(t.groups, t.indices, -t.values) for t in p.tensors])
 
 
 def noise(spec: ParamSpec, payload: bytes, seed: int) -> bytes:
     p, rng = decode(spec, payload), np.random.default_rng(seed)
     tensors = []
     for t, ts in zip(p.tensors, spec.tensors):
-        n = len(t.chunks)
+        n = len(t.groups)
         indices = (
-            np.sort(
-                np.stack([rng.choice(ts.layout.chunk_numel, ts.k, replace=False) for _ in range(n)]), axis=1
-            )
+            np.sort(np.stack([rng.choice(ts.group_numel, ts.k, replace=False) for _ in range(n)]), axis=1)
             if n
             else t.indices
         )
         tensors.append(
-            TensorPayload(t.chunks, indices.astype(np.int64), rng.choice([-1.0, 1.0], t.values.shape))
+            TensorPayload(t.groups, indices.astype(np.int64), rng.choice([-1.0, 1.0], t.values.shape))
         )
     return _reencode(spec, p, tensors)
 
@@ -64,7 +62,7 @@ def flip_share(spec: ParamSpec, payload: bytes, share: float, seed: int) -> byte
             if offset + i in chosen:
                 flat[i] = -flat[i]
         offset += flat.size
-        tensors.append(TensorPayload(t.chunks, t.indices, flat.reshape(t.values.shape)))
+        tensors.append(TensorPayload(t.groups, t.indices, flat.reshape(t.values.shape)))
     return _reencode(spec, p, tensors)
 
 

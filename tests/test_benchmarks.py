@@ -97,6 +97,8 @@ def test_validation_benchmark_flags_every_dishonest_contribution_and_no_honest_o
             "1",
             "--rounds",
             "4",
+            "--sample",
+            "16",
             "--json",
         ],
         capture_output=True,
@@ -117,7 +119,7 @@ def test_validation_benchmark_flags_every_dishonest_contribution_and_no_honest_o
         "state-lie": 1.0,
     }
     sampled = {kind: r["sampled_flagged"] for kind, r in rows.items() if kind != "state-lie"}
-    assert sampled == {kind: 0.0 if kind == "honest" else 1.0 for kind in sampled}  # 64 of 230 leaves
+    assert sampled == {kind: 0.0 if kind == "honest" else 1.0 for kind in sampled}  # 16 of 67 leaves
     assert rows["honest"]["bytes_sampled"] < rows["honest"]["bytes_whole"] / 3
 
 

@@ -23,24 +23,23 @@ from optim.spec import ParamSpec
 SHAPES = [("w", (16, 24)), ("b", (13,)), ("conv", (2, 3, 5, 9))]
 
 
-def make_spec(mode=ValueMode.RAW, topk=3, shapes=SHAPES):
-    return ParamSpec.build(shapes, chunk=8, topk=topk, mode=mode)
+def make_spec(mode=ValueMode.RAW, topk=3, shapes=SHAPES, select="chunk"):
+    return ParamSpec.build(shapes, chunk=8, topk=topk, mode=mode, select=select)
 
 
 def random_payload(spec, rng, drop_chunks=False):
     tensors = []
     for ts in spec.tensors:
-        n_chunks, n = ts.layout.n_chunks, ts.layout.chunk_numel
-        keep = rng.random(n_chunks) < 0.6 if drop_chunks else np.ones(n_chunks, bool)
-        chunks = np.flatnonzero(keep)
-        idx = np.sort(np.argsort(rng.random((len(chunks), n)), axis=1)[:, : ts.k], axis=1)
-        tensors.append(TensorPayload(chunks, idx, rng.standard_normal((len(chunks), ts.k))))
+        keep = rng.random(ts.groups) < 0.6 if drop_chunks else np.ones(ts.groups, bool)
+        groups = np.flatnonzero(keep)
+        idx = np.sort(np.argsort(rng.random((len(groups), ts.group_numel)), axis=1)[:, : ts.k], axis=1)
+        tensors.append(TensorPayload(groups, idx, rng.standard_normal((len(groups), ts.k))))
     return tensors
 
 
 def assert_same_positions(decoded, sent):
     for d, s in zip(decoded.tensors, sent):
-        assert np.array_equal(d.chunks, s.chunks)
+        assert np.array_equal(d.groups, s.groups)
         assert np.array_equal(d.indices, s.indices)
 
 
@@ -95,9 +94,15 @@ def test_bf16_mode_rounds_to_bfloat16():
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(list(ValueMode)), st.integers(1, 70), st.integers(0, 2**32), st.booleans())
-def test_every_mode_round_trips_positions(mode, topk, seed, drop_chunks):
-    spec = make_spec(mode, topk)
+@given(
+    st.sampled_from(list(ValueMode)),
+    st.integers(1, 70),
+    st.integers(0, 2**32),
+    st.booleans(),
+    st.sampled_from(["chunk", "tensor"]),
+)
+def test_every_mode_round_trips_positions(mode, topk, seed, drop_chunks, select):
+    spec = make_spec(mode, topk, select=select)
     sent = random_payload(spec, np.random.default_rng(seed), drop_chunks)
     data = encode(spec, seed, sent)
     assert len(data) <= max_payload_bytes(spec)
@@ -160,6 +165,26 @@ def test_index_beyond_the_chunk_is_rejected():
     sent = [TensorPayload(np.array([0]), np.array([[1, 2, 64]]), np.ones((1, 3)))]
     with pytest.raises(IndexRangeError):
         decode(spec, encode(spec, 0, sent))
+
+
+def test_selecting_over_a_tensor_makes_it_one_group_with_its_chunks_share_of_k():
+    (w, b, conv) = make_spec(select="tensor").tensors
+    assert (w.groups, w.group_numel, w.k) == (1, 384, 18)  # 6 chunks of 8 x 8, 3 per 64 entries
+    assert (b.groups, b.group_numel, b.k) == (1, 14, 1)  # 2 chunks of 7; 3 * 13 / 64 rounds to 1, not 0
+    assert (conv.groups, conv.group_numel, conv.k) == (1, 300, 13)  # 12 chunks of 5 x 5; 3 * 270 / 64
+
+
+def test_an_index_beyond_the_tensor_is_rejected():
+    spec = make_spec(shapes=[("w", (8, 16))], select="tensor")
+    sent = [TensorPayload(np.array([0]), np.array([[1, 2, 3, 4, 5, 128]]), np.ones((1, 6)))]
+    with pytest.raises(IndexRangeError):
+        decode(spec, encode(spec, 0, sent))
+
+
+def test_the_selection_is_part_of_the_spec():
+    assert make_spec(select="tensor").digest != make_spec().digest
+    one_chunk = [("w", (8, 8))]
+    assert make_spec(shapes=one_chunk, select="tensor").digest == make_spec(shapes=one_chunk).digest
 
 
 def test_non_finite_value_is_rejected(payload):
@@ -225,17 +250,17 @@ def test_encoder_refuses_non_finite_values():
 
 def check_decoded_is_well_formed(spec, decoded):
     for ts, tp in zip(spec.tensors, decoded.tensors):
-        assert tp.indices.shape == (len(tp.chunks), ts.k)
+        assert tp.indices.shape == (len(tp.groups), ts.k)
         if tp.indices.size:
             assert (np.diff(tp.indices, axis=1) > 0).all()
-            assert tp.indices.min() >= 0 and tp.indices.max() < ts.layout.chunk_numel
+            assert tp.indices.min() >= 0 and tp.indices.max() < ts.group_numel
             assert np.isfinite(tp.values).all()
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(list(ValueMode)), st.integers(0, 2**32), st.data())
 def test_mutated_payloads_only_ever_raise_payload_error(mode, seed, data):
-    spec = make_spec(mode)
+    spec = make_spec(mode, select=data.draw(st.sampled_from(["chunk", "tensor"])))
     raw = bytearray(encode(spec, 0, random_payload(spec, np.random.default_rng(seed), drop_chunks=True)))
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(0, len(raw) - 1))

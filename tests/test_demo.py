@@ -135,8 +135,9 @@ def test_result_is_bit_identical_whatever_order_payloads_arrive_in():
     assert len(results) == 1
 
 
-def test_replicas_stay_bit_identical_over_steps():
-    cfg = DemoConfig(chunk=8, topk=3, values=ValueMode.SIGN, weight_decay=0.01)
+@pytest.mark.parametrize("select", ["chunk", "tensor"])
+def test_replicas_stay_bit_identical_over_steps(select):
+    cfg = DemoConfig(chunk=8, topk=3, values=ValueMode.SIGN, weight_decay=0.01, select=select)
     replicas = [replica(cfg, dtype=torch.float32) for _ in range(3)]
     run(replicas, steps=3, node_ids=["c", "a", "b"], dtype=torch.float32)
     assert len({model_bytes(params) for params, _ in replicas}) == 1
@@ -149,9 +150,29 @@ def test_error_feedback_removes_alpha_of_each_sent_coefficient():
     payload = opt.decode(opt.compress())
     for m, tp, ts in zip(opt.momentum, payload.tensors, opt.spec.tensors):
         kept = m.view(-1)[
-            block_positions(ts.layout, torch.from_numpy(tp.chunks), torch.from_numpy(tp.indices))
+            block_positions(ts.layout, torch.from_numpy(tp.groups), torch.from_numpy(tp.indices))
         ]
         assert torch.allclose(kept, torch.from_numpy(tp.values) * 0.75, rtol=1e-15)
+
+
+def test_selecting_over_a_tensor_sends_its_largest_coefficients_wherever_they_are():
+    params, opt = replica(DemoConfig(chunk=8, topk=3, beta=0.5, values=ValueMode.RAW, select="tensor"))
+    for n, g in random_grads(0, 0).items():
+        params[n].grad = g
+    payload = opt.decode(opt.compress())  # alpha 1: what was sent is now zero in the momentum
+    for m, tp, ts in zip(opt.momentum, payload.tensors, opt.spec.tensors):
+        assert tp.indices.shape == (1, ts.k)
+        assert np.abs(tp.values).min() >= float(m.abs().max())
+
+
+def test_a_tensor_whose_gradient_lies_in_one_chunk_sends_all_its_coefficients_from_there():
+    params, opt = replica(DemoConfig(chunk=8, topk=3, values=ValueMode.RAW, select="tensor"))
+    for n, g in random_grads(0, 0).items():
+        params[n].grad = torch.zeros_like(g)
+    params["w"].grad[:8, 8:16] = 1 + torch.rand(8, 8, dtype=torch.float64)  # chunk 1 of 2 x 3
+    w = opt.decode(opt.compress()).tensors[0]
+    assert w.indices.shape == (1, 18)
+    assert set(w.indices[0] // 64) == {1}
 
 
 def test_bf16_parameters_train_with_fp32_momentum():
@@ -268,7 +289,7 @@ def test_adam_preconditioning_sends_bias_corrected_unit_steps_first():
     for tp, ts, n in zip(sent.tensors, opt.spec.tensors, opt.names):
         dense = torch.zeros(ts.layout.padded_shape, dtype=torch.float64)
         dense.view(-1)[
-            block_positions(ts.layout, torch.from_numpy(tp.chunks), torch.from_numpy(tp.indices))
+            block_positions(ts.layout, torch.from_numpy(tp.groups), torch.from_numpy(tp.indices))
         ] = torch.from_numpy(tp.values)
         assert torch.allclose(idct_blocks(dense, ts.layout), grads[n].sign(), atol=1e-6)
 

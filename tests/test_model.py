@@ -1,6 +1,7 @@
 import math
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -112,12 +113,14 @@ def test_protocol_parameter_shapes_match_the_model(name):
     assert parameter_shapes(cfg) == expected
 
 
-def test_the_coordinators_payload_spec_is_the_nodes():
+@pytest.mark.parametrize("select", ["chunk", "tensor"])
+def test_the_coordinators_payload_spec_is_the_nodes(select):
     from coordinator.service import param_spec
     from optim import DemoOptimizer
     from protocol.run_config import load
 
     cfg = load("configs/sim.toml")
+    cfg = replace(cfg, optim=replace(cfg.optim, select=select))
     node_spec = DemoOptimizer(
         Llama(preset(cfg.model.preset)).named_parameters(), cfg.optim.demo_config(20)
     ).spec

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from node.committed_state import sampled
 from protocol.run_config import ConfigError, RunConfig, dumps, load, loads
 
 SIM = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
@@ -16,7 +17,7 @@ def test_the_sim_config_loads_with_its_values():
     assert (cfg.run.name, cfg.model.preset, cfg.optim.topk, cfg.rounds.min_nodes) == (
         "eranos-sim",
         "tiny",
-        4,
+        18,
         2,
     )
     assert cfg.optim.demo_config(cfg.rounds.rounds).precondition == "adam"
@@ -42,6 +43,7 @@ def test_dumps_round_trips():
         ("[run]\nrpc = 'localhost:8899'", "run.rpc"),
         ("[optim]\nbeta = 1.0", "optim"),
         ("[optim]\nvalues = 'int4'", "optim.values"),
+        ("[optim]\nselect = 'block'", "select must be one of"),
         ("[data]\nmicro_batch = -1", "data.micro_batch"),
         ("[validation]\nsample_chunks = -2", "validation.sample_chunks"),
         ("[optim]\ntop_k = 4", "optim.top_k"),
@@ -84,3 +86,11 @@ def test_auto_micro_batch_lets_a_commit_name_any_micro_batch_up_to_a_batch():
     assert list(DataSection(batch_size=4, micro_batch=0).micro_batches_allowed()) == [1, 2, 3, 4]
     assert list(DataSection(batch_size=4, micro_batch=2).micro_batches_allowed()) == [2]
     assert list(DataSection(batch_size=2, micro_batch=4).micro_batches_allowed()) == [2]
+
+
+def test_validators_check_a_sample_of_the_state_only_where_compress_is_chunk_local():
+    assert sampled(loads(""))
+    assert sampled(loads("[optim]\nselect = 'tensor'"))
+    assert not sampled(loads("[optim]\nselect = 'tensor'\nvalues = 'int8'"))
+    assert not sampled(loads("[optim]\ninner_steps = 2"))
+    assert not sampled(loads("[validation]\nsample_chunks = 0"))

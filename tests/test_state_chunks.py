@@ -3,6 +3,7 @@ node.validation.sampled_replay): the chunks sampled reproduce exactly, a dishone
 on any sample, and a lie in the next state is caught exactly when its leaf is sampled."""
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.validation import sampled_replay
-from optim import DemoConfig, DemoOptimizer, decode
+from optim import DemoConfig, DemoOptimizer, TensorPayload, decode, encode
 from optim.state import StateError, state_bytes
 from optim.state_chunks import (
     PAGE,
@@ -29,6 +30,7 @@ from scripts import tampering
 
 SHAPES = [("w", (20, 13)), ("b", (11,)), ("conv", (2, 3, 9, 10))]
 CONFIG = DemoConfig(chunk=8, topk=3, beta=0.9, precondition="adam")
+OVER_TENSORS = replace(CONFIG, select="tensor")
 
 
 def optimizer(seed=0, config=CONFIG, shapes=SHAPES):
@@ -43,9 +45,9 @@ def gradients(opt, seed):
         p.grad = torch.randn(p.shape, generator=g)
 
 
-def trained(rounds=3, seed=0):
+def trained(rounds=3, seed=0, config=CONFIG):
     """A member after `rounds` compresses: its optimizer and the payload of the last one."""
-    opt = optimizer(seed)
+    opt = optimizer(seed, config)
     for r in range(rounds):
         gradients(opt, 100 + 10 * seed + r)
         opt.step = r
@@ -79,10 +81,10 @@ def test_every_leaf_loaded_is_the_whole_state_again():
     assert state_bytes(scratch) == state_bytes(member)
 
 
-def member_round(seed=0):
+def member_round(seed=0, config=CONFIG):
     """The member's state before round 3 (root and blobs), the payload it sends, and its next
     state (root and blobs)."""
-    member, _ = trained(rounds=3, seed=seed)
+    member, _ = trained(rounds=3, seed=seed, config=config)
     before = index_bytes(member)
     gradients(member, 7)
     member.step = 3
@@ -90,20 +92,60 @@ def member_round(seed=0):
     return before, payload, index_bytes(member)
 
 
-def check(payload, before, after, leaves):
-    ref = optimizer()
+def check(payload, before, after, leaves, config=CONFIG):
+    ref = optimizer(config=config)
     hashes = drawn_hashes(ref, before[0], fetcher(before[1]), leaves)
-    scratch = optimizer(seed=99)
+    scratch = optimizer(seed=99, config=config)
     load_leaves(scratch, {j: before[1][h] for j, h in hashes.items()})
     gradients(scratch, 7)
     claimed = drawn_hashes(ref, after[0], fetcher(after[1]), leaves)
     return sampled_replay(scratch, 3, decode(scratch.spec, payload), leaves, claimed)
 
 
-def test_an_honest_round_reproduces_on_a_sample_of_its_chunks():
-    before, payload, after = member_round()
-    result = check(payload, before, after, [0, 5, 9, 17])
-    assert result.payload_match == 1.0 and result.state_match == 1.0
+@pytest.mark.parametrize("config", [CONFIG, OVER_TENSORS], ids=["chunk", "tensor"])
+def test_an_honest_round_reproduces_on_a_sample_of_its_chunks(config):
+    before, payload, after = member_round(config=config)
+    for leaves in ([0, 5, 9, 17], range(sum(leaf_counts(optimizer(config=config))))):
+        result = check(payload, before, after, list(leaves), config)
+        assert result.payload_match == 1.0 and result.state_match == 1.0
+
+
+def sending_leaves(payload, config):
+    """The leaves of the chunks a payload that selects over whole tensors sends from."""
+    opt = optimizer(config=config)
+    decoded, first = decode(opt.spec, payload), 0
+    out = []
+    for ts, tp, n in zip(opt.spec.tensors, decoded.tensors, leaf_counts(opt)):
+        out += sorted({first + int(c) for c in tp.indices[0] // ts.layout.chunk_numel})
+        first += n
+    return out
+
+
+def test_over_tensors_a_flipped_payload_fails_on_every_sampled_chunk_it_sends_from():
+    before, payload, after = member_round(config=OVER_TENSORS)
+    bad = tampering.flip(optimizer(config=OVER_TENSORS).spec, payload)
+    for leaf in sending_leaves(payload, OVER_TENSORS):
+        assert check(bad, before, after, [leaf], OVER_TENSORS).payload_match == 0.0
+
+
+def test_over_tensors_a_payload_sending_below_its_threshold_fails_where_that_shows():
+    before, payload, after = member_round(config=OVER_TENSORS)
+    spec = optimizer(config=OVER_TENSORS).spec
+    bad = tampering.noise(spec, payload, 1)  # random positions, random signs
+    everything = list(range(sum(leaf_counts(optimizer(config=OVER_TENSORS)))))
+    assert check(bad, before, after, everything, OVER_TENSORS).payload_match < 0.5
+
+
+def test_over_tensors_a_payload_that_sends_nothing_fails_wherever_there_is_momentum():
+    before, _, after = member_round(config=OVER_TENSORS)
+    spec = optimizer(config=OVER_TENSORS).spec
+    nothing = [
+        TensorPayload(np.zeros(0, np.int64), np.zeros((0, ts.k), np.int64), np.zeros((0, ts.k)))
+        for ts in spec.tensors
+    ]
+    empty = encode(spec, 3, nothing)
+    for leaf in (0, 5, 9, 17):
+        assert check(empty, before, after, [leaf], OVER_TENSORS).payload_match == 0.0
 
 
 @pytest.mark.parametrize("kind", ["flip", "noise"])

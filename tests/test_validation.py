@@ -62,7 +62,7 @@ def test_an_honest_payload_agrees_with_the_recomputed_gradient(settled):
 def test_a_sign_flipped_payload_disagrees(settled):
     opt, validator, history = settled
     p = decode(opt.spec, history[-1]["n0"])
-    flipped = encode(opt.spec, p.step, [TensorPayload(t.chunks, t.indices, -t.values) for t in p.tensors])
+    flipped = encode(opt.spec, p.step, [TensorPayload(t.groups, t.indices, -t.values) for t in p.tensors])
     assert score(opt, validator, flipped, [4 * (ROUNDS - 1)]) < 0.25
 
 
@@ -84,7 +84,7 @@ def test_dishonest_payloads_score_near_chance(settled, kind):
             opt.spec,
             p.step,
             [
-                TensorPayload(t.chunks, t.indices, rng.choice([-1.0, 1.0], size=t.values.shape))
+                TensorPayload(t.groups, t.indices, rng.choice([-1.0, 1.0], size=t.values.shape))
                 for t in p.tensors
             ],
         )
@@ -107,14 +107,14 @@ def test_an_empty_payload_scores_zero_coefficients():
 REPLAY_ROUNDS = 6
 
 
-@pytest.fixture(scope="module")
-def recorded():
+@pytest.fixture(scope="module", params=["chunk", "tensor"])
+def recorded(request):
     """Two honest nodes and one training on other data (its payloads never applied), with every
     round's payload and optimizer state before and after, and a validator's model and scratch
-    optimizer that follow the shared model."""
+    optimizer that follow the shared model; top-k within chunks, then over whole tensors."""
     torch.manual_seed(0)
     data = TokenDataset(default_corpus(ByteTokenizer()), seq_len=64, batch_seqs=2)
-    cfg = DemoConfig(topk=4, beta=0.99, precondition="adam")
+    cfg = DemoConfig(topk=4, beta=0.99, precondition="adam", select=request.param)
     models = [Llama(preset("tiny")) for _ in range(4)]
     for m in models[1:]:
         m.load_state_dict(models[0].state_dict())
