@@ -75,6 +75,17 @@ def targets() -> dict[str, tuple[bytes, Callable[[bytes], object], tuple[type, .
         for ts in spec.tensors
     ]  # fmt: skip
     payload = encode(spec, 3, tensors, round=2, origin=bytes(32))
+    whole = ParamSpec.build(
+        [("w", (16, 24)), ("b", (13,))], chunk=8, topk=3, mode=ValueMode.SIGN, select="tensor"
+    )
+    tensor_payload = encode(
+        whole,
+        3,
+        [
+            TensorPayload(np.zeros(1, np.int64), np.arange(ts.k)[None] * 2, np.ones((1, ts.k)))
+            for ts in whole.tensors
+        ],
+    )
     params = [("w", torch.nn.Parameter(torch.randn(16, 24)))]
     opt = DemoOptimizer(params, DemoConfig(chunk=8, topk=3, precondition="adam"))
     for _, p in params:
@@ -96,6 +107,7 @@ def targets() -> dict[str, tuple[bytes, Callable[[bytes], object], tuple[type, .
     weights = scratch.read_bytes()
     return {
         "payload codec (optim/codec.py)": (payload, lambda b: decode(spec, b), (PayloadError,)),
+        "payload codec, top-k over tensors": (tensor_payload, lambda b: decode(whole, b), (PayloadError,)),
         "optimizer state (optim/state.py)": (state, lambda b: load_state(opt, b), (StateError,)),
         "gossip message (p2p/messages.py)": (message, _inbox(inbox), (Refused,)),
         "journal entry (coordinator/journal.py)": (
