@@ -155,26 +155,29 @@ def _sampled_tensor_replay(
     coefficient left out is larger than one sent (the sent ones are the top of one threshold; a
     tensor left out must have no momentum); error feedback on them gives the next-state leaf."""
     scratch.fold()
-    signs_agree, smallest_sent, largest_unsent, states = {}, {}, {}, 0
+    tensor_of, signs_agree, smallest_sent, largest_unsent, states = {}, {}, {}, {}, 0
     for leaf in leaves:
         i, c = state_chunks.locate(scratch, leaf)
-        ts, tp = scratch.spec.tensors[i], sent.tensors[i]
+        tensor_of[leaf] = i
+        tp = sent.tensors[i]
         block = state_chunks.chunk_block(scratch, i, c)
         momentum = block.reshape(-1).clone()
-        indices, values = state_chunks.sent_in_chunk(tp, ts, c)
-        picked = momentum[torch.from_numpy(indices)]
+        indices, values = state_chunks.sent_in_chunk(tp, scratch.spec.tensors[i], c)
+        at = torch.from_numpy(indices)
+        picked = momentum[at]
         signs_agree[leaf] = bool(np.array_equal(picked.cpu().numpy() > 0, values > 0))
         left = torch.ones_like(momentum, dtype=torch.bool)
-        left[torch.from_numpy(indices)] = False
-        sent_min = float(picked.abs().min()) if len(indices) else float("inf")
+        left[at] = False
+        if not len(tp.groups):
+            sent_min = 0.0  # a tensor left out must have no momentum
+        else:
+            sent_min = float(picked.abs().min()) if len(indices) else float("inf")
         unsent_max = float(momentum[left].abs().max()) if bool(left.any()) else 0.0
-        smallest_sent[i] = min(smallest_sent.get(i, float("inf")), sent_min if len(tp.groups) else 0.0)
+        smallest_sent[i] = min(smallest_sent.get(i, float("inf")), sent_min)
         largest_unsent[i] = max(largest_unsent.get(i, 0.0), unsent_max)
-        momentum[torch.from_numpy(indices)] = picked - scratch.config.alpha * picked
+        momentum[at] = picked - scratch.config.alpha * picked
         block.copy_(momentum.view_as(block))
         states += hashlib.sha256(state_chunks.read_leaf(scratch, leaf)).digest() == after[leaf]
-    rows = 0
-    for leaf in leaves:
-        i, _ = state_chunks.locate(scratch, leaf)
-        rows += signs_agree[leaf] and smallest_sent[i] >= largest_unsent[i]
+    threshold_holds = {i: smallest_sent[i] >= largest_unsent[i] for i in smallest_sent}
+    rows = sum(signs_agree[leaf] and threshold_holds[tensor_of[leaf]] for leaf in leaves)
     return SampledCheck(rows / len(leaves), states / len(leaves))

@@ -45,6 +45,8 @@ class TensorSpec:
 
     def positions(self, groups: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Flat offsets into the block layout of (group id (A,), index within the group (A, k))."""
+        if self.chunks_per_group == 1:
+            return block_positions(self.layout, groups, indices)
         n = self.layout.chunk_numel
         chunks = groups[:, None] * self.chunks_per_group + indices // n
         return block_positions(self.layout, chunks, indices % n)
