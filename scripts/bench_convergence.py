@@ -14,12 +14,14 @@ of 128x128 DCT blocks, 18 per block's worth of entries, 1-bit signs, beta 0.99, 
 Adam-style local preconditioning with beta2 0.99).
     python scripts/bench_convergence.py --json --seeds 0 1 2
     python scripts/bench_convergence.py --preset 20m --steps 2000 --device cuda
+    python scripts/bench_convergence.py --preset 125m --seq-len 256 --seconds 300   # what fits
 """
 
 import argparse
 import json
 import statistics
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -88,13 +90,33 @@ def run_seed(
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             demo_loss = runner.trainers[0].evaluate(args.eval_seqs)
             curve.append({"step": step + 1, "demo": demo_loss, "adamw": baseline.evaluate(args.eval_seqs)})
-        progress.advance(task)
+        if progress:
+            progress.advance(task)
     return {
         "seed": seed,
         "curve": curve,
         "payload_bytes": statistics.mean(payload_bytes),
         "params": model.num_params(),
     }
+
+
+def fit_steps(args: argparse.Namespace, data: TokenDataset, device: torch.device) -> int:
+    """The most steps, in whole evaluation intervals and at most --steps, whose seeds fit in
+    --seconds: two short probe runs give the time per step (their difference) and the fixed cost,
+    after a first one that fills the caches (DCT bases, kernels) both would otherwise pay unevenly."""
+
+    def probe(steps: int) -> float:
+        start = time.perf_counter()
+        run_seed(argparse.Namespace(**vars(args) | {"steps": steps}), data, args.seeds[0], device, None, None)
+        return time.perf_counter() - start
+
+    probe(1)
+    short, long = probe(2), probe(6)
+    per_step = max((long - short) / 4, 1e-6)
+    fixed = max(short - 2 * per_step, 0.0)
+    per_seed = args.seconds / len(args.seeds)
+    fitting = int((per_seed - fixed) / per_step) // args.eval_every * args.eval_every
+    return max(args.eval_every, min(args.steps, fitting))
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -160,6 +182,11 @@ def main() -> None:
     add("--eval-every", type=int, default=25)
     add("--eval-seqs", type=int, default=128)
     add("--seeds", type=int, nargs="+", default=[0])
+    add(
+        "--seconds",
+        type=float,
+        help="instead of --steps: as many steps as fit (timed first; at most --steps, whole --eval-every)",
+    )
     add("--device", default="auto")
     add("--threads", type=int, default=0)
     add("--lr", type=float, default=1e-3)
@@ -199,6 +226,9 @@ def main() -> None:
     device = pick_device(args.device)
     corpus = default_corpus(ByteTokenizer())
     data = TokenDataset(corpus, args.seq_len, args.batch_seqs)
+    if args.seconds:
+        args.steps = fit_steps(args, data, device)
+        console.print(f"{args.steps} steps fit in {args.seconds:.0f} s")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("training", total=args.steps * len(args.seeds))
         runs = [run_seed(args, data, seed, device, progress, task) for seed in args.seeds]

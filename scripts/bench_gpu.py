@@ -1,6 +1,7 @@
 """Training-step throughput: tokens/s, model FLOPs utilisation, and the optimizer's share.
 
-One node's step, timed in phases: forward/backward over the micro-batches (bf16 autocast on CUDA),
+One node's step with the run's optimizer settings (protocol/run_config.py OptimSection), timed in
+phases: forward/backward over the micro-batches (bf16 autocast on CUDA),
 `compress()`, and `apply()` of --peers payloads. MFU counts 6 * params + 12 * layers * dim * seq
 FLOPs per token (PaLM's formula, attention included) against the device's dense bf16 peak.
 
@@ -25,8 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from node.data import Corpus, TokenDataset  # noqa: E402
 from node.model import Llama, preset  # noqa: E402
 from node.train import Trainer, pick_device  # noqa: E402
-from optim import DemoConfig, DemoOptimizer  # noqa: E402
+from optim import DemoOptimizer  # noqa: E402
+from optim.config import SELECTIONS  # noqa: E402
 from optim.memory import retain_freed_memory  # noqa: E402
+from protocol.run_config import OptimSection  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "4090": 165.0}
 
@@ -59,7 +62,8 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict:
         Corpus(tokens.astype(np.uint32), "random", "random"), args.seq_len, args.batch_seqs, val_fraction=0.01
     )
     trainer = Trainer(model, data, args.micro_batch, device)
-    opt = DemoOptimizer(model.named_parameters(), DemoConfig(topk=args.topk))
+    optim = OptimSection(chunk=args.chunk, topk=args.topk, select=args.select)
+    opt = DemoOptimizer(model.named_parameters(), optim.demo_config(args.warmup + args.steps))
     phases: dict[str, list[float]] = {"forward_backward": [], "compress": [], "apply": []}
     for step in range(args.warmup + args.steps):
         fb, _ = synced(device, trainer.accumulate_gradients, [step])
@@ -86,6 +90,7 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict:
         "achieved_tflops": achieved,
         "mfu": achieved / peak if peak else None,
         "optimizer_share": (med["compress"] + med["apply"]) / step_s,
+        "select": args.select,
         "payload_bytes": len(payload),
     }
 
@@ -99,7 +104,9 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int)
     parser.add_argument("--batch-seqs", type=int, default=16, help="sequences per step")
     parser.add_argument("--micro-batch", type=int, default=8)
-    parser.add_argument("--topk", type=int, default=8)
+    parser.add_argument("--chunk", type=int, default=OptimSection.chunk)
+    parser.add_argument("--topk", type=int, default=OptimSection.topk)
+    parser.add_argument("--select", choices=SELECTIONS, default=OptimSection.select)
     parser.add_argument("--peers", type=int, default=4, help="payloads aggregated per apply")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
@@ -117,7 +124,8 @@ def main() -> None:
         print(json.dumps({"config": vars(args), "rows": rows}, indent=2))
         return
     table = Table(
-        title=f"training step on {rows[0]['device']}, seq {args.seq_len}, {args.batch_seqs} seqs/step"
+        title=f"training step on {rows[0]['device']}, seq {args.seq_len}, {args.batch_seqs} seqs/step, "
+        f"top-k per {args.select}"
     )
     for col in (
         "preset",

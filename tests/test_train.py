@@ -74,3 +74,57 @@ def test_deterministic_kernels_are_asked_for_without_loading_the_compiler():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.split() == ["True", "True", "False"]
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+GPU_REPLAY = """
+import hashlib, warnings
+import numpy as np, torch
+from node.data import Corpus, TokenDataset
+from node.model import Llama, preset
+from node.train import Trainer, use_deterministic_kernels
+from optim import DemoOptimizer
+from protocol.run_config import OptimSection
+
+use_deterministic_kernels()
+warnings.simplefilter("always")
+tokens = np.random.default_rng(0).integers(0, 256, 200_000).astype(np.uint16)
+data = TokenDataset(Corpus(tokens, "x", "random"), seq_len=128, batch_seqs=8)
+model = Llama(preset("20m", vocab_size=256, max_seq_len=128), seed=3).cuda()
+
+def step():
+    replica = Llama(preset("20m", vocab_size=256, max_seq_len=128)).cuda()
+    replica.load_state_dict(model.state_dict())
+    opt = DemoOptimizer(replica.named_parameters(), OptimSection().demo_config(10))
+    trainer = Trainer(replica, data, 4, torch.device("cuda"))
+    digests = []
+    for r in range(2):
+        trainer.accumulate_gradients([2 * r, 2 * r + 1])
+        payload = opt.compress()
+        opt.apply({"me": payload, "peer": payload})
+        digests.append(hashlib.sha256(payload).hexdigest())
+    return digests
+
+with warnings.catch_warnings(record=True) as caught:
+    first, second = step(), step()
+print(first == second, len(caught), *{str(w.message)[:120] for w in caught})
+"""
+
+
+@needs_cuda
+def test_a_round_on_the_gpu_replays_to_the_same_payload_bytes():
+    """Validators replay a member's round bit for bit (node/validation.py): on the GPU, under the
+    node's deterministic kernels and bf16 autocast, the same two rounds give the same payloads,
+    and no op falls back to a nondeterministic kernel."""
+    out = subprocess.run([sys.executable, "-c", GPU_REPLAY], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split(maxsplit=2)[:2] == ["True", "0"], out.stdout
+
+
+@needs_cuda
+def test_replicas_on_the_gpu_stay_bit_identical(data):
+    model = Llama(preset("tiny", n_layers=2)).cuda()
+    runner = ReplicaRunner(model, data, DemoConfig(topk=4, select="tensor"), n=3, micro_batch=4)
+    for r in range(3):
+        assert len(set(runner.step(r, global_batch=5, check_hashes=True).hashes)) == 1

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# What a lent GPU box checks and measures in one call (BENCHMARKS.md, "On a GPU"): the CUDA tests,
+# one node's training step (throughput, MFU, the optimizer's share) under both top-k selections,
+# and the 125m comparison against AdamW-DDP for as many steps as the budget leaves.
+#   OUT=dir scripts/gpu_session.sh [total seconds, default 480]
+# Logs, JSON and the loss-curve PNG land in $OUT (default out/gpu); a summary is printed last.
+set -u
+out=${OUT:-out/gpu}
+budget=${1:-480}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
+
+run() {  # run NAME SECONDS COMMAND...: output to $out/NAME, one line saying how it ended
+    local name=$1 limit=$2 start=$SECONDS
+    shift 2
+    timeout "$limit" "$@" >"$out/$name" 2>"$out/$name.err"
+    echo "$name: exit $? after $((SECONDS - start)) s"
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__)'
+} | tee "$out/gpu.txt"
+run tests.log 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_demo.py tests/test_train.py
+tail -4 "$out/tests.log"
+run bench_gpu.json 180 python3 scripts/bench_gpu.py --presets 125m 1b --json
+run bench_gpu_chunk.json 90 python3 scripts/bench_gpu.py --presets 125m --select chunk --chunk 64 --topk 4 --json
+seconds=$((budget - SECONDS - 90))
+run convergence_125m.json $((seconds + 120)) python3 scripts/bench_convergence.py --preset 125m \
+    --seq-len 256 --device cuda --steps 1000 --seconds "$seconds" --json --plot "$out/convergence_125m.png"
+python3 - "$out" <<'PY'
+import json, sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+for name in ("bench_gpu.json", "bench_gpu_chunk.json"):
+    try:
+        for r in json.loads((out / name).read_text())["rows"]:
+            print(f"{r['preset']} {r['select']}: {r['tokens_per_s']:,.0f} tok/s, MFU {r['mfu'] or 0:.1%}, "
+                  f"fwd+bwd {r['forward_backward_s'] * 1e3:.0f} ms, compress {r['compress_s'] * 1e3:.0f} ms, "
+                  f"apply {r['apply_s'] * 1e3:.0f} ms, optimizer {r['optimizer_share']:.1%}, "
+                  f"{r['payload_bytes']:,} B")
+    except (OSError, ValueError, KeyError) as e:
+        print(name, "unreadable:", e)
+try:
+    result = json.loads((out / "convergence_125m.json").read_text())
+    s = result["summary"]
+    print(f"125m, {result['config']['steps']} steps: DeMo {s['final_val_loss_demo']:.4f}, "
+          f"AdamW {s['final_val_loss_adamw']:.4f}, ratio {s['loss_ratio']:.3f} at "
+          f"{s['bytes_ratio']:.0f}x, {s['bits_per_param_per_step']:.4f} bits")
+    print([(p["step"], round(p["demo"], 3), round(p["adamw"], 3)) for p in result["runs"][0]["curve"]])
+except (OSError, ValueError, KeyError) as e:
+    print("convergence unreadable:", e)
+PY
