@@ -2,32 +2,39 @@
 # What a lent GPU box checks and measures in one call (BENCHMARKS.md, "On a GPU"): the CUDA tests,
 # one node's training step (throughput, MFU, the optimizer's share) under both top-k selections,
 # and the 125m comparison against AdamW-DDP for as many steps as the budget leaves.
-#   OUT=dir scripts/gpu_session.sh [total seconds, default 480]
+#   OUT=dir PYTHON=.venv/bin/python scripts/gpu_session.sh [total seconds, default 480]
 # Logs, JSON and the loss-curve PNG land in $OUT (default out/gpu); a summary is printed last.
 set -u
 out=${OUT:-out/gpu}
 budget=${1:-480}
+py=${PYTHON:-python3}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 
-run() {  # run NAME SECONDS COMMAND...: output to $out/NAME, one line saying how it ended
+run() {  # run NAME SECONDS COMMAND...: stdout to $out/NAME, stderr to $out/stderr.log
     local name=$1 limit=$2 start=$SECONDS
     shift 2
-    timeout "$limit" "$@" >"$out/$name" 2>"$out/$name.err"
+    echo "== $name" >>"$out/stderr.log"
+    timeout "$limit" "$@" >"$out/$name" 2>>"$out/stderr.log"
     echo "$name: exit $? after $((SECONDS - start)) s"
 }
 
+if ! "$py" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+    echo "gpu_session.sh: $py sees no CUDA device here; run it on a GPU box" >&2
+    exit 2
+fi
+
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  python3 -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__)'
+  "$py" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__)'
 } | tee "$out/gpu.txt"
-run tests.log 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_demo.py tests/test_train.py
+run tests.log 150 "$py" -m pytest -q -p no:cacheprovider -rs tests/test_demo.py tests/test_train.py
 tail -4 "$out/tests.log"
-run bench_gpu.json 180 python3 scripts/bench_gpu.py --presets 125m 1b --json
-run bench_gpu_chunk.json 90 python3 scripts/bench_gpu.py --presets 125m --select chunk --chunk 64 --topk 4 --json
+run bench_gpu.json 180 "$py" scripts/bench_gpu.py --presets 125m 1b --json
+run bench_gpu_chunk.json 90 "$py" scripts/bench_gpu.py --presets 125m --select chunk --chunk 64 --topk 4 --json
 seconds=$((budget - SECONDS - 90))
-run convergence_125m.json $((seconds + 120)) python3 scripts/bench_convergence.py --preset 125m \
+run convergence_125m.json $((seconds + 120)) "$py" scripts/bench_convergence.py --preset 125m \
     --seq-len 256 --device cuda --steps 1000 --seconds "$seconds" --json --plot "$out/convergence_125m.png"
-python3 - "$out" <<'PY'
+"$py" - "$out" <<'PY'
 import json, sys
 from pathlib import Path
 
