@@ -73,7 +73,7 @@ RUN_INFO_EVERY_S = 2.0
 
 def param_spec(config: RunConfig) -> ParamSpec:
     """The payload layout every member's optimizer uses, from the run config alone."""
-    demo = config.optim.demo_config(config.rounds.rounds)
+    demo = config.demo_config()
     return ParamSpec.for_config(parameter_shapes(config.model.model_config()), demo)
 
 

@@ -42,9 +42,7 @@ class Checker:
         model = trainer.model
         # replays other members' rounds on the node's model: its state is theirs, loaded per check
         compute = trainer.shards.device if trainer.shards is not None else None
-        self.scratch = DemoOptimizer(
-            model.named_parameters(), config.optim.demo_config(config.rounds.rounds), compute
-        )
+        self.scratch = DemoOptimizer(model.named_parameters(), config.demo_config(), compute)
         inner = config.optim.inner_config()
         self.scratch_local = LocalSteps(model.parameters(), inner) if inner else None
         self.max_payload = max_payload_bytes(self.scratch.spec)

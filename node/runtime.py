@@ -119,9 +119,7 @@ class NodeRuntime:
         self.behaviour = behaviour or Behaviour()
         self.model = starting_model(config).to(device)
         compute = shards.device if shards is not None else None  # the optimizer's math
-        self.optimizer = DemoOptimizer(
-            self.model.named_parameters(), config.optim.demo_config(config.rounds.rounds), compute
-        )
+        self.optimizer = DemoOptimizer(self.model.named_parameters(), config.demo_config(), compute)
         inner = config.optim.inner_config()
         self.local = LocalSteps(self.model.parameters(), inner) if inner else None
         # replays other members' rounds; its state is theirs, loaded for each check

@@ -7,7 +7,7 @@ the wrong type and out-of-range values, naming the offending `section.key`.
     [run]        name = "eranos-sim"; chain_run_id = 1; rpc = "http://127.0.0.1:8899"
     [model]      preset = "tiny"; seed = 0
     [data]       corpus = "stdlib"; seq_len = 128; batch_size = 4
-    [optim]      chunk = 128; topk = 18; select = "tensor"; beta = 0.99; lr = 1e-3; ...
+    [optim]      chunk = 128; topk = 18; select = "tensor"; beta = 0.99; lr = 1e-3 (at width 128); ...
     [rounds]     min_nodes = 2; rounds = 20; global_batch = 8; round_timeout_s = 60.0; ...
     [validation] exact = true; min_match = 0.95; max_state_drift = 1e-3 (band mode only)
     [chain]      mode = "permissionless"; stake_sol = 0.1; slash_sol = 0.1; points_per_batch = 5; ...
@@ -122,7 +122,13 @@ class OptimSection:
     weight_decay: float = 0.0
     precondition: str = "adam"
     precondition_beta: float = 0.99
+    # the sign step's size for a model lr_width wide; a model of width dim steps lr * lr_width / dim.
+    # A sign step moves every weight by lr whatever its gradient, so a wider matrix moves its
+    # outputs more per step: at 300 steps lr 1e-3 was best at width 128 (tiny) and 3e-4 beat 1e-3
+    # at width 320 (20m), 0.935 against 1.129 of AdamW's loss (BENCHMARKS.md, #18).
+    # lr_width 0: lr as given. Only for outer_step "sign"; "values" steps scale by lr alone.
     lr: float = 1e-3
+    lr_width: int = 128
     schedule: str = "constant"
     warmup: int = 0
     outer_step: str = "sign"  # "values": apply the aggregate's values, not its signs (needs values != "sign")
@@ -134,8 +140,14 @@ class OptimSection:
     def inner_config(self) -> InnerConfig | None:
         return InnerConfig(steps=self.inner_steps, lr=self.inner_lr) if self.inner_steps > 1 else None
 
-    def demo_config(self, total_rounds: int) -> DemoConfig:
-        schedule = LrSchedule(self.schedule, self.lr, self.warmup, total_rounds)
+    def lr_for(self, dim: int) -> float:
+        """The peak lr of a model of width dim."""
+        if self.lr_width and self.outer_step == "sign":
+            return self.lr * self.lr_width / dim
+        return self.lr
+
+    def demo_config(self, total_rounds: int, dim: int) -> DemoConfig:
+        schedule = LrSchedule(self.schedule, self.lr_for(dim), self.warmup, total_rounds)
         return DemoConfig(
             chunk=self.chunk,
             topk=self.topk,
@@ -154,7 +166,8 @@ class OptimSection:
         _require(self.values.upper() in ValueMode.__members__, "optim.values", self.values)
         _require(self.precondition in PRECONDITIONS, "optim.precondition", self.precondition)
         try:
-            self.demo_config(10**6).check()
+            _require(self.lr_width >= 0, "optim.lr_width", self.lr_width, "0 (off) or a width")
+            self.demo_config(10**6, max(self.lr_width, 1)).check()
             InnerConfig(steps=self.inner_steps, lr=self.inner_lr).check()
         except ValueError as exc:
             raise ConfigError(f"optim: {exc}") from None
@@ -316,6 +329,10 @@ class RunConfig:
     chain: ChainSection = field(default_factory=ChainSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     eval: EvalSection = field(default_factory=EvalSection)
+
+    def demo_config(self) -> DemoConfig:
+        """The optimizer every member runs: [optim] for this model's width over the run's rounds."""
+        return self.optim.demo_config(self.rounds.rounds, self.model.model_config().dim)
 
     def check(self) -> None:
         for f in fields(self):

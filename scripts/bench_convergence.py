@@ -10,8 +10,9 @@ Reports the held-out loss of each over time, the final ratio, and bytes per step
 
     python scripts/bench_convergence.py                      # tiny preset, 300 steps, table + PNG
 Defaults are the best of the tuning runs recorded in BENCHMARKS.md (top-k over each whole tensor
-of 128x128 DCT blocks, 18 per block's worth of entries, 1-bit signs, beta 0.99, constant lr 1e-3,
-Adam-style local preconditioning with beta2 0.99).
+of 128x128 DCT blocks, 18 per block's worth of entries, 1-bit signs, beta 0.99, constant lr 1e-3
+at width 128 and lr * 128 / dim for a wider model, Adam-style local preconditioning with beta2
+0.99).
     python scripts/bench_convergence.py --json --seeds 0 1 2
     python scripts/bench_convergence.py --preset 20m --steps 2000 --device cuda
     python scripts/bench_convergence.py --preset 125m --seq-len 256 --seconds 300   # what fits
@@ -44,10 +45,13 @@ from optim.config import SELECTIONS  # noqa: E402
 from optim.local import InnerConfig  # noqa: E402
 from optim.memory import retain_freed_memory  # noqa: E402
 from protocol.assignment import round_batch_ids  # noqa: E402
+from protocol.run_config import OptimSection  # noqa: E402
 
 
 def demo_config(args: argparse.Namespace) -> DemoConfig:
-    schedule = LrSchedule(args.schedule, lr=args.lr, warmup=args.warmup, total=args.steps, final_ratio=0.1)
+    rule = OptimSection(lr=args.lr, lr_width=args.lr_width, outer_step=args.outer_step)
+    lr = rule.lr_for(preset(args.preset).dim)
+    schedule = LrSchedule(args.schedule, lr=lr, warmup=args.warmup, total=args.steps, final_ratio=0.1)
     return DemoConfig(
         chunk=args.chunk,
         topk=args.topk,
@@ -189,7 +193,13 @@ def main() -> None:
     )
     add("--device", default="auto")
     add("--threads", type=int, default=0)
-    add("--lr", type=float, default=1e-3)
+    add("--lr", type=float, default=OptimSection.lr, help="the sign step at width --lr-width")
+    add(
+        "--lr-width",
+        type=int,
+        default=OptimSection.lr_width,
+        help="a model of width dim steps lr * lr_width / dim (0: lr as given; sign steps only)",
+    )
     add("--schedule", default="constant", choices=["constant", "cosine", "wsd"])
     add("--warmup", type=int, default=0)
     add("--chunk", type=int, default=128)

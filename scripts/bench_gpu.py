@@ -63,7 +63,7 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict:
     )
     trainer = Trainer(model, data, args.micro_batch, device)
     optim = OptimSection(chunk=args.chunk, topk=args.topk, select=args.select)
-    opt = DemoOptimizer(model.named_parameters(), optim.demo_config(args.warmup + args.steps))
+    opt = DemoOptimizer(model.named_parameters(), optim.demo_config(args.warmup + args.steps, cfg.dim))
     phases: dict[str, list[float]] = {"forward_backward": [], "compress": [], "apply": []}
     for step in range(args.warmup + args.steps):
         fb, _ = synced(device, trainer.accumulate_gradients, [step])

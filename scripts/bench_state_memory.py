@@ -40,7 +40,7 @@ def _measure(arm: str, preset: str) -> dict:
     from protocol.run_config import OptimSection
 
     model = Llama(model_preset(preset))
-    config = OptimSection().demo_config(10)
+    config = OptimSection().demo_config(10, model.config.dim)
     member = DemoOptimizer(model.named_parameters(), config)
     member_local = LocalSteps(model.parameters(), InnerConfig(steps=2, lr=1e-3))
     scratch = DemoOptimizer(model.named_parameters(), config)

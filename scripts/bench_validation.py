@@ -86,7 +86,10 @@ class Run:
         base = Llama(cfg.model.model_config(), seed=seed)
         data = build_data(cfg)
         self.models = [copy.deepcopy(base) for _ in range(NODES + 2)]  # + shadow + validator
-        self.opts = [DemoOptimizer(m.named_parameters(), cfg.optim.demo_config(rounds)) for m in self.models]
+        self.opts = [
+            DemoOptimizer(m.named_parameters(), cfg.optim.demo_config(rounds, base.config.dim))
+            for m in self.models
+        ]
         self.trainers = [Trainer(m, data, 4, torch.device("cpu")) for m in self.models]
         self.spec = self.opts[0].spec
         self.history: list[dict] = []

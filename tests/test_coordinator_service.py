@@ -48,7 +48,7 @@ def distinct_payload(seed: int, origin: bytes, step: int = 0) -> bytes:
     gen = torch.Generator().manual_seed(seed)
     for p in model.parameters():
         p.grad = torch.randn(p.shape, generator=gen)
-    optimizer = DemoOptimizer(model.named_parameters(), CONFIG.optim.demo_config(2))
+    optimizer = DemoOptimizer(model.named_parameters(), CONFIG.demo_config())
     optimizer.step = step
     return optimizer.compress(round=0, origin=origin)
 

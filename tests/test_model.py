@@ -121,9 +121,7 @@ def test_the_coordinators_payload_spec_is_the_nodes(select):
 
     cfg = load("configs/sim.toml")
     cfg = replace(cfg, optim=replace(cfg.optim, select=select))
-    node_spec = DemoOptimizer(
-        Llama(preset(cfg.model.preset)).named_parameters(), cfg.optim.demo_config(20)
-    ).spec
+    node_spec = DemoOptimizer(Llama(preset(cfg.model.preset)).named_parameters(), cfg.demo_config()).spec
     assert param_spec(cfg).digest == node_spec.digest
 
 

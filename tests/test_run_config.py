@@ -20,7 +20,22 @@ def test_the_sim_config_loads_with_its_values():
         18,
         2,
     )
-    assert cfg.optim.demo_config(cfg.rounds.rounds).precondition == "adam"
+    assert cfg.demo_config().precondition == "adam"
+
+
+@pytest.mark.parametrize("preset, lr", [("tiny", 1e-3), ("20m", 4e-4), ("125m", 1e-3 / 6), ("1b", 6.25e-5)])
+def test_the_sign_step_shrinks_with_the_model_width(preset, lr):
+    cfg = loads(f"[model]\npreset = '{preset}'")
+    assert cfg.demo_config().schedule.lr == pytest.approx(lr, rel=1e-12)
+
+
+def test_lr_width_zero_takes_lr_as_given():
+    assert loads("[model]\npreset = '125m'\n[optim]\nlr_width = 0").demo_config().schedule.lr == 1e-3
+
+
+def test_a_values_outer_step_is_not_scaled_by_width():
+    text = "[model]\npreset = '125m'\n[optim]\nvalues = 'int8'\nouter_step = 'values'\nlr = 1.0"
+    assert loads(text).demo_config().schedule.lr == 1.0
 
 
 def test_an_empty_file_is_the_defaults():
@@ -37,6 +52,7 @@ def test_dumps_round_trips():
     [
         ("[model]\npreset = 'huge'", "model.preset"),
         ("[rounds]\nmin_nodes = 0", "rounds.min_nodes"),
+        ("[optim]\nlr_width = -1", "optim.lr_width"),
         ("[rounds]\nvalidation_rate = 1.5", "rounds.validation_rate"),
         ("[rounds]\nmin_nodes = 'two'", "rounds.min_nodes"),
         ("[rounds]\nweight_by_throughput = 1", "rounds.weight_by_throughput"),

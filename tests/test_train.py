@@ -96,7 +96,7 @@ model = Llama(preset("20m", vocab_size=256, max_seq_len=128), seed=3).cuda()
 def step():
     replica = Llama(preset("20m", vocab_size=256, max_seq_len=128)).cuda()
     replica.load_state_dict(model.state_dict())
-    opt = DemoOptimizer(replica.named_parameters(), OptimSection().demo_config(10))
+    opt = DemoOptimizer(replica.named_parameters(), OptimSection().demo_config(10, replica.config.dim))
     trainer = Trainer(replica, data, 4, torch.device("cuda"))
     digests = []
     for r in range(2):
