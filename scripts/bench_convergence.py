@@ -224,7 +224,12 @@ def main() -> None:
         choices=["sign", "values"],
         help="apply the aggregate's sign or values",
     )
-    add("--adam-lr", type=float, default=1e-3)
+    add(
+        "--adam-lr",
+        type=float,
+        default=1e-3,
+        help="AdamW-DDP's peak lr (tiny's best over 3 seeds; 20m's is 1.5e-3: BENCHMARKS.md)",
+    )
     add("--adam-warmup", type=int, default=20)
     add("--plot", default="out/convergence.png", help="PNG path; empty for none")
     add("--json", action="store_true")
