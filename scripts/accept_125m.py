@@ -98,9 +98,8 @@ def bytes_per_check(config, payload: float) -> dict:
     """What one check moves: the sampled replay's (payload; the roots and the pages the drawn
     leaves are on, of the states before and after; the drawn leaves), for one draw, against the
     whole state's."""
-    opt = DemoOptimizer(
-        Llama(preset("125m")).named_parameters(), config.optim.demo_config(1, preset("125m").dim)
-    )
+    model = Llama(preset("125m"))
+    opt = DemoOptimizer(model.named_parameters(), config.optim.demo_config(1, model.config.dim))
     n = sum(leaf_counts(opt))
     drawn = sample(b"a round's secret", b"a target", 0, n, config.validation.sample_chunks)
     pages = {j // PAGE for j in drawn}

@@ -86,10 +86,8 @@ class Run:
         base = Llama(cfg.model.model_config(), seed=seed)
         data = build_data(cfg)
         self.models = [copy.deepcopy(base) for _ in range(NODES + 2)]  # + shadow + validator
-        self.opts = [
-            DemoOptimizer(m.named_parameters(), cfg.optim.demo_config(rounds, base.config.dim))
-            for m in self.models
-        ]
+        demo = cfg.optim.demo_config(rounds, base.config.dim)
+        self.opts = [DemoOptimizer(m.named_parameters(), demo) for m in self.models]
         self.trainers = [Trainer(m, data, 4, torch.device("cpu")) for m in self.models]
         self.spec = self.opts[0].spec
         self.history: list[dict] = []
