@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -40,13 +41,14 @@ _HF_KEYS = {  # our field -> Hugging Face LlamaConfig field
 }
 
 
-def _weight_stream(model: torch.nn.Module) -> Iterator[bytes]:
+def _weight_stream(model: torch.nn.Module) -> Iterator[bytes | np.ndarray]:
     """The canonical weight bytes: per parameter in sorted name order, a header line
-    "name|dtype|shape" and the raw little-endian bytes."""
+    "name|dtype|shape" and the raw little-endian bytes (a view of a host parameter's memory,
+    not a copy: use each piece before the model changes)."""
     for name, p in sorted(model.named_parameters()):
         t = p.detach().to("cpu").contiguous()
         yield f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode()
-        yield t.view(torch.uint8).numpy().tobytes()
+        yield t.view(torch.uint8).numpy()
 
 
 def model_hash(model: torch.nn.Module) -> str:
@@ -58,10 +60,15 @@ def model_hash(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def write_weights(model: torch.nn.Module, path: str | Path) -> None:
+def write_weights(model: torch.nn.Module, path: str | Path) -> bytes:
+    """Write the canonical weight bytes to `path`; their sha256 (the model hash), computed as
+    they are written."""
+    digest = hashlib.sha256()
     with open(path, "wb") as f:
         for chunk in _weight_stream(model):
             f.write(chunk)
+            digest.update(chunk)
+    return digest.digest()
 
 
 @torch.no_grad()

@@ -15,26 +15,33 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from optim.demo import DemoOptimizer
 from optim.local import LocalSteps
 from optim.state import load_state, reset_state, state_size, write_state
 from optim.state_chunks import (
     drawn_hashes,
-    iter_leaves,
     leaf_size,
     load_leaves,
     locate,
     make_index,
     root_limit,
+    tensor_leaves,
 )
+from p2p.blobs import BlobStore
 from protocol.run_config import RunConfig
 
 Fetch = Callable[[bytes, int], bytes]  # (sha256, size limit) -> the blob, hash checked
+IO_THREADS = min(8, os.cpu_count() or 1)
 _files = itertools.count()
+_io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="state-io")
 
 
 def sampled(config: RunConfig) -> bool:
@@ -81,7 +88,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def serve(host, opt: DemoOptimizer, local: LocalSteps | None, directory: Path, by_leaf: bool) -> HeldState:
+def serve(
+    blobs: BlobStore, opt: DemoOptimizer, local: LocalSteps | None, directory: Path, by_leaf: bool
+) -> HeldState:
     """Provide the optimizer's current state to peers from a file under `directory`: as leaves
     (`by_leaf`), or whole; what was provided."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -89,20 +98,51 @@ def serve(host, opt: DemoOptimizer, local: LocalSteps | None, directory: Path, b
     if not by_leaf:
         with open(path, "wb") as f:
             digest = write_state(opt, f, local)
-        host.blobs.add_range(path, 0, state_size(opt, local), digest)
+        blobs.add_range(path, 0, state_size(opt, local), digest)
         return HeldState(digest, [digest], path)
-    hashes, spans, at = [], [], 0
-    with open(path, "wb") as f:
-        for data in iter_leaves(opt):
-            f.write(data)
-            hashes.append(hashlib.sha256(data).digest())
-            spans.append((at, len(data)))
-            at += len(data)
+    hashes, spans = _write_leaves(opt, path)
     for digest, (offset, length) in zip(hashes, spans):
-        host.blobs.add_range(path, offset, length, digest)
+        blobs.add_range(path, offset, length, digest)
     root, pages = make_index(opt, hashes)
-    served = [host.provide(root), *(host.provide(page) for page in pages), *hashes]
+    served = [blobs.add_bytes(root), *(blobs.add_bytes(page) for page in pages), *hashes]
     return HeldState(served[0], served, path, spans)
+
+
+def _write_leaves(opt: DemoOptimizer, path: Path) -> tuple[list[bytes], list[tuple[int, int]]]:
+    """Write every leaf to `path`, a tensor at a time; each leaf's sha256 and (offset, length).
+
+    A node does this every round between its compress and its commit, so the writing and
+    hashing (which release the GIL) run on IO_THREADS threads, a tensor each, at most that
+    many tensors' leaves in memory at once."""
+    hashes: list[bytes] = []
+    spans: list[tuple[int, int]] = []
+    pending: deque[Future[list[bytes]]] = deque()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        at = 0
+        for i in range(len(opt.spec.tensors)):
+            if len(pending) == IO_THREADS:
+                hashes.extend(pending.popleft().result())
+            leaves = tensor_leaves(opt, i)
+            pending.append(_io.submit(_write_and_hash, fd, leaves, at))
+            spans.extend((at + j * leaves[0].nbytes, leaves[0].nbytes) for j in range(len(leaves)))
+            at += leaves.nbytes
+        while pending:
+            hashes.extend(pending.popleft().result())
+    finally:
+        for job in pending:
+            job.cancel()
+        wait(pending)
+        os.close(fd)
+    return hashes, spans
+
+
+def _write_and_hash(fd: int, leaves: np.ndarray, at: int) -> list[bytes]:
+    view = memoryview(leaves).cast("B")
+    while view:
+        written = os.pwrite(fd, view, at)
+        view, at = view[written:], at + written
+    return [hashlib.sha256(row).digest() for row in leaves]
 
 
 def restore(held: HeldState | None, opt: DemoOptimizer, local: LocalSteps | None) -> None:
@@ -122,10 +162,10 @@ def _read(f, offset: int, length: int) -> bytes:
     return f.read(length)
 
 
-def forget(host, held: HeldState) -> None:
+def forget(blobs: BlobStore, held: HeldState) -> None:
     """Stop serving a state (and delete its file)."""
     for digest in held.served:
-        host.blobs.forget(digest, held.path)
+        blobs.forget(digest, held.path)
     held.path.unlink(missing_ok=True)
 
 

@@ -68,7 +68,9 @@ class Contributions:
     def compressed(self) -> HeldState:
         """The optimizer just compressed: serve its new state (the one before is kept)."""
         self._before = self.held
-        self.held = committed_state.serve(self.host, self.optimizer, self.local, self.directory, self.by_leaf)
+        self.held = committed_state.serve(
+            self.host.blobs, self.optimizer, self.local, self.directory, self.by_leaf
+        )
         return self.held
 
     def withdraw(self) -> None:
@@ -91,17 +93,17 @@ class Contributions:
                 self._drop(self.pending.pop(later))
             self.hold(own.state_before)
         elif own.state_before is not None and own.state_before.digest != self.held.digest:
-            committed_state.forget(self.host, own.state_before)
+            committed_state.forget(self.host.blobs, own.state_before)
         return own
 
     def hold(self, state: HeldState | None) -> None:
         """Make `state` (None: fresh) the optimizer's, serving it instead of the state held so far."""
         if self.held is not None and (state is None or state.digest != self.held.digest):
-            committed_state.forget(self.host, self.held)
+            committed_state.forget(self.host.blobs, self.held)
         committed_state.restore(state, self.optimizer, self.local)
         self.held = state
 
     def _drop(self, own: Contribution) -> None:
         self.dropped.extend(own.served)
         if own.state_before is not None:
-            committed_state.forget(self.host, own.state_before)
+            committed_state.forget(self.host.blobs, own.state_before)

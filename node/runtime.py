@@ -362,11 +362,11 @@ class NodeRuntime:
         return that hash."""
         path = self.workdir / "weights.bin"
         tmp = self.workdir / "weights.bin.tmp"
-        write_weights(self.model, tmp)
+        digest = write_weights(self.model, tmp)
         tmp.replace(path)
         if self._provided_weights is not None:
             self.host.blobs.forget(self._provided_weights)
-        self._provided_weights = self.host.provide_file(path)
+        self._provided_weights = self.host.blobs.add_file(path, digest)
         return self._provided_weights
 
 

@@ -59,18 +59,22 @@ def _padded(t: torch.Tensor, lay: ChunkLayout) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, pad_cols, 0, pad_rows)) if pad_rows or pad_cols else t
 
 
-def _chunk_rows(padded: torch.Tensor, lay: ChunkLayout) -> torch.Tensor:
-    """(n_chunks, chunk_numel): each chunk's values in a row, chunks in wire order."""
-    return _blocks(padded, lay).permute(0, 1, 3, 2, 4).reshape(lay.n_chunks, lay.chunk_numel)
+def _copy_chunk_rows(padded: torch.Tensor, lay: ChunkLayout, rows: torch.Tensor) -> None:
+    """Copy each chunk's values into a row of `rows` (n_chunks, chunk_numel), chunks in wire order."""
+    grid = rows.view(lay.lead, lay.grid_rows, lay.grid_cols, lay.chunk_rows, lay.chunk_cols)
+    grid.copy_(_blocks(padded, lay).permute(0, 1, 3, 2, 4))
 
 
-def _tensor_leaves(opt: DemoOptimizer, i: int) -> np.ndarray:
-    """Tensor i's leaves as rows of fp32: (n_chunks, chunk_numel or 2 * chunk_numel)."""
+def tensor_leaves(opt: DemoOptimizer, i: int) -> np.ndarray:
+    """Tensor i's leaves as rows of little-endian fp32: (n_chunks, chunk_numel or 2 * chunk_numel),
+    in host memory, each value copied once from the state (a state is written every round)."""
     lay = opt.spec.tensors[i].layout
-    parts = [_chunk_rows(opt.momentum[i].view(lay.padded_shape), lay)]
+    n = lay.chunk_numel
+    rows = torch.empty((lay.n_chunks, n * (2 if opt.second_moment else 1)), dtype=torch.float32)
+    _copy_chunk_rows(opt.momentum[i].detach().view(lay.padded_shape), lay, rows[:, :n])
     if opt.second_moment:
-        parts.append(_chunk_rows(_padded(opt.second_moment[i], lay), lay))
-    return torch.cat(parts, dim=1).detach().to("cpu", torch.float32).numpy().astype("<f4")
+        _copy_chunk_rows(_padded(opt.second_moment[i].detach(), lay), lay, rows[:, n:])
+    return rows.numpy().astype("<f4", copy=False)
 
 
 def leaf_counts(opt: DemoOptimizer) -> list[int]:
@@ -100,7 +104,7 @@ def locate(opt: DemoOptimizer, leaf: int) -> tuple[int, int]:
 def iter_leaves(opt: DemoOptimizer) -> Iterator[bytes]:
     """Every leaf in order, one tensor's in memory at a time."""
     for i in range(len(opt.spec.tensors)):
-        for row in _tensor_leaves(opt, i):
+        for row in tensor_leaves(opt, i):
             yield row.tobytes()
 
 

@@ -58,8 +58,10 @@ class BlobStore:
             self._refs[digest] += 1
         return digest
 
-    def add_file(self, path: Path) -> bytes:
-        digest = file_sha256(path)
+    def add_file(self, path: Path, digest: bytes | None = None) -> bytes:
+        """Serve a whole file by its sha256: `digest` when the caller computed it as it wrote
+        the file, else read and hashed here."""
+        digest = digest or file_sha256(path)
         self._add_location(digest, _OnDisk(path))
         return digest
 

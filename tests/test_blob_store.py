@@ -1,5 +1,7 @@
 """The blob store: a digest provided several times is served until each provider is done."""
 
+import hashlib
+
 from p2p.blobs import BlobStore
 
 
@@ -35,3 +37,13 @@ def test_a_leaf_two_state_files_share_is_served_from_the_file_that_stays(tmp_pat
     assert store.read_all(digest) == b"LEAF"
     store.forget(digest, first)
     assert not store.has(digest)
+
+
+def test_a_file_is_served_by_its_sha256_or_by_the_digest_its_writer_computed(tmp_path):
+    store, path = BlobStore(), tmp_path / "weights.bin"
+    path.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").digest()
+    assert store.add_file(path) == digest
+    assert store.add_file(path, digest) == digest
+    store.forget(digest)
+    assert store.read_all(digest) == b"weights"

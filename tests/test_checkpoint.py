@@ -71,8 +71,9 @@ def test_the_weights_file_is_the_model_hash_preimage_and_loads_back(tmp_path):
     from node.checkpoint import read_weights, write_weights
 
     a, b = Llama(preset("tiny"), seed=1), Llama(preset("tiny"), seed=2)
-    write_weights(a, tmp_path / "w.bin")
-    assert hashlib.sha256((tmp_path / "w.bin").read_bytes()).hexdigest() == model_hash(a)
+    written = write_weights(a, tmp_path / "w.bin")
+    assert hashlib.sha256((tmp_path / "w.bin").read_bytes()).digest() == written
+    assert written.hex() == model_hash(a)
     read_weights(b, tmp_path / "w.bin")
     assert model_hash(b) == model_hash(a)
 
