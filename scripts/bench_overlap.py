@@ -8,8 +8,10 @@ Per mode, from every node's event log: compute utilization (forward and backward
 batches over its time from its first such computation to its last event, as the sim reports
 it), the share its worker was busy at all (training, replays, applies, syncs), and the bound
 on utilization the checks leave (own compute over own compute plus replays: a replay is
-another gradient on the target's batches, on the same device), with the wall time per round.
-The last line is overlapped / synchronous utilization. Exits 1 when a run's verdict is not a pass.
+another gradient on the target's batches, on the same device), with the wall time per round;
+then where each training worker's time went (`breakdown`: its jobs, and its idle time by the
+job it waited for). The last line is overlapped / synchronous utilization. Exits 1 when a
+run's verdict is not a pass.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ def run(args: argparse.Namespace, mode: str) -> dict:
     if summary is None:
         return {"mode": mode, "verdict": f"no summary: see {out / 'sim.out'}"}
     events = load(out)
-    nodes = [shares(evs) for name, evs in sorted(events.items()) if name.startswith("node-")]
-    nodes = [n for n in nodes if n is not None]
+    logs = [evs for name, evs in sorted(events.items()) if name.startswith("node-")]
+    logs = [evs for evs in logs if any(e.name == "compute" for e in evs)]
+    nodes = [shares(evs) | {"worker": breakdown(evs, mode == "on")} for evs in logs]
     recorded = len(summary["rounds_recorded_on_chain"])
     return {
         "mode": mode,
@@ -66,16 +69,38 @@ def run(args: argparse.Namespace, mode: str) -> dict:
     }
 
 
-def shares(evs: list[Event]) -> dict | None:
+def shares(evs: list[Event]) -> dict:
     compute = [e for e in evs if e.name == "compute"]
-    if not compute:
-        return None
     start, end = min(e.t for e in compute), max(e.t + e.dur for e in evs)
     span = end - start
     own = sum(e.dur for e in compute)
     replays = sum(e.dur for e in evs if e.name == "validate")
     busy = sum(e.dur for e in evs if e.name in JOBS and e.t >= start)
     return {"utilization": own / span, "busy": min(1.0, busy / span), "bound": own / (own + replays)}
+
+
+def breakdown(evs: list[Event], replays_beside: bool) -> dict[str, float]:
+    """Each node's training worker's time from its first own computation, as shares that sum
+    to 1: its own forward and backward, the rest of its train jobs (compress, serving the
+    state), applies, syncs, replays (when they run on this worker: synchronous rounds), and
+    its idle time by what ended it: the next train job (waiting for a round to start), the next
+    apply (waiting for a round to end), or nothing (after its last job)."""
+    on_worker = {"train", "apply", "sync"} | (set() if replays_beside else {"validate"})
+    compute = [e for e in evs if e.name == "compute"]
+    start, end = min(e.t for e in compute), max(e.t + e.dur for e in evs)
+    jobs = sorted((e for e in evs if e.name in on_worker and e.t + e.dur > start), key=lambda e: e.t)
+    own = sum(e.dur for e in compute)
+    out = {"compute": own, "train rest": sum(e.dur for e in jobs if e.name == "train") - own}
+    for name in ("apply", "sync", "validate"):
+        out[name] = sum(e.dur for e in jobs if e.name == name)
+    waits = {"wait train": 0.0, "wait apply": 0.0, "wait validate": 0.0, "wait sync": 0.0}
+    at = start
+    for e in jobs:
+        waits[f"wait {e.name}"] += max(0.0, e.t - at)
+        at = max(at, e.t + e.dur)
+    span = end - start
+    out |= waits | {"tail": max(0.0, end - at)}
+    return {k: v / span for k, v in out.items()}
 
 
 def round_seconds(coordinator: list[Event], recorded: int) -> float:
@@ -101,6 +126,20 @@ def table(rows: list[dict]) -> str:
             f"| {r['s_per_round']:.1f} | {r['utilization']:.1%} ({low:.0%}-{high:.0%}) | {r['busy']:.0%} "
             f"| {r['bound']:.0%} | {r['checked']} | {_loss(r['held_out'])} |"
         )
+    return "\n".join(lines)
+
+
+def worker_table(rows: list[dict]) -> str:
+    """Where each mode's training worker's time went, averaged over its nodes."""
+    done = [r for r in rows if "nodes" in r]
+    if not done:
+        return ""
+    keys = list(done[0]["nodes"][0]["worker"])
+    lines = ["| rounds | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for r in done:
+        mean = {k: sum(n["worker"][k] for n in r["nodes"]) / len(r["nodes"]) for k in keys}
+        label = "overlapped" if r["mode"] == "on" else "synchronous"
+        lines.append(f"| {label} | " + " | ".join(f"{mean[k]:.1%}" for k in keys) + " |")
     return "\n".join(lines)
 
 
@@ -145,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out, args.config = args.out.resolve(), args.config.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [run(args, mode) for mode in ("off", "on")]
-    print(json.dumps(rows, indent=1) if args.json else table(rows))
+    print(json.dumps(rows, indent=1) if args.json else f"{table(rows)}\n\n{worker_table(rows)}")
     if all("nodes" in r for r in rows):
         ratio = rows[1]["utilization"] / rows[0]["utilization"]
         print(f"overlapped / synchronous compute utilization: {ratio:.2f}")

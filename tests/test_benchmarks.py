@@ -186,6 +186,24 @@ def test_overlap_benchmark_splits_a_nodes_time_into_own_compute_jobs_and_the_bou
     assert shares(evs) == {"utilization": 0.4, "busy": 0.75, "bound": 4 / 6}
 
 
+def test_overlap_benchmark_splits_a_training_workers_time_into_jobs_and_what_it_waited_for():
+    from scripts.bench_overlap import breakdown
+
+    def span(name, t, dur):
+        return Event(t, "node-a", name, 0, dur)
+
+    evs = [span("train", 0, 2.5), span("compute", 0, 2), span("validate", 3, 2), span("apply", 6, 1)]
+    evs += [span("train", 8, 2), span("compute", 8, 2)]
+    on_worker = breakdown(evs, replays_beside=False)
+    assert on_worker == pytest.approx(
+        {"compute": 0.4, "train rest": 0.05, "apply": 0.1, "sync": 0, "validate": 0.2, "wait train": 0.1,
+         "wait apply": 0.1, "wait validate": 0.05, "wait sync": 0, "tail": 0}
+    )  # fmt: skip
+    beside = breakdown(evs, replays_beside=True)
+    assert beside["validate"] == 0 and beside["wait apply"] == pytest.approx(0.35)
+    assert sum(beside.values()) == pytest.approx(1) == sum(on_worker.values())
+
+
 def test_scale_benchmark_gives_every_node_a_batch_a_round(tmp_path):
     from protocol.run_config import load
     from scripts.bench_scale import run_config
