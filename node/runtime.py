@@ -245,9 +245,9 @@ class NodeRuntime:
         self.contributions.start(rs.step)
         self.optimizer.step = rs.step
         self._prefetch_next(rs)
-        started = time.perf_counter()
         on_its_model = self._versions.loaded(self.model, self.hash, rs.model_hash)
-        with self.events.span("compute", rs.round), on_its_model:
+        with on_its_model, self.events.span("compute", rs.round):  # the swap is not own compute
+            started = time.perf_counter()
             batches = self.behaviour.batches(self, rs)
             try:
                 result = self.trainer.round_gradients(batches, self.local, self._inner_lr(rs.step))

@@ -75,7 +75,7 @@ def shares(evs: list[Event]) -> dict:
     span = end - start
     own = sum(e.dur for e in compute)
     replays = sum(e.dur for e in evs if e.name == "validate")
-    busy = sum(e.dur for e in evs if e.name in JOBS and e.t >= start)
+    busy = sum(max(0.0, min(e.t + e.dur, end) - max(e.t, start)) for e in evs if e.name in JOBS)
     return {"utilization": own / span, "busy": min(1.0, busy / span), "bound": own / (own + replays)}
 
 
