@@ -39,6 +39,10 @@ def run_config(args: argparse.Namespace, out: Path) -> Path:
     rounds = base.rounds
     if args.verdict_timeout:
         rounds = replace(rounds, verdict_timeout_s=args.verdict_timeout)
+    if args.round_timeout:
+        rounds = replace(rounds, round_timeout_s=args.round_timeout)
+    if args.validation_rate is not None:
+        rounds = replace(rounds, validation_rate=args.validation_rate)
     if args.global_batch:
         rounds = replace(rounds, global_batch=args.global_batch, weight_by_throughput=False)
     path = out / "run.toml"  # a config with relative data or model paths needs them made absolute
@@ -52,6 +56,11 @@ def run(args: argparse.Namespace, mode: str) -> dict:
     summary = run_sim([*flags, "--nodes", str(args.nodes), "--rounds", str(args.rounds)], out)
     if summary is None:
         return {"mode": mode, "verdict": f"no summary: see {out / 'sim.out'}"}
+    return analyse(mode, out, summary)
+
+
+def analyse(mode: str, out: Path, summary: dict) -> dict:
+    """One mode's figures from its sim's summary and the event logs under `out`."""
     events = load(out)
     logs = [evs for name, evs in sorted(events.items()) if name.startswith("node-")]
     logs = [evs for evs in logs if any(e.name == "compute" for e in evs)]
@@ -148,9 +157,10 @@ def _loss(values: list[float] | None) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Per-node utilization, and where each mode's training worker's time went."""
     from scripts.plotting import save_png, subplots
 
-    fig, ax = subplots(figsize=(7, 4))
+    fig, (ax, parts) = subplots(1, 2, figsize=(12, 4))
     done = [r for r in rows if "nodes" in r]
     for i, r in enumerate(done):
         xs = [j + 0.4 * i for j in range(len(r["nodes"]))]
@@ -161,8 +171,24 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_xlabel("node")
     ax.set_ylabel("compute utilization, %")
     ax.set_title("own batches' forward and backward / wall time")
-    ax.legend()
+    ax.legend(loc="lower right")
+    _plot_breakdown(parts, done)
     save_png(fig, path)
+
+
+def _plot_breakdown(ax, rows: list[dict]) -> None:
+    if not rows:
+        return
+    labels = ["overlapped" if r["mode"] == "on" else "synchronous" for r in rows]
+    keys = [k for k in rows[0]["nodes"][0]["worker"] if any(n["worker"][k] for r in rows for n in r["nodes"])]
+    bottom = [0.0] * len(rows)
+    for key in keys:
+        shares = [100 * sum(n["worker"][key] for n in r["nodes"]) / len(r["nodes"]) for r in rows]
+        ax.bar(labels, shares, bottom=bottom, label=key)
+        bottom = [b + v for b, v in zip(bottom, shares)]
+    ax.set_ylabel("share of the training worker's time, %")
+    ax.set_title("where the training worker's time went (mean over nodes)")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1, 0.5))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="seconds a replay may take (one beside training takes longer)",
     )
+    p.add_argument("--round-timeout", type=float, help="seconds a round may take (more batches need more)")
+    p.add_argument("--validation-rate", type=float, help="share of contributions replayed")
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--out", type=Path, default=ROOT / "out" / "bench_overlap")
