@@ -100,7 +100,11 @@ def serve(
             digest = write_state(opt, f, local)
         blobs.add_range(path, 0, state_size(opt, local), digest)
         return HeldState(digest, [digest], path)
-    hashes, spans = _write_leaves(opt, path)
+    try:
+        hashes, spans = _write_leaves(opt, path)
+    except BaseException:
+        path.unlink(missing_ok=True)  # a state half written (a full disk) is never served or kept
+        raise
     for digest, (offset, length) in zip(hashes, spans):
         blobs.add_range(path, offset, length, digest)
     root, pages = make_index(opt, hashes)

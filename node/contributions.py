@@ -68,9 +68,13 @@ class Contributions:
     def compressed(self) -> HeldState:
         """The optimizer just compressed: serve its new state (the one before is kept)."""
         self._before = self.held
-        self.held = committed_state.serve(
-            self.host.blobs, self.optimizer, self.local, self.directory, self.by_leaf
-        )
+        try:
+            self.held = committed_state.serve(
+                self.host.blobs, self.optimizer, self.local, self.directory, self.by_leaf
+            )
+        except OSError:  # not served, so never committed: back to the state that is
+            committed_state.restore(self._before, self.optimizer, self.local)
+            raise
         return self.held
 
     def withdraw(self) -> None:

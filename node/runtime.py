@@ -259,7 +259,11 @@ class NodeRuntime:
         honest = self.optimizer.compress(round=rs.round, origin=self.me)
         compressed = time.perf_counter()
         self.metrics.trained(result.tokens, compressed - started, compressed - compress_started, len(honest))
-        after = self.contributions.compressed()
+        try:
+            after = self.contributions.compressed()
+        except OSError as exc:  # a full disk: this round is not committed, the node goes on
+            log.error("round %d not committed: cannot write the optimizer state: %s", rs.round, exc)
+            return machine.Trained(rs.round, None)
         payload = self.behaviour.payload(self, rs, honest)
         if payload is None:
             self.contributions.withdraw()

@@ -1,8 +1,10 @@
 """The optimizer state a member serves each round (node/committed_state.py) is exactly the Merkle
 index of its leaves (optim/state_chunks.py), whatever order its writer threads finish in."""
 
+import errno
 import hashlib
 
+import pytest
 import torch
 
 from node import committed_state
@@ -45,3 +47,21 @@ def test_a_forgotten_state_is_no_longer_served_and_its_file_is_gone(tmp_path):
     committed_state.forget(blobs, held)
     assert not any(blobs.has(h) for h in held.served)
     assert not held.path.exists()
+
+
+def test_a_state_that_cannot_be_written_leaves_no_file_and_nothing_served(tmp_path, monkeypatch):
+    opt = trained_optimizer()
+    blobs = BlobStore()
+    calls, write_and_hash = [], committed_state._write_and_hash
+
+    def disk_full(fd, leaves, at):  # the third tensor's write finds the disk full
+        calls.append(at)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_and_hash(fd, leaves, at)
+
+    monkeypatch.setattr(committed_state, "_write_and_hash", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        committed_state.serve(blobs, opt, None, tmp_path, by_leaf=True)
+    assert list(tmp_path.iterdir()) == []
+    assert not blobs.has(hashlib.sha256(index_bytes(opt)[0]).digest())

@@ -2,18 +2,21 @@
 may start from: under any order of accepts and rejects, in either round mode, an honest member's
 commits are never judged to start from a state no accepted payload left (penalized)."""
 
+import errno
 import os
 import subprocess
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator import rounds
 from coordinator.state import State
+from node import committed_state
 from node.contributions import Contributions
 from optim import DemoOptimizer
 from optim.config import DemoConfig
@@ -88,3 +91,19 @@ def test_state_files_a_gone_process_left_are_deleted_at_start_and_a_live_ones_ke
     optimizer = DemoOptimizer([("w", torch.nn.Parameter(torch.zeros(4, 4)))], DemoConfig(chunk=4, topk=2))
     Contributions(FakeHost(), optimizer, None, states, False, overlap=False)
     assert not orphan.exists() and live.exists()
+
+
+def test_a_state_that_cannot_be_served_puts_the_optimizer_back_on_the_state_it_served(monkeypatch):
+    own, optimizer, weight = member(overlap=False)
+    train(own, optimizer, weight, 0)
+    served = [m.clone() for m in optimizer.momentum]
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(committed_state, "serve", disk_full)
+    weight.grad = torch.ones(weight.shape)
+    optimizer.compress(round=1)
+    with pytest.raises(OSError):
+        own.compressed()
+    assert all(torch.equal(a, b) for a, b in zip(optimizer.momentum, served))

@@ -97,3 +97,22 @@ def test_a_state_is_served_from_a_file_of_its_leaves_which_goes_when_the_state_d
     end(runtime, 8, accepted=True)
     assert not first.path.exists() and not runtime.host.blobs.has(first.digest)
     assert runtime.contributions.held.path.is_file()
+
+
+def test_a_round_whose_state_cannot_be_written_is_not_committed_and_the_next_one_is(
+    runtime, monkeypatch, caplog
+):
+    from node import committed_state
+
+    first = train(runtime, 4)
+    end(runtime, 4, accepted=True)
+    serve = committed_state.serve
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(committed_state, "serve", disk_full)
+    assert train(runtime, 5) is None
+    assert "round 5 not committed: cannot write the optimizer state" in caplog.text
+    monkeypatch.setattr(committed_state, "serve", serve)
+    assert train(runtime, 6).state_before == first.state_after
