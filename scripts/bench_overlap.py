@@ -131,7 +131,7 @@ def table(rows: list[dict]) -> str:
             continue
         low, high = min(n["utilization"] for n in r["nodes"]), max(n["utilization"] for n in r["nodes"])
         lines.append(
-            f"| {'overlapped' if r['mode'] == 'on' else 'synchronous'} | {r['verdict']} | {r['wall_s']:.0f} "
+            f"| {_label(r)} | {r['verdict']} | {r['wall_s']:.0f} "
             f"| {r['s_per_round']:.1f} | {r['utilization']:.1%} ({low:.0%}-{high:.0%}) | {r['busy']:.0%} "
             f"| {r['bound']:.0%} | {r['checked']} | {_loss(r['held_out'])} |"
         )
@@ -146,10 +146,19 @@ def worker_table(rows: list[dict]) -> str:
     keys = list(done[0]["nodes"][0]["worker"])
     lines = ["| rounds | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
     for r in done:
-        mean = {k: sum(n["worker"][k] for n in r["nodes"]) / len(r["nodes"]) for k in keys}
-        label = "overlapped" if r["mode"] == "on" else "synchronous"
-        lines.append(f"| {label} | " + " | ".join(f"{mean[k]:.1%}" for k in keys) + " |")
+        mean = _worker_mean(r)
+        lines.append(f"| {_label(r)} | " + " | ".join(f"{mean[k]:.1%}" for k in keys) + " |")
     return "\n".join(lines)
+
+
+def _label(row: dict) -> str:
+    return "overlapped" if row["mode"] == "on" else "synchronous"
+
+
+def _worker_mean(row: dict) -> dict[str, float]:
+    """A mode's training-worker shares (`breakdown`), averaged over its nodes."""
+    nodes = row["nodes"]
+    return {k: sum(n["worker"][k] for n in nodes) / len(nodes) for k in nodes[0]["worker"]}
 
 
 def _loss(values: list[float] | None) -> str:
@@ -164,8 +173,7 @@ def plot(rows: list[dict], path: Path) -> None:
     done = [r for r in rows if "nodes" in r]
     for i, r in enumerate(done):
         xs = [j + 0.4 * i for j in range(len(r["nodes"]))]
-        label = "overlapped" if r["mode"] == "on" else "synchronous"
-        ax.bar(xs, [100 * n["utilization"] for n in r["nodes"]], width=0.4, label=label)
+        ax.bar(xs, [100 * n["utilization"] for n in r["nodes"]], width=0.4, label=_label(r))
     ax.set_xticks([j + 0.2 for j in range(len(done[0]["nodes"]))] if done else [])
     ax.set_xticklabels([str(j) for j in range(len(done[0]["nodes"]))] if done else [])
     ax.set_xlabel("node")
@@ -179,11 +187,11 @@ def plot(rows: list[dict], path: Path) -> None:
 def _plot_breakdown(ax, rows: list[dict]) -> None:
     if not rows:
         return
-    labels = ["overlapped" if r["mode"] == "on" else "synchronous" for r in rows]
-    keys = [k for k in rows[0]["nodes"][0]["worker"] if any(n["worker"][k] for r in rows for n in r["nodes"])]
+    labels, means = [_label(r) for r in rows], [_worker_mean(r) for r in rows]
+    keys = [k for k in means[0] if any(m[k] for m in means)]
     bottom = [0.0] * len(rows)
     for key in keys:
-        shares = [100 * sum(n["worker"][key] for n in r["nodes"]) / len(r["nodes"]) for r in rows]
+        shares = [100 * m[key] for m in means]
         ax.bar(labels, shares, bottom=bottom, label=key)
         bottom = [b + v for b, v in zip(bottom, shares)]
     ax.set_ylabel("share of the training worker's time, %")
