@@ -51,7 +51,14 @@ from protocol.run_config import OptimSection  # noqa: E402
 def demo_config(args: argparse.Namespace) -> DemoConfig:
     rule = OptimSection(lr=args.lr, lr_width=args.lr_width, outer_step=args.outer_step)
     lr = rule.lr_for(preset(args.preset).dim)
-    schedule = LrSchedule(args.schedule, lr=lr, warmup=args.warmup, total=args.steps, final_ratio=0.1)
+    schedule = LrSchedule(
+        args.schedule,
+        lr=lr,
+        warmup=args.warmup,
+        total=args.steps,
+        final_ratio=0.1,
+        decay_fraction=args.decay_fraction,
+    )
     return DemoConfig(
         chunk=args.chunk,
         topk=args.topk,
@@ -73,8 +80,48 @@ def adamw_lr(args: argparse.Namespace, step: int) -> float:
     ).lr_at(step)
 
 
+# What AdamW-DDP's arm depends on: a stored arm is reused only where all of these match.
+BASELINE_KEYS = (
+    "preset",
+    "steps",
+    "replicas",
+    "seq_len",
+    "batch_seqs",
+    "micro_batch",
+    "eval_every",
+    "eval_seqs",
+    "adam_lr",
+    "adam_warmup",
+)
+
+
+def load_baselines(paths: list[Path], args: argparse.Namespace, corpus_sha256: str) -> dict[int, list[float]]:
+    """AdamW-DDP's held-out curve by seed, from earlier --json results of the same baseline
+    configuration and corpus; a result that differs in either is refused by name."""
+    curves = {}
+    for path in paths:
+        result = json.loads(path.read_text())
+        differ = [k for k in BASELINE_KEYS if result["config"][k] != getattr(args, k)]
+        if result["corpus"]["sha256"] != corpus_sha256:
+            differ.append("corpus")
+        if differ:
+            raise SystemExit(f"{path}: its AdamW-DDP arm differs from this run's in {', '.join(differ)}")
+        for run in result["runs"]:
+            curves[run["seed"]] = [point["adamw"] for point in run["curve"]]
+    missing = sorted(set(args.seeds) - set(curves))
+    if missing:
+        raise SystemExit(f"--adamw-from holds no AdamW-DDP arm for seed(s) {missing}")
+    return curves
+
+
 def run_seed(
-    args: argparse.Namespace, data: TokenDataset, seed: int, device: torch.device, progress, task
+    args: argparse.Namespace,
+    data: TokenDataset,
+    seed: int,
+    device: torch.device,
+    progress,
+    task,
+    stored_adamw: list[float] | None = None,
 ) -> dict:
     model = Llama(preset(args.preset, vocab_size=259, max_seq_len=args.seq_len), seed=seed).to(device)
     h = args.inner_steps
@@ -87,13 +134,17 @@ def run_seed(
         if step % h == h - 1:  # an exchange closes every H steps (every step without local steps)
             inner_lr = args.inner_lr * adamw_lr(args, step - h + 1) / args.adam_lr
             payload_bytes.append(runner.step(step // h, args.replicas, inner_lr=inner_lr).payload_bytes / h)
-        baseline.accumulate_gradients(round_batch_ids(step, args.replicas))
-        for group in adamw.param_groups:
-            group["lr"] = adamw_lr(args, step)
-        adamw.step()
+        if stored_adamw is None:
+            baseline.accumulate_gradients(round_batch_ids(step, args.replicas))
+            for group in adamw.param_groups:
+                group["lr"] = adamw_lr(args, step)
+            adamw.step()
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             demo_loss = runner.trainers[0].evaluate(args.eval_seqs)
-            curve.append({"step": step + 1, "demo": demo_loss, "adamw": baseline.evaluate(args.eval_seqs)})
+            adamw_loss = (
+                baseline.evaluate(args.eval_seqs) if stored_adamw is None else stored_adamw[len(curve)]
+            )
+            curve.append({"step": step + 1, "demo": demo_loss, "adamw": adamw_loss})
         if progress:
             progress.advance(task)
     return {
@@ -202,6 +253,7 @@ def main() -> None:
     )
     add("--schedule", default="constant", choices=["constant", "cosine", "wsd"])
     add("--warmup", type=int, default=0)
+    add("--decay-fraction", type=float, default=0.2, help="wsd: the last fraction of the run decays")
     add("--chunk", type=int, default=128)
     add("--topk", type=int, default=18)
     add("--select", choices=SELECTIONS, default="tensor", help="top-k within each chunk or over each tensor")
@@ -231,6 +283,13 @@ def main() -> None:
         help="AdamW-DDP's peak lr (tiny's best over 3 seeds; 20m's is 1.5e-3: BENCHMARKS.md)",
     )
     add("--adam-warmup", type=int, default=20)
+    add(
+        "--adamw-from",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="reuse AdamW-DDP's arm from earlier --json results of the same baseline and seeds",
+    )
     add("--plot", default="out/convergence.png", help="PNG path; empty for none")
     add("--json", action="store_true")
     args = parser.parse_args()
@@ -246,11 +305,13 @@ def main() -> None:
         console.print(f"{args.steps} steps fit in {args.seconds:.0f} s")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("training", total=args.steps * len(args.seeds))
-        runs = [run_seed(args, data, seed, device, progress, task) for seed in args.seeds]
+        stored = load_baselines(args.adamw_from, args, corpus.sha256) if args.adamw_from else {}
+        runs = [run_seed(args, data, s, device, progress, task, stored.get(s)) for s in args.seeds]
     summary = summarize(runs)
     if args.plot:
         plot(runs, summary, Path(args.plot))
-    config = {k: v for k, v in vars(args).items() if k not in ("json", "plot")}
+    config = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "adamw_from")}
+    config["adamw_from"] = [str(p) for p in args.adamw_from]
     result = {
         "config": config,
         "corpus": {"sha256": corpus.sha256, "tokens": len(corpus.tokens)},
