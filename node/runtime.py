@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from node.sharded import Shards  # imported by the node only with --shard (FSDP takes 1.2 s)
 
 log = logging.getLogger("eranos.node")
+TICK_S = 0.2  # the longest the loop sleeps with nothing arriving (deadlines are checked on ticks)
 
 
 @dataclass
@@ -163,12 +164,14 @@ class NodeRuntime:
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        """Step the machine with every message and job result as soon as it arrives (both set
+        `host.arrived`), and with a tick at least every TICK_S."""
         while not stop.is_set():
-            try:
-                envelope = self.host.received.get(timeout=0.2)
+            self.host.arrived.wait(TICK_S)
+            self.host.arrived.clear()  # before draining: what arrives meanwhile wakes the next wait
+            for _ in range(self.host.received.qsize()):
+                envelope = self.host.received.get_nowait()
                 self.step(machine.Received(envelope.sender, envelope.body))
-            except queue.Empty:
-                pass
             while not self._results.empty():
                 self.step(self._results.get_nowait())
             self.step(machine.Tick())
@@ -209,6 +212,7 @@ class NodeRuntime:
             log.exception("%s failed", type(job).__name__)
             result = _not_done(job)
         self._results.put(result)
+        self.host.arrived.set()
 
     def _publish(self, message) -> None:
         try:

@@ -81,6 +81,7 @@ class Host:
         self.inbox = Inbox(run or "", pinned=frozenset(pinned))
         # verified messages for the owner's loop; bounded, so a flood costs drops (counted), not memory
         self.received: queue.Queue[Envelope] = queue.Queue(maxsize=MAX_RECEIVED)
+        self.arrived = threading.Event()  # set with each message queued, so a loop need not poll
         self.blobs = BlobStore()
         # whom a blob is served to (peer id, digest): everyone that asks, unless an operator limits it
         self.serves: Callable[[str, bytes], bool] = lambda peer, digest: True
@@ -314,6 +315,7 @@ class Host:
                     self.received.put_nowait(envelope)
                 except queue.Full:
                     self.inbox.rejected["overloaded"] += 1
+                self.arrived.set()
 
     # -- blobs -----------------------------------------------------------------------------
     def provide(self, data: bytes) -> bytes:

@@ -1,5 +1,7 @@
 """The node keeps a round's optimizer state only when its payload counted, and commits to it."""
 
+import queue
+import threading
 import time
 from pathlib import Path
 
@@ -7,6 +9,7 @@ import pytest
 import torch
 
 from node import machine
+from node import runtime as runtime_module
 from node.outputs import EVALS
 from node.runtime import NodeRuntime
 from optim.codec import decode
@@ -116,3 +119,19 @@ def test_a_round_whose_state_cannot_be_written_is_not_committed_and_the_next_one
     assert "round 5 not committed: cannot write the optimizer state" in caplog.text
     monkeypatch.setattr(committed_state, "serve", serve)
     assert train(runtime, 6).state_before == first.state_after
+
+
+def test_the_loop_steps_a_job_result_when_it_arrives_not_at_the_next_tick(runtime, monkeypatch):
+    monkeypatch.setattr(runtime_module, "TICK_S", 120.0)
+    stepped: queue.Queue = queue.Queue()
+    monkeypatch.setattr(runtime, "step", stepped.put)
+    stop = threading.Event()
+    loop = threading.Thread(target=runtime.run, args=(stop,))
+    loop.start()
+    try:
+        runtime._worker.submit(runtime._job, machine.Sync(runtime.hash, 3, 3))  # held already: at once
+        assert stepped.get(timeout=30) == machine.Synced(runtime.hash, 3)
+    finally:
+        stop.set()
+        runtime.host.arrived.set()
+        loop.join(timeout=30)

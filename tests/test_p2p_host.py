@@ -93,6 +93,15 @@ def test_signed_gossip_arrives_verified(hosts):
     assert envelope.sender == b.identity.public_key and envelope.body.round == 4
 
 
+def test_a_queued_message_sets_arrived_so_the_owner_need_not_poll(hosts):
+    a, b = hosts(2)
+    publish_until_received(b, a, note(4))
+    a.arrived.clear()
+    assert not a.arrived.is_set()
+    publish_until_received(b, a, note(5))
+    assert a.arrived.is_set()
+
+
 def test_unsigned_wrongly_signed_and_replayed_gossip_is_rejected_and_counted(hosts):
     a, b = hosts(2)
     publish_until_received(b, a, note(0))
