@@ -136,7 +136,7 @@ class CoordinatorService:
         self._events: queue.Queue[Event] = queue.Queue()
         self._checks = ThreadPoolExecutor(2, thread_name_prefix="payload-check")
         self.roster = (
-            Roster(client, config.run.chain_run_id, self._checks, self._events.put, self._member_keys, clock)
+            Roster(client, config.run.chain_run_id, self._checks, self._post, self._member_keys, clock)
             if client is not None
             else None
         )
@@ -186,9 +186,17 @@ class CoordinatorService:
         self.journal.close()
 
     def run(self, stop: threading.Event) -> None:
+        """Poll as soon as a message or an event arrives (both set `host.arrived`), and at least
+        every TICK_S."""
         while not stop.is_set():
+            self.host.arrived.clear()  # before polling: what arrives meanwhile wakes the wait
             self.poll()
-            stop.wait(TICK_S)
+            self.host.arrived.wait(TICK_S)
+
+    def _post(self, event: Event) -> None:
+        """Queue an event from another thread for the loop, and wake it."""
+        self._events.put(event)
+        self.host.arrived.set()
 
     def poll(self) -> None:
         """Everything that arrived, then a tick; called by `run` every TICK_S."""
@@ -245,7 +253,7 @@ class CoordinatorService:
         except (BlobError, LocalError) as exc:
             log.info("payload of %s unavailable: %s", commit.key.hex()[:8], exc)
             ok = None
-        self._events.put(PayloadChecked(commit.key, commit.round, ok))
+        self._post(PayloadChecked(commit.key, commit.round, ok))
 
     def _step(self, event: Event | None) -> Result:
         before = self.state

@@ -11,9 +11,10 @@ from solders.keypair import Keypair
 
 from chain.client import EranosClient
 from chain.state import Mode, RunParams
+from coordinator import service as service_module
 from coordinator.roster import MAX_PENDING
 from coordinator.service import CoordinatorService
-from coordinator.state import Phase
+from coordinator.state import PayloadChecked, Phase
 from node.model import Llama, preset
 from optim import DemoOptimizer
 from p2p.host import Host
@@ -243,3 +244,22 @@ def test_a_member_that_leaves_on_chain_is_removed_after_the_round(network):
     while time.monotonic() < deadline and leaver in service.state.members:
         time.sleep(0.1)
     assert leaver not in service.state.members
+
+
+def test_the_loop_polls_when_an_event_is_posted_not_at_the_next_tick(tmp_path, monkeypatch):
+    monkeypatch.setattr(service_module, "TICK_S", 120.0)
+    service = CoordinatorService(CONFIG, Host(COORDINATOR, CONFIG.run.name), tmp_path / "journal.jsonl", None)
+    polls: queue.Queue = queue.Queue()
+    monkeypatch.setattr(service, "poll", lambda: polls.put(service._events.qsize()))
+    stop = threading.Event()
+    loop = threading.Thread(target=service.run, args=(stop,))
+    loop.start()
+    try:
+        assert polls.get(timeout=30) == 0  # the first poll, at once
+        service._post(PayloadChecked(H0, 0, True))
+        assert polls.get(timeout=30) == 1
+    finally:
+        stop.set()
+        service.host.arrived.set()
+        loop.join(timeout=30)
+        service.close()
