@@ -35,6 +35,7 @@ class ReplicaRunner:
         micro_batch: int,
         seed: int = 0,
         inner: InnerConfig | None = None,
+        accumulate: int = 1,  # steps' batches summed into each exchange's one gradient (no inner steps)
     ):
         self.ids = [f"replica-{i}" for i in range(n)]
         self.models = [copy.deepcopy(model) for _ in range(n)]
@@ -43,6 +44,7 @@ class ReplicaRunner:
         self.trainers = [Trainer(m, data, micro_batch, device) for m in self.models]
         self.seed = seed
         self.local = [LocalSteps(m.parameters(), inner) for m in self.models] if inner else []
+        self.accumulate = accumulate
 
     def _share(self, i: int, step: int, global_batch: int) -> list[int]:
         return assign_batches(self.seed + step, self.ids, round_batch_ids(step, global_batch))[self.ids[i]]
@@ -51,7 +53,9 @@ class ReplicaRunner:
         """Replica i's gradients (or pseudo-gradient, with local steps) for the round; its losses."""
         trainer = self.trainers[i]
         if not self.local:
-            return [trainer.accumulate_gradients(self._share(i, round_number, global_batch)).loss]
+            a = self.accumulate
+            shares = [b for j in range(a) for b in self._share(i, round_number * a + j, global_batch)]
+            return [trainer.accumulate_gradients(shares).loss]
         steps = self.local[i].config.steps
         shares = [self._share(i, round_number * steps + h, global_batch) for h in range(steps)]
         losses: list[float] = []
@@ -62,7 +66,8 @@ class ReplicaRunner:
         self, round_number: int, global_batch: int, check_hashes: bool = False, inner_lr: float | None = None
     ) -> RoundReport:
         """One exchange. With local steps (`inner`), round r covers steps r*H .. r*H+H-1, each
-        replica taking one inner step per step on its share of that step's batches."""
+        replica taking one inner step per step on its share of that step's batches; with
+        `accumulate` A, steps r*A .. r*A+A-1, each replica's shares of them in one gradient."""
         payloads, losses = {}, []
         for i, node in enumerate(self.ids):
             losses += self._train(i, round_number, global_batch, inner_lr)

@@ -55,7 +55,7 @@ def demo_config(args: argparse.Namespace) -> DemoConfig:
         args.schedule,
         lr=lr,
         warmup=args.warmup,
-        total=args.steps,
+        total=args.steps // args.accumulate,  # the optimizer steps once per exchange
         final_ratio=0.1,
         decay_fraction=args.decay_fraction,
     )
@@ -126,7 +126,10 @@ def run_seed(
     model = Llama(preset(args.preset, vocab_size=259, max_seq_len=args.seq_len), seed=seed).to(device)
     h = args.inner_steps
     inner = InnerConfig(steps=h, lr=args.inner_lr) if h > 1 else None
-    runner = ReplicaRunner(model, data, demo_config(args), args.replicas, args.micro_batch, seed, inner)
+    runner = ReplicaRunner(
+        model, data, demo_config(args), args.replicas, args.micro_batch, seed, inner, args.accumulate
+    )
+    h *= args.accumulate  # AdamW steps per exchange
     baseline = Trainer(model, data, args.micro_batch, device)  # the original model is the AdamW replica
     adamw = torch.optim.AdamW(model.parameters(), lr=args.adam_lr, betas=(0.9, 0.95), weight_decay=0.1)
     curve, payload_bytes = [], []
@@ -271,6 +274,12 @@ def main() -> None:
     add("--inner-steps", type=int, default=1, help="H: local AdamW steps per exchange (optim/local.py)")
     add("--inner-lr", type=float, default=1e-3, help="local steps' peak lr (AdamW's schedule shape)")
     add(
+        "--accumulate",
+        type=int,
+        default=1,
+        help="A: one exchange per A steps, its gradient over their batches (bytes per step / A)",
+    )
+    add(
         "--outer-step",
         default="sign",
         choices=["sign", "values"],
@@ -293,6 +302,8 @@ def main() -> None:
     add("--plot", default="out/convergence.png", help="PNG path; empty for none")
     add("--json", action="store_true")
     args = parser.parse_args()
+    if args.inner_steps > 1 and args.accumulate > 1:
+        parser.error("--accumulate sums the steps' gradients; --inner-steps steps on each: choose one")
     if args.threads:
         torch.set_num_threads(args.threads)
     retain_freed_memory()

@@ -53,6 +53,16 @@ def test_replicas_train_on_different_batches_but_agree(data):
     assert not torch.equal(momenta[0], momenta[1])
 
 
+def test_an_accumulating_exchange_takes_one_gradient_over_its_steps_batches(data):
+    model = Llama(preset("tiny", n_layers=1))
+    runner = ReplicaRunner(model, data, DemoConfig(topk=4), n=2, micro_batch=4, accumulate=3)
+    shares = [b for step in (3, 4, 5) for b in runner._share(1, step, global_batch=2)]
+    assert len(shares) == 3
+    runner.step(1, global_batch=2)  # exchange 1 covers steps 3, 4 and 5
+    Trainer(model, data, micro_batch=4, device=torch.device("cpu")).accumulate_gradients(shares)
+    assert all(torch.equal(a, b) for a, b in zip(grads(runner.models[1]), grads(model)))
+
+
 def test_auto_device_is_cpu_without_cuda():
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
