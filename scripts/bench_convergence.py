@@ -16,6 +16,9 @@ at width 128 and lr * 128 / dim for a wider model, Adam-style local precondition
     python scripts/bench_convergence.py --json --seeds 0 1 2
     python scripts/bench_convergence.py --preset 20m --steps 2000 --device cuda
     python scripts/bench_convergence.py --preset 125m --seq-len 256 --seconds 300   # what fits
+    python scripts/bench_convergence.py --schedule wsd --adamw-from out/a.json      # DeMo's arm only
+(`--adamw-from` takes AdamW-DDP's curves from earlier `--json` results of the same baseline,
+corpus and seeds instead of training that arm again.)
 """
 
 import argparse
