@@ -83,8 +83,11 @@ def adamw_lr(args: argparse.Namespace, step: int) -> float:
     ).lr_at(step)
 
 
-# What AdamW-DDP's arm depends on: a stored arm is reused only where all of these match.
+# What AdamW-DDP's arm depends on, to the bit (threads and device change the float sums): a
+# stored arm is reused only where all of these match.
 BASELINE_KEYS = (
+    "threads",
+    "device",
     "preset",
     "steps",
     "replicas",
