@@ -10,13 +10,13 @@ Reports the held-out loss of each over time, the final ratio, and bytes per step
 
     python scripts/bench_convergence.py                      # tiny preset, 300 steps, table + PNG
 Defaults are the best of the tuning runs recorded in BENCHMARKS.md (top-k over each whole tensor
-of 128x128 DCT blocks, 18 per block's worth of entries, 1-bit signs, beta 0.99, constant lr 1e-3
-at width 128 and lr * 128 / dim for a wider model, Adam-style local preconditioning with beta2
-0.99).
+of 128x128 DCT blocks, 18 per block's worth of entries, 1-bit signs, beta 0.99, lr 1e-3 at width
+128 and lr * 128 / dim for a wider model, held and then decayed to a tenth over the last fifth
+of the steps (wsd), Adam-style local preconditioning with beta2 0.99).
     python scripts/bench_convergence.py --json --seeds 0 1 2
     python scripts/bench_convergence.py --preset 20m --steps 2000 --device cuda
     python scripts/bench_convergence.py --preset 125m --seq-len 256 --seconds 300   # what fits
-    python scripts/bench_convergence.py --schedule wsd --adamw-from out/a.json      # DeMo's arm only
+    python scripts/bench_convergence.py --schedule constant --adamw-from out/a.json # DeMo's arm only
 (`--adamw-from` takes AdamW-DDP's curves from earlier `--json` results of the same baseline,
 corpus and seeds instead of training that arm again.)
 """
@@ -260,9 +260,14 @@ def main() -> None:
         default=OptimSection.lr_width,
         help="a model of width dim steps lr * lr_width / dim (0: lr as given; sign steps only)",
     )
-    add("--schedule", default="constant", choices=["constant", "cosine", "wsd"])
+    add("--schedule", default=OptimSection.schedule, choices=["constant", "cosine", "wsd"])
     add("--warmup", type=int, default=0)
-    add("--decay-fraction", type=float, default=0.2, help="wsd: the last fraction of the run decays")
+    add(
+        "--decay-fraction",
+        type=float,
+        default=OptimSection.decay_fraction,
+        help="wsd: the last fraction of the run decays",
+    )
     add("--chunk", type=int, default=128)
     add("--topk", type=int, default=18)
     add("--select", choices=SELECTIONS, default="tensor", help="top-k within each chunk or over each tensor")

@@ -110,3 +110,13 @@ def test_validators_check_a_sample_of_the_state_only_where_compress_is_chunk_loc
     assert not sampled(loads("[optim]\nselect = 'tensor'\nvalues = 'int8'"))
     assert not sampled(loads("[optim]\ninner_steps = 2"))
     assert not sampled(loads("[validation]\nsample_chunks = 0"))
+
+
+def test_the_default_schedule_holds_the_lr_then_decays_it_over_the_last_fifth_of_the_rounds():
+    schedule = loads("[rounds]\nrounds = 10").demo_config().schedule
+    assert [schedule.lr_at(r) / schedule.lr for r in (0, 7, 8, 9)] == pytest.approx([1.0, 1.0, 1.0, 0.55])
+
+
+def test_a_decay_over_no_rounds_is_refused():
+    with pytest.raises(ConfigError, match="decay_fraction"):
+        loads("[optim]\ndecay_fraction = 0")
