@@ -199,7 +199,8 @@ class CoordinatorService:
         self.host.arrived.set()
 
     def poll(self) -> None:
-        """Everything that arrived, then a tick; called by `run` every TICK_S."""
+        """Everything that arrived, then a tick; called by `run` on each arrival and at least
+        every TICK_S."""
         for _ in range(1000):
             try:
                 envelope = self.host.received.get_nowait()
