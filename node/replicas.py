@@ -49,15 +49,17 @@ class ReplicaRunner:
     def _share(self, i: int, step: int, global_batch: int) -> list[int]:
         return assign_batches(self.seed + step, self.ids, round_batch_ids(step, global_batch))[self.ids[i]]
 
+    def _shares(self, i: int, round_number: int, global_batch: int, steps: int) -> list[list[int]]:
+        """Replica i's share of each step an exchange of `steps` steps covers: r*steps .. r*steps+steps-1."""
+        return [self._share(i, round_number * steps + j, global_batch) for j in range(steps)]
+
     def _train(self, i: int, round_number: int, global_batch: int, inner_lr: float | None) -> list[float]:
         """Replica i's gradients (or pseudo-gradient, with local steps) for the round; its losses."""
         trainer = self.trainers[i]
         if not self.local:
-            a = self.accumulate
-            shares = [b for j in range(a) for b in self._share(i, round_number * a + j, global_batch)]
-            return [trainer.accumulate_gradients(shares).loss]
-        steps = self.local[i].config.steps
-        shares = [self._share(i, round_number * steps + h, global_batch) for h in range(steps)]
+            shares = self._shares(i, round_number, global_batch, self.accumulate)
+            return [trainer.accumulate_gradients([b for share in shares for b in share]).loss]
+        shares = self._shares(i, round_number, global_batch, self.local[i].config.steps)
         losses: list[float] = []
         self.local[i].run(lambda h: losses.append(trainer.accumulate_gradients(shares[h]).loss), inner_lr)
         return losses

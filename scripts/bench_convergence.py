@@ -135,14 +135,16 @@ def run_seed(
     runner = ReplicaRunner(
         model, data, demo_config(args), args.replicas, args.micro_batch, seed, inner, args.accumulate
     )
-    h *= args.accumulate  # AdamW steps per exchange
     baseline = Trainer(model, data, args.micro_batch, device)  # the original model is the AdamW replica
     adamw = torch.optim.AdamW(model.parameters(), lr=args.adam_lr, betas=(0.9, 0.95), weight_decay=0.1)
     curve, payload_bytes = [], []
+    per = h * args.accumulate  # AdamW-DDP's steps per exchange (1 without local steps or accumulation)
     for step in range(args.steps):
-        if step % h == h - 1:  # an exchange closes every H steps (every step without local steps)
-            inner_lr = args.inner_lr * adamw_lr(args, step - h + 1) / args.adam_lr
-            payload_bytes.append(runner.step(step // h, args.replicas, inner_lr=inner_lr).payload_bytes / h)
+        if step % per == per - 1:
+            inner_lr = args.inner_lr * adamw_lr(args, step - per + 1) / args.adam_lr
+            payload_bytes.append(
+                runner.step(step // per, args.replicas, inner_lr=inner_lr).payload_bytes / per
+            )
         if stored_adamw is None:
             baseline.accumulate_gradients(round_batch_ids(step, args.replicas))
             for group in adamw.param_groups:
