@@ -33,7 +33,7 @@ from optim.codec import Payload, decode
 from optim.dct import dct_blocks
 from optim.demo import DemoOptimizer
 from optim.local import LocalSteps
-from optim.spec import ParamSpec
+from optim.spec import ParamSpec, TensorSpec
 from optim.state import Source, StateError, load_state, reset_state, write_state
 
 
@@ -105,14 +105,14 @@ def payload_match(sent: Payload, replayed: Payload, spec: ParamSpec, values: boo
     must carry exactly the values the replay computed, not only their signs."""
     common = larger = 0
     for a, b, ts in zip(sent.tensors, replayed.tensors, spec.tensors, strict=True):
-        ka, kb = _pairs(a, ts.group_numel, values), _pairs(b, ts.group_numel, values)
+        ka, kb = _pairs(a, ts, values), _pairs(b, ts, values)
         common += len(ka & kb)
         larger += max(len(ka), len(kb))
     return common / larger if larger else 1.0
 
 
-def _pairs(t, group_numel: int, values: bool) -> set[tuple[int, int]]:
-    positions = (t.groups[:, None].astype(np.int64) * group_numel + t.indices).ravel()
+def _pairs(t, ts: TensorSpec, values: bool) -> set[tuple[int, int]]:
+    positions = ts.positions(torch.from_numpy(t.groups), torch.from_numpy(t.indices)).numpy().ravel()
     flat = np.ascontiguousarray(t.values, dtype=np.float64).ravel()
     what = flat.view(np.int64) if values else (flat > 0).astype(np.int64)
     return set(zip(positions.tolist(), what.tolist()))
@@ -152,27 +152,30 @@ def _sampled_tensor_replay(
     """Top-k over a whole tensor sends from a chunk what passes the tensor's threshold, which the
     sampled chunks alone do not give. So the payload's own selection is checked instead: in each
     sampled chunk its coefficients carry the replayed momentum's signs; in each tensor no sampled
-    coefficient left out is larger than one sent (the sent ones are the top of one threshold; a
-    tensor left out must have no momentum); error feedback on them gives the next-state leaf."""
+    unit (coefficient or tile) left out scores higher than one sent (the sent ones are the top of
+    one threshold; a tensor left out must have no momentum); error feedback on them gives the
+    next-state leaf."""
     scratch.fold()
     tensor_of, signs_agree, smallest_sent, largest_unsent, states = {}, {}, {}, {}, 0
     for leaf in leaves:
         i, c = state_chunks.locate(scratch, leaf)
         tensor_of[leaf] = i
-        tp = sent.tensors[i]
+        tp, ts = sent.tensors[i], scratch.spec.tensors[i]
         block = state_chunks.chunk_block(scratch, i, c)
         momentum = block.reshape(-1).clone()
-        indices, values = state_chunks.sent_in_chunk(tp, scratch.spec.tensors[i], c)
-        at = torch.from_numpy(indices)
+        units, values = state_chunks.sent_in_chunk(tp, ts, c)
+        sent_units = torch.from_numpy(units)
+        at = ts.coefficients(sent_units[None])[0]
         picked = momentum[at]
-        signs_agree[leaf] = bool(np.array_equal(picked.cpu().numpy() > 0, values > 0))
-        left = torch.ones_like(momentum, dtype=torch.bool)
-        left[at] = False
+        signs_agree[leaf] = bool(np.array_equal(picked.cpu().numpy() > 0, values.reshape(-1) > 0))
+        scores = ts.unit_scores(momentum.abs())
+        left = torch.ones_like(scores, dtype=torch.bool)
+        left[sent_units] = False
         if not len(tp.groups):
             sent_min = 0.0  # a tensor left out must have no momentum
         else:
-            sent_min = float(picked.abs().min()) if len(indices) else float("inf")
-        unsent_max = float(momentum[left].abs().max()) if bool(left.any()) else 0.0
+            sent_min = float(scores[sent_units].min()) if len(units) else float("inf")
+        unsent_max = float(scores[left].max()) if bool(left.any()) else 0.0
         smallest_sent[i] = min(smallest_sent.get(i, float("inf")), sent_min)
         largest_unsent[i] = max(largest_unsent.get(i, 0.0), unsent_max)
         momentum[at] = picked - scratch.config.alpha * picked

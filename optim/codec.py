@@ -16,7 +16,8 @@ The header binds a payload to the step it is for, the round it was sent in and i
 sender's key, opaque bytes here), so a payload cannot be presented for another step, round or
 sender without every receiver seeing it: two members' payloads can never be the same bytes.
 
-Indices count within a selection group (a chunk, or a whole tensor: optim/spec.py).
+Indices count units (coefficients, or tiles of them) within a selection group (a chunk, or a
+whole tensor: optim/spec.py); a unit carries one value per coefficient, in its tile's order.
 A group whose momentum is entirely zero is left out instead of sending k arbitrary indices:
 with 1-bit values a zero cannot be expressed, and k votes of +1 would move parameters that have
 no gradient. Within a sent group a zero value travels as negative in SIGN mode.
@@ -68,8 +69,8 @@ _INT2_THRESHOLD = sum(INT2_LEVELS) / 2
 @dataclass
 class TensorPayload:
     groups: np.ndarray  # (A,) int64: increasing ids of the groups sent (chunks, or whole tensors)
-    indices: np.ndarray  # (A, k) int64: strictly increasing per row, < group_numel
-    values: np.ndarray  # (A, k) float: unquantized when encoding, as decoded after
+    indices: np.ndarray  # (A, k) int64: units, strictly increasing per row, < units
+    values: np.ndarray  # (A, k * width) float: unquantized when encoding, as decoded after
 
 
 @dataclass
@@ -130,14 +131,14 @@ def decode(spec: ParamSpec, data: bytes, max_bytes: int | None = None) -> Payloa
         group_ids.append(_read_bitmap(ts, reader) if flags else np.arange(ts.groups))
     counts = [len(c) * ts.k for c, ts in zip(group_ids, spec.tensors)]
     gaps = _read_gaps(spec, reader, params, group_ids, counts)
-    values = _decode_values(spec.mode, reader, group_ids, [ts.k for ts in spec.tensors])
+    values = _decode_values(spec.mode, reader, group_ids, [ts.k * ts.width for ts in spec.tensors])
     if reader.pos != len(data):
         raise TrailingBytesError(f"{len(data) - reader.pos} bytes after the last section")
     tensors = []
     for ts, ids, g, v in zip(spec.tensors, group_ids, gaps, values):
         indices = rice.indices_from_gaps(g, ts.k)
-        if indices.size and indices[:, -1].max() >= ts.group_numel:
-            raise IndexRangeError(f"{ts.name}: index beyond group size {ts.group_numel}")
+        if indices.size and indices[:, -1].max() >= ts.units:
+            raise IndexRangeError(f"{ts.name}: index beyond group size {ts.units}")
         tensors.append(TensorPayload(ids, indices, v))
     return Payload(step, tensors, round_, origin)
 
@@ -148,10 +149,10 @@ def max_payload_bytes(spec: ParamSpec) -> int:
     size = _HEADER.size + 2 * len(spec.tensors) + _U32.size + 2
     index_bits = 0
     for ts in spec.tensors:
-        n, k, groups = ts.group_numel, ts.k, ts.groups
+        n, k, groups = ts.units, ts.k, ts.groups
         size += math.ceil(groups / 8)
         index_bits += max(groups * (((n - k) >> b) + k + k * b) for b in range(ts.rice_max + 1))
-        size += math.ceil(groups * k * _VALUE_BYTES[spec.mode])
+        size += math.ceil(groups * k * ts.width * _VALUE_BYTES[spec.mode])
         size += 4 * groups if spec.mode == ValueMode.INT8 else 0
     size += 4 * len(spec.tensors) if spec.mode == ValueMode.INT2 else 0
     return size + math.ceil(index_bits / 8) + 1
@@ -208,8 +209,7 @@ def _read_gaps(
 ) -> list[np.ndarray]:
     (unary_len,) = _U32.unpack(reader.take(_U32.size, "unary length"))
     bound = sum(
-        len(ids) * (((ts.group_numel - ts.k) >> b) + ts.k)
-        for ts, b, ids in zip(spec.tensors, params, group_ids)
+        len(ids) * (((ts.units - ts.k) >> b) + ts.k) for ts, b, ids in zip(spec.tensors, params, group_ids)
     )
     if unary_len > math.ceil(bound / 8):
         raise MalformedSectionError(f"unary stream of {unary_len} bytes exceeds its bound {bound} bits")

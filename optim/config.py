@@ -28,6 +28,10 @@ class DemoConfig:
     # where top-k picks: "chunk", the k largest of each chunk; "tensor", the largest over each whole
     # tensor, as many as its chunks' share (so busy chunks send more and quiet ones less)
     select: str = "chunk"
+    # top-k's unit: 1, single coefficients; t, tiles of t x t neighbouring coefficients of a chunk
+    # ranked by their sum of squares (a position per tile instead of per coefficient; topk still
+    # counts coefficients, so topk / t^2 tiles go per chunk's worth)
+    tile: int = 1
     beta: float = 0.999  # momentum decay
     alpha: float = 1.0  # error feedback: fraction of each sent coefficient removed from momentum
     values: ValueMode = ValueMode.SIGN
@@ -45,6 +49,8 @@ class DemoConfig:
     def check(self) -> None:
         if self.chunk < 1 or self.topk < 1:
             raise ValueError(f"chunk and topk must be positive, got {self.chunk}, {self.topk}")
+        if not 1 <= self.tile <= self.chunk:
+            raise ValueError(f"tile must be in [1, chunk], got {self.tile}")
         if not 0 <= self.beta < 1:
             raise ValueError(f"beta must be in [0, 1), got {self.beta}")
         if not 0 < self.alpha <= 1:

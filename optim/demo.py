@@ -46,15 +46,16 @@ def update_momentum(
 
 
 def take_topk(momentum: torch.Tensor, ts: TensorSpec, alpha: float) -> TensorPayload:
-    """Select the k largest |coefficients| of each group and apply error feedback.
+    """Select the k largest units (|coefficients|, or tiles by their sum of squares) of each
+    group and apply error feedback.
 
     Groups whose momentum is all zero (their largest pick is zero) are left out of the payload.
     """
-    magnitudes = chunk_major_abs(momentum, ts.layout).view(ts.groups, ts.group_numel)
+    scores = ts.unit_scores(chunk_major_abs(momentum, ts.layout).view(ts.groups, ts.group_numel))
     # sorted=True: on CPU it is faster than sorted=False (40 vs 47 ms for 4096 rows, k=32)
-    indices = torch.topk(magnitudes, ts.k, dim=1).indices.sort(dim=1).values
+    indices = torch.topk(scores, ts.k, dim=1).indices.sort(dim=1).values
     groups = torch.arange(ts.groups, device=momentum.device)
-    flat, at = momentum.view(-1), ts.positions(groups, indices)  # (G, k)
+    flat, at = momentum.view(-1), ts.positions(groups, indices)  # (G, k * width)
     values = flat[at]
     flat[at] = values - alpha * values
     active = values.ne(0).any(dim=1)

@@ -2,8 +2,11 @@
 mode, and its hash.
 
 Top-k picks within groups of coefficients: each chunk is a group (select "chunk"), or a whole
-tensor's chunks, in chunk-major order, are one (select "tensor"). On the wire an index is a
-position within its group; `TensorSpec.positions` maps it to the block layout.
+tensor's chunks, in chunk-major order, are one (select "tensor"). What it picks is a unit: one
+coefficient, or with `tile` > 1 a tile of tile x tile neighbouring coefficients of a chunk
+(ranked by their sum of squares), whose position costs as many bits as one coefficient's and
+which sends a value per coefficient. On the wire an index is a unit's position within its group;
+`TensorSpec.positions` maps it to the block layout.
 
 Every payload carries the spec's sha256; a payload built for another model, chunking, k or value
 mode is rejected before any of its contents are read.
@@ -27,8 +30,19 @@ CODEC_VERSION = 2  # 2: the header names the round and the origin
 class TensorSpec:
     name: str
     layout: ChunkLayout
-    k: int  # coefficients sent per group, at most group_numel
+    k: int  # units sent per group, at most units
     chunks_per_group: int = 1
+    tile: tuple[int, int] = (1, 1)  # rows, cols of a unit; each divides the chunk's
+
+    @property
+    def width(self) -> int:
+        """Coefficients (and values) per unit."""
+        return self.tile[0] * self.tile[1]
+
+    @property
+    def units(self) -> int:
+        """Units per group: the range of an index on the wire."""
+        return self.group_numel // self.width
 
     @property
     def groups(self) -> int:
@@ -41,10 +55,39 @@ class TensorSpec:
     @property
     def rice_max(self) -> int:
         """Largest Rice parameter that can be useful: enough bits for any gap in a group."""
-        return (self.group_numel - 1).bit_length()
+        return (self.units - 1).bit_length()
+
+    def coefficients(self, units: torch.Tensor) -> torch.Tensor:
+        """Indices within the group of the coefficients of units (A, k): (A, k * width), unit by unit."""
+        if self.width == 1:
+            return units
+        per_chunk = self.layout.chunk_numel // self.width
+        table = self.tile_table.to(units.device)
+        inside = (units // per_chunk * self.layout.chunk_numel)[..., None] + table[units % per_chunk]
+        return inside.reshape(*units.shape[:-1], -1)
+
+    @cached_property
+    def tile_table(self) -> torch.Tensor:
+        """Index within a chunk of each coefficient of each of its tiles: (units per chunk, width),
+        tiles in row-major order over the chunk."""
+        th, tw = self.tile
+        sh, sw = self.layout.chunk_rows, self.layout.chunk_cols
+        rows = torch.arange(sh // th)[:, None, None, None] * th + torch.arange(th)[None, None, :, None]
+        cols = torch.arange(sw // tw)[None, :, None, None] * tw + torch.arange(tw)[None, None, None, :]
+        return (rows * sw + cols).reshape(-1, th * tw)
+
+    def unit_scores(self, magnitudes: torch.Tensor) -> torch.Tensor:
+        """What top-k ranks: |coefficient| (rows of group_numel), or each tile's sum of squares."""
+        if self.width == 1:
+            return magnitudes
+        per_chunk = magnitudes.view(*magnitudes.shape[:-1], -1, self.layout.chunk_numel)
+        tiles = per_chunk[..., self.tile_table.to(magnitudes.device)]
+        return tiles.square().sum(-1).flatten(-2)
 
     def positions(self, groups: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """Flat offsets into the block layout of (group id (A,), index within the group (A, k))."""
+        """Flat offsets into the block layout of (group id (A,), unit index within the group
+        (A, k)): (A, k * width)."""
+        indices = self.coefficients(indices)
         if self.chunks_per_group == 1:
             return block_positions(self.layout, groups, indices)
         n = self.layout.chunk_numel
@@ -52,13 +95,25 @@ class TensorSpec:
         return block_positions(self.layout, chunks, indices % n)
 
 
-def tensor_spec(name: str, shape: tuple[int, ...], chunk: int, topk: int, select: str) -> TensorSpec:
+def tile_shape(lay: ChunkLayout, tile: int) -> tuple[int, int]:
+    """A tile's rows and columns in this layout: `tile` along each side of a chunk it divides, 1
+    along any other (a 1-D tensor's chunks are single rows)."""
+    return tuple(tile if side % tile == 0 else 1 for side in (lay.chunk_rows, lay.chunk_cols))
+
+
+def tensor_spec(
+    name: str, shape: tuple[int, ...], chunk: int, topk: int, select: str, tile: int = 1
+) -> TensorSpec:
+    """`topk` counts coefficients per chunk x chunk block; tiles of w coefficients send 1/w as many units."""
     lay = layout_for(shape, chunk)
+    shape_ = tile_shape(lay, tile)
+    width = shape_[0] * shape_[1]
+    units = lay.chunk_numel // width
     if select == "chunk":
-        return TensorSpec(name, lay, min(topk, lay.chunk_numel))
+        return TensorSpec(name, lay, max(1, min(round(topk / width), units)), tile=shape_)
     # the same share of the tensor's entries as k per full chunk x chunk block
-    k = max(1, round(topk * lay.numel / chunk**2))
-    return TensorSpec(name, lay, min(k, lay.n_chunks * lay.chunk_numel), lay.n_chunks)
+    k = max(1, round(topk * lay.numel / chunk**2 / width))
+    return TensorSpec(name, lay, min(k, lay.n_chunks * units), lay.n_chunks, shape_)
 
 
 @dataclass(frozen=True)
@@ -74,8 +129,9 @@ class ParamSpec:
         topk: int,
         mode: ValueMode,
         select: str = "chunk",
+        tile: int = 1,
     ) -> "ParamSpec":
-        tensors = [tensor_spec(name, tuple(shape), chunk, topk, select) for name, shape in shapes]
+        tensors = [tensor_spec(name, tuple(shape), chunk, topk, select, tile) for name, shape in shapes]
         names = [t.name for t in tensors]
         if len(set(names)) != len(names):
             raise ValueError("parameter names must be unique")
@@ -83,7 +139,7 @@ class ParamSpec:
 
     @classmethod
     def for_config(cls, shapes: Iterable[tuple[str, tuple[int, ...]]], config: DemoConfig) -> "ParamSpec":
-        return cls.build(shapes, config.chunk, config.topk, config.values, config.select)
+        return cls.build(shapes, config.chunk, config.topk, config.values, config.select, config.tile)
 
     @cached_property
     def digest(self) -> bytes:
@@ -93,6 +149,7 @@ class ParamSpec:
             "tensors": [
                 [t.name, list(t.layout.shape), [t.layout.chunk_rows, t.layout.chunk_cols], t.k]
                 + ([t.chunks_per_group] if t.chunks_per_group > 1 else [])
+                + ([list(t.tile)] if t.width > 1 else [])
                 for t in self.tensors
             ],
         }

@@ -229,13 +229,13 @@ def chunk_block(opt: DemoOptimizer, i: int, c: int) -> torch.Tensor:
 
 
 def sent_in_chunk(tp: TensorPayload, ts: TensorSpec, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices within the chunk, values) a payload that selects over its whole tensor sends
-    from one chunk of it."""
+    """(units within the chunk, their values: (units, width)) a payload that selects over its
+    whole tensor sends from one chunk of it."""
     if not len(tp.groups):
-        return np.zeros(0, np.int64), np.zeros(0)
-    n = ts.layout.chunk_numel
+        return np.zeros(0, np.int64), np.zeros((0, ts.width))
+    n = ts.layout.chunk_numel // ts.width
     here = tp.indices[0] // n == chunk
-    return tp.indices[0][here] - chunk * n, tp.values[0][here]
+    return tp.indices[0][here] - chunk * n, tp.values[0].reshape(-1, ts.width)[here]
 
 
 def chunk_rows(tp: TensorPayload, chunk: int) -> tuple[np.ndarray, np.ndarray] | None:

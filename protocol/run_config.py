@@ -116,6 +116,8 @@ class OptimSection:
     # "tensor": top-k over each whole tensor, topk per chunk's worth of its entries (busy chunks
     # send more, quiet ones less); "chunk": topk within each chunk (BENCHMARKS.md, #18)
     select: str = "tensor"
+    # 1: top-k picks coefficients; t: tiles of t x t of them, topk / t^2 per chunk's worth (#18)
+    tile: int = 1
     beta: float = 0.99
     alpha: float = 1.0
     values: str = "sign"
@@ -158,6 +160,7 @@ class OptimSection:
             chunk=self.chunk,
             topk=self.topk,
             select=self.select,
+            tile=self.tile,
             beta=self.beta,
             alpha=self.alpha,
             values=ValueMode[self.values.upper()],

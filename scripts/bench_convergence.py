@@ -66,6 +66,7 @@ def demo_config(args: argparse.Namespace) -> DemoConfig:
         chunk=args.chunk,
         topk=args.topk,
         select=args.select,
+        tile=args.tile,
         beta=args.beta,
         alpha=args.alpha,
         values=ValueMode[args.values.upper()],
@@ -273,6 +274,12 @@ def main() -> None:
     add("--chunk", type=int, default=128)
     add("--topk", type=int, default=18)
     add("--select", choices=SELECTIONS, default="tensor", help="top-k within each chunk or over each tensor")
+    add(
+        "--tile",
+        type=int,
+        default=OptimSection.tile,
+        help="top-k picks tiles of tile x tile coefficients (--topk counts coefficients)",
+    )
     add("--beta", type=float, default=0.99)
     add("--alpha", type=float, default=1.0)
     add("--values", default="sign", choices=[m.name.lower() for m in ValueMode])

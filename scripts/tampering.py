@@ -34,7 +34,7 @@ def noise(spec: ParamSpec, payload: bytes, seed: int) -> bytes:
     for t, ts in zip(p.tensors, spec.tensors):
         n = len(t.groups)
         indices = (
-            np.sort(np.stack([rng.choice(ts.group_numel, ts.k, replace=False) for _ in range(n)]), axis=1)
+            np.sort(np.stack([rng.choice(ts.units, ts.k, replace=False) for _ in range(n)]), axis=1)
             if n
             else t.indices
         )

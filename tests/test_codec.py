@@ -23,8 +23,8 @@ from optim.spec import ParamSpec
 SHAPES = [("w", (16, 24)), ("b", (13,)), ("conv", (2, 3, 5, 9))]
 
 
-def make_spec(mode=ValueMode.RAW, topk=3, shapes=SHAPES, select="chunk"):
-    return ParamSpec.build(shapes, chunk=8, topk=topk, mode=mode, select=select)
+def make_spec(mode=ValueMode.RAW, topk=3, shapes=SHAPES, select="chunk", tile=1):
+    return ParamSpec.build(shapes, chunk=8, topk=topk, mode=mode, select=select, tile=tile)
 
 
 def random_payload(spec, rng, drop_chunks=False):
@@ -32,8 +32,8 @@ def random_payload(spec, rng, drop_chunks=False):
     for ts in spec.tensors:
         keep = rng.random(ts.groups) < 0.6 if drop_chunks else np.ones(ts.groups, bool)
         groups = np.flatnonzero(keep)
-        idx = np.sort(np.argsort(rng.random((len(groups), ts.group_numel)), axis=1)[:, : ts.k], axis=1)
-        tensors.append(TensorPayload(groups, idx, rng.standard_normal((len(groups), ts.k))))
+        idx = np.sort(np.argsort(rng.random((len(groups), ts.units)), axis=1)[:, : ts.k], axis=1)
+        tensors.append(TensorPayload(groups, idx, rng.standard_normal((len(groups), ts.k * ts.width))))
     return tensors
 
 
@@ -100,9 +100,10 @@ def test_bf16_mode_rounds_to_bfloat16():
     st.integers(0, 2**32),
     st.booleans(),
     st.sampled_from(["chunk", "tensor"]),
+    st.sampled_from([1, 2, 4]),
 )
-def test_every_mode_round_trips_positions(mode, topk, seed, drop_chunks, select):
-    spec = make_spec(mode, topk, select=select)
+def test_every_mode_round_trips_positions(mode, topk, seed, drop_chunks, select, tile):
+    spec = make_spec(mode, topk, select=select, tile=tile)
     sent = random_payload(spec, np.random.default_rng(seed), drop_chunks)
     data = encode(spec, seed, sent)
     assert len(data) <= max_payload_bytes(spec)
@@ -179,6 +180,25 @@ def test_an_index_beyond_the_tensor_is_rejected():
     sent = [TensorPayload(np.array([0]), np.array([[1, 2, 3, 4, 5, 128]]), np.ones((1, 6)))]
     with pytest.raises(IndexRangeError):
         decode(spec, encode(spec, 0, sent))
+
+
+def test_tiles_make_units_of_neighbouring_coefficients_and_send_topk_coefficients_worth_of_them():
+    (w, b, conv) = make_spec(topk=8, select="tensor", tile=2).tensors
+    assert (w.tile, w.units, w.k) == ((2, 2), 96, 12)  # 6 chunks of 8 x 8: 16 tiles each; 8 * 6 / 4
+    assert (b.tile, b.k) == ((1, 1), 2)  # chunks of 1 x 7: no side divides, single coefficients
+    assert (conv.tile, conv.k) == ((1, 1), 34)  # 5 x 5 chunks
+
+
+def test_a_tile_index_beyond_the_tensor_is_rejected():
+    spec = make_spec(shapes=[("w", (8, 8))], topk=8, tile=2)  # 16 tiles of 4, 2 sent
+    sent = [TensorPayload(np.array([0]), np.array([[3, 16]]), np.ones((1, 8)))]
+    with pytest.raises(IndexRangeError):
+        decode(spec, encode(spec, 0, sent))
+
+
+def test_the_tile_is_part_of_the_spec():
+    assert make_spec(tile=2).digest != make_spec().digest
+    assert make_spec(tile=1).digest == make_spec().digest
 
 
 def test_the_selection_is_part_of_the_spec():

@@ -7,7 +7,9 @@ import torch
 
 from optim import DemoConfig, DemoOptimizer, LrSchedule, PayloadError, ValueMode
 from optim.dct import block_positions, idct_blocks
+from optim.demo import take_topk
 from optim.errors import StalePayloadError
+from optim.spec import tensor_spec
 
 SHAPES = {"w": (16, 24), "b": (32,), "h": (8, 8)}
 
@@ -135,9 +137,9 @@ def test_result_is_bit_identical_whatever_order_payloads_arrive_in():
     assert len(results) == 1
 
 
-@pytest.mark.parametrize("select", ["chunk", "tensor"])
-def test_replicas_stay_bit_identical_over_steps(select):
-    cfg = DemoConfig(chunk=8, topk=3, values=ValueMode.SIGN, weight_decay=0.01, select=select)
+@pytest.mark.parametrize("select, tile", [("chunk", 1), ("tensor", 1), ("chunk", 2), ("tensor", 2)])
+def test_replicas_stay_bit_identical_over_steps(select, tile):
+    cfg = DemoConfig(chunk=8, topk=3, values=ValueMode.SIGN, weight_decay=0.01, select=select, tile=tile)
     replicas = [replica(cfg, dtype=torch.float32) for _ in range(3)]
     run(replicas, steps=3, node_ids=["c", "a", "b"], dtype=torch.float32)
     assert len({model_bytes(params) for params, _ in replicas}) == 1
@@ -173,6 +175,22 @@ def test_a_tensor_whose_gradient_lies_in_one_chunk_sends_all_its_coefficients_fr
     w = opt.decode(opt.compress()).tensors[0]
     assert w.indices.shape == (1, 18)
     assert set(w.indices[0] // 64) == {1}
+
+
+def test_a_chunks_tiles_are_its_2x2_squares_in_row_major_order():
+    ts = tensor_spec("h", (4, 4), chunk=4, topk=4, select="chunk", tile=2)
+    assert ts.tile_table.tolist() == [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]]
+
+
+def test_top_k_over_tiles_sends_the_tile_with_the_largest_sum_of_squares_whole():
+    ts = tensor_spec("h", (4, 4), chunk=4, topk=4, select="chunk", tile=2)  # one tile of 4
+    momentum = torch.zeros(ts.layout.padded_shape, dtype=torch.float64)
+    momentum[0, 0, 0] = 4.0  # tile 0: 16
+    momentum[0, 2, 2] = momentum[0, 3, 3] = 3.0  # tile 3: 18
+    tp = take_topk(momentum, ts, alpha=1.0)
+    assert tp.indices.tolist() == [[3]]
+    assert tp.values.tolist() == [[3.0, 0.0, 0.0, 3.0]]  # coefficients 10, 11, 14, 15
+    assert momentum.abs().sum() == 4.0  # error feedback took the tile out, the lone 4 stays
 
 
 def test_bf16_parameters_train_with_fp32_momentum():

@@ -28,9 +28,11 @@ from optim.state_chunks import (
 )
 from scripts import tampering
 
-SHAPES = [("w", (20, 13)), ("b", (11,)), ("conv", (2, 3, 9, 10))]
+SHAPES = [("w", (20, 13)), ("b", (11,)), ("conv", (2, 3, 9, 10)), ("m", (16, 24))]
 CONFIG = DemoConfig(chunk=8, topk=3, beta=0.9, precondition="adam")
 OVER_TENSORS = replace(CONFIG, select="tensor")
+OVER_TILES = replace(CONFIG, select="tensor", topk=8, tile=2)  # m: 2 x 2 tiles, b: 1 x 2
+WHOLE = [OVER_TENSORS, OVER_TILES]
 
 
 def optimizer(seed=0, config=CONFIG, shapes=SHAPES):
@@ -102,7 +104,7 @@ def check(payload, before, after, leaves, config=CONFIG):
     return sampled_replay(scratch, 3, decode(scratch.spec, payload), leaves, claimed)
 
 
-@pytest.mark.parametrize("config", [CONFIG, OVER_TENSORS], ids=["chunk", "tensor"])
+@pytest.mark.parametrize("config", [CONFIG, OVER_TENSORS, OVER_TILES], ids=["chunk", "tensor", "tiles"])
 def test_an_honest_round_reproduces_on_a_sample_of_its_chunks(config):
     before, payload, after = member_round(config=config)
     for leaves in ([0, 5, 9, 17], range(sum(leaf_counts(optimizer(config=config))))):
@@ -116,36 +118,63 @@ def sending_leaves(payload, config):
     decoded, first = decode(opt.spec, payload), 0
     out = []
     for ts, tp, n in zip(opt.spec.tensors, decoded.tensors, leaf_counts(opt)):
-        out += sorted({first + int(c) for c in tp.indices[0] // ts.layout.chunk_numel})
+        out += sorted({first + int(c) for c in tp.indices[0] // (ts.layout.chunk_numel // ts.width)})
         first += n
     return out
 
 
-def test_over_tensors_a_flipped_payload_fails_on_every_sampled_chunk_it_sends_from():
-    before, payload, after = member_round(config=OVER_TENSORS)
-    bad = tampering.flip(optimizer(config=OVER_TENSORS).spec, payload)
-    for leaf in sending_leaves(payload, OVER_TENSORS):
-        assert check(bad, before, after, [leaf], OVER_TENSORS).payload_match == 0.0
+@pytest.mark.parametrize("config", WHOLE, ids=["tensor", "tiles"])
+def test_over_tensors_a_flipped_payload_fails_on_every_sampled_chunk_it_sends_from(config):
+    before, payload, after = member_round(config=config)
+    bad = tampering.flip(optimizer(config=config).spec, payload)
+    for leaf in sending_leaves(payload, config):
+        assert check(bad, before, after, [leaf], config).payload_match == 0.0
 
 
-def test_over_tensors_a_payload_sending_below_its_threshold_fails_where_that_shows():
-    before, payload, after = member_round(config=OVER_TENSORS)
-    spec = optimizer(config=OVER_TENSORS).spec
+@pytest.mark.parametrize("config", WHOLE, ids=["tensor", "tiles"])
+def test_over_tensors_a_payload_sending_below_its_threshold_fails_where_that_shows(config):
+    before, payload, after = member_round(config=config)
+    spec = optimizer(config=config).spec
     bad = tampering.noise(spec, payload, 1)  # random positions, random signs
-    everything = list(range(sum(leaf_counts(optimizer(config=OVER_TENSORS)))))
-    assert check(bad, before, after, everything, OVER_TENSORS).payload_match < 0.5
+    everything = list(range(sum(leaf_counts(optimizer(config=config)))))
+    assert check(bad, before, after, everything, config).payload_match < 0.5
 
 
-def test_over_tensors_a_payload_that_sends_nothing_fails_wherever_there_is_momentum():
-    before, _, after = member_round(config=OVER_TENSORS)
-    spec = optimizer(config=OVER_TENSORS).spec
+def test_over_tiles_a_lesser_tile_sent_with_its_true_signs_fails_in_its_chunk():
+    before, payload, after = member_round(config=OVER_TILES)
+    member, _ = trained(rounds=3, config=OVER_TILES)
+    gradients(member, 7)
+    member.step = 3
+    member.compress()  # the member's momentum after round 3: unsent tiles keep their values
+    spec, m = member.spec, len(SHAPES) - 1
+    sent = decode(spec, payload)
+    tp, ts = sent.tensors[m], spec.tensors[m]
+    kept = set(tp.indices[0].tolist())
+    lesser = next(u for u in range(ts.units) if u not in kept)  # swapped for the last tile sent
+    indices = np.array([sorted(kept - {int(tp.indices[0][-1])} | {lesser})])
+    at = ts.positions(torch.zeros(1, dtype=torch.long), torch.from_numpy(indices))
+    true_signs = torch.sign(member.momentum[m].view(-1)[at]).numpy()
+    at_sent = ts.positions(torch.zeros(1, dtype=torch.long), torch.from_numpy(tp.indices))
+    true_signs[np.isin(at, at_sent)] = np.sign(tp.values[np.isin(at_sent, at)])  # sent ones: as sent
+    tensors = list(sent.tensors)
+    tensors[m] = TensorPayload(tp.groups, indices, true_signs)
+    bad = encode(spec, 3, tensors)
+    leaf = sum(leaf_counts(member)[:m]) + lesser // (ts.layout.chunk_numel // ts.width)
+    assert check(payload, before, after, [leaf], OVER_TILES).payload_match == 1.0
+    assert check(bad, before, after, [leaf], OVER_TILES).payload_match == 0.0
+
+
+@pytest.mark.parametrize("config", WHOLE, ids=["tensor", "tiles"])
+def test_over_tensors_a_payload_that_sends_nothing_fails_wherever_there_is_momentum(config):
+    before, _, after = member_round(config=config)
+    spec = optimizer(config=config).spec
     nothing = [
-        TensorPayload(np.zeros(0, np.int64), np.zeros((0, ts.k), np.int64), np.zeros((0, ts.k)))
+        TensorPayload(np.zeros(0, np.int64), np.zeros((0, ts.k), np.int64), np.zeros((0, ts.k * ts.width)))
         for ts in spec.tensors
     ]
     empty = encode(spec, 3, nothing)
     for leaf in (0, 5, 9, 17):
-        assert check(empty, before, after, [leaf], OVER_TENSORS).payload_match == 0.0
+        assert check(empty, before, after, [leaf], config).payload_match == 0.0
 
 
 @pytest.mark.parametrize("kind", ["flip", "noise"])
