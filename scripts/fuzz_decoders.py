@@ -86,6 +86,17 @@ def targets() -> dict[str, tuple[bytes, Callable[[bytes], object], tuple[type, .
             for ts in whole.tensors
         ],
     )
+    tiled = ParamSpec.build(
+        [("w", (16, 24)), ("b", (12,))], chunk=8, topk=8, mode=ValueMode.SIGN, select="tensor", tile=2
+    )
+    tiles_payload = encode(
+        tiled,
+        3,
+        [
+            TensorPayload(np.zeros(1, np.int64), np.arange(ts.k)[None] * 2, np.ones((1, ts.k * ts.width)))
+            for ts in tiled.tensors
+        ],
+    )
     params = [("w", torch.nn.Parameter(torch.randn(16, 24)))]
     opt = DemoOptimizer(params, DemoConfig(chunk=8, topk=3, precondition="adam"))
     for _, p in params:
@@ -108,6 +119,7 @@ def targets() -> dict[str, tuple[bytes, Callable[[bytes], object], tuple[type, .
     return {
         "payload codec (optim/codec.py)": (payload, lambda b: decode(spec, b), (PayloadError,)),
         "payload codec, top-k over tensors": (tensor_payload, lambda b: decode(whole, b), (PayloadError,)),
+        "payload codec, tiles": (tiles_payload, lambda b: decode(tiled, b), (PayloadError,)),
         "optimizer state (optim/state.py)": (state, lambda b: load_state(opt, b), (StateError,)),
         "gossip message (p2p/messages.py)": (message, _inbox(inbox), (Refused,)),
         "journal entry (coordinator/journal.py)": (

@@ -271,16 +271,19 @@ def test_encoder_refuses_non_finite_values():
 def check_decoded_is_well_formed(spec, decoded):
     for ts, tp in zip(spec.tensors, decoded.tensors):
         assert tp.indices.shape == (len(tp.groups), ts.k)
+        assert tp.values.shape == (len(tp.groups), ts.k * ts.width)
         if tp.indices.size:
             assert (np.diff(tp.indices, axis=1) > 0).all()
-            assert tp.indices.min() >= 0 and tp.indices.max() < ts.group_numel
+            assert tp.indices.min() >= 0 and tp.indices.max() < ts.units
             assert np.isfinite(tp.values).all()
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(list(ValueMode)), st.integers(0, 2**32), st.data())
 def test_mutated_payloads_only_ever_raise_payload_error(mode, seed, data):
-    spec = make_spec(mode, select=data.draw(st.sampled_from(["chunk", "tensor"])))
+    spec = make_spec(
+        mode, select=data.draw(st.sampled_from(["chunk", "tensor"])), tile=data.draw(st.sampled_from([1, 2]))
+    )
     raw = bytearray(encode(spec, 0, random_payload(spec, np.random.default_rng(seed), drop_chunks=True)))
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(0, len(raw) - 1))
@@ -294,7 +297,7 @@ def test_mutated_payloads_only_ever_raise_payload_error(mode, seed, data):
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(list(ValueMode)), st.integers(0, 2**32), st.data())
 def test_truncated_or_extended_payloads_raise_payload_error(mode, seed, data):
-    spec = make_spec(mode)
+    spec = make_spec(mode, tile=data.draw(st.sampled_from([1, 2])))
     raw = encode(spec, 0, random_payload(spec, np.random.default_rng(seed)))
     cut = data.draw(st.integers(0, len(raw) - 1))
     with pytest.raises(PayloadError):
