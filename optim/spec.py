@@ -5,7 +5,9 @@ Top-k picks within groups of coefficients: each chunk is a group (select "chunk"
 tensor's chunks, in chunk-major order, are one (select "tensor"). What it picks is a unit: one
 coefficient, or with `tile` > 1 a tile of tile x tile neighbouring coefficients of a chunk
 (ranked by their sum of squares), whose position costs as many bits as one coefficient's and
-which sends a value per coefficient. On the wire an index is a unit's position within its group;
+which sends a value per coefficient. Where a chunk's side is not a multiple of the tile's, the
+last row or column of coefficients (the chunk's highest frequency along that side) is in no
+tile and never sent. On the wire an index is a unit's position within its group;
 `TensorSpec.positions` maps it to the block layout.
 
 Every payload carries the spec's sha256; a payload built for another model, chunking, k or value
@@ -32,7 +34,7 @@ class TensorSpec:
     layout: ChunkLayout
     k: int  # units sent per group, at most units
     chunks_per_group: int = 1
-    tile: tuple[int, int] = (1, 1)  # rows, cols of a unit; each divides the chunk's
+    tile: tuple[int, int] = (1, 1)  # rows, cols of a unit
 
     @property
     def width(self) -> int:
@@ -42,7 +44,12 @@ class TensorSpec:
     @property
     def units(self) -> int:
         """Units per group: the range of an index on the wire."""
-        return self.group_numel // self.width
+        return self.chunks_per_group * self.per_chunk
+
+    @property
+    def per_chunk(self) -> int:
+        """Units in each chunk: whole tiles only."""
+        return (self.layout.chunk_rows // self.tile[0]) * (self.layout.chunk_cols // self.tile[1])
 
     @property
     def groups(self) -> int:
@@ -61,9 +68,10 @@ class TensorSpec:
         """Indices within the group of the coefficients of units (A, k): (A, k * width), unit by unit."""
         if self.width == 1:
             return units
-        per_chunk = self.layout.chunk_numel // self.width
         table = self.tile_table.to(units.device)
-        inside = (units // per_chunk * self.layout.chunk_numel)[..., None] + table[units % per_chunk]
+        inside = (units // self.per_chunk * self.layout.chunk_numel)[..., None] + table[
+            units % self.per_chunk
+        ]
         return inside.reshape(*units.shape[:-1], -1)
 
     @cached_property
@@ -96,9 +104,9 @@ class TensorSpec:
 
 
 def tile_shape(lay: ChunkLayout, tile: int) -> tuple[int, int]:
-    """A tile's rows and columns in this layout: `tile` along each side of a chunk it divides, 1
-    along any other (a 1-D tensor's chunks are single rows)."""
-    return tuple(tile if side % tile == 0 else 1 for side in (lay.chunk_rows, lay.chunk_cols))
+    """A tile's rows and columns in this layout: `tile` along each side of a chunk at least that
+    long, 1 along any other (a 1-D tensor's chunks are single rows)."""
+    return tuple(tile if side >= tile else 1 for side in (lay.chunk_rows, lay.chunk_cols))
 
 
 def tensor_spec(
@@ -108,7 +116,7 @@ def tensor_spec(
     lay = layout_for(shape, chunk)
     shape_ = tile_shape(lay, tile)
     width = shape_[0] * shape_[1]
-    units = lay.chunk_numel // width
+    units = (lay.chunk_rows // shape_[0]) * (lay.chunk_cols // shape_[1])
     if select == "chunk":
         return TensorSpec(name, lay, max(1, min(round(topk / width), units)), tile=shape_)
     # the same share of the tensor's entries as k per full chunk x chunk block

@@ -233,7 +233,7 @@ def sent_in_chunk(tp: TensorPayload, ts: TensorSpec, chunk: int) -> tuple[np.nda
     whole tensor sends from one chunk of it."""
     if not len(tp.groups):
         return np.zeros(0, np.int64), np.zeros((0, ts.width))
-    n = ts.layout.chunk_numel // ts.width
+    n = ts.per_chunk
     here = tp.indices[0] // n == chunk
     return tp.indices[0][here] - chunk * n, tp.values[0].reshape(-1, ts.width)[here]
 

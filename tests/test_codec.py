@@ -185,8 +185,8 @@ def test_an_index_beyond_the_tensor_is_rejected():
 def test_tiles_make_units_of_neighbouring_coefficients_and_send_topk_coefficients_worth_of_them():
     (w, b, conv) = make_spec(topk=8, select="tensor", tile=2).tensors
     assert (w.tile, w.units, w.k) == ((2, 2), 96, 12)  # 6 chunks of 8 x 8: 16 tiles each; 8 * 6 / 4
-    assert (b.tile, b.k) == ((1, 1), 2)  # chunks of 1 x 7: no side divides, single coefficients
-    assert (conv.tile, conv.k) == ((1, 1), 34)  # 5 x 5 chunks
+    assert (b.tile, b.units, b.k) == ((1, 2), 6, 1)  # 2 chunks of 1 x 7: 3 tiles of 1 x 2 each
+    assert (conv.tile, conv.units, conv.k) == ((2, 2), 48, 8)  # 12 chunks of 5 x 5: 4 whole tiles each
 
 
 def test_a_tile_index_beyond_the_tensor_is_rejected():

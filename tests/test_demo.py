@@ -182,6 +182,11 @@ def test_a_chunks_tiles_are_its_2x2_squares_in_row_major_order():
     assert ts.tile_table.tolist() == [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]]
 
 
+def test_a_chunk_of_odd_side_leaves_its_last_row_and_column_out_of_every_tile():
+    ts = tensor_spec("h", (5, 5), chunk=5, topk=4, select="chunk", tile=2)
+    assert ts.tile_table.tolist() == [[0, 1, 5, 6], [2, 3, 7, 8], [10, 11, 15, 16], [12, 13, 17, 18]]
+
+
 def test_top_k_over_tiles_sends_the_tile_with_the_largest_sum_of_squares_whole():
     ts = tensor_spec("h", (4, 4), chunk=4, topk=4, select="chunk", tile=2)  # one tile of 4
     momentum = torch.zeros(ts.layout.padded_shape, dtype=torch.float64)

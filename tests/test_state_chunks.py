@@ -118,7 +118,7 @@ def sending_leaves(payload, config):
     decoded, first = decode(opt.spec, payload), 0
     out = []
     for ts, tp, n in zip(opt.spec.tensors, decoded.tensors, leaf_counts(opt)):
-        out += sorted({first + int(c) for c in tp.indices[0] // (ts.layout.chunk_numel // ts.width)})
+        out += sorted({first + int(c) for c in tp.indices[0] // ts.per_chunk})
         first += n
     return out
 
@@ -159,7 +159,7 @@ def test_over_tiles_a_lesser_tile_sent_with_its_true_signs_fails_in_its_chunk():
     tensors = list(sent.tensors)
     tensors[m] = TensorPayload(tp.groups, indices, true_signs)
     bad = encode(spec, 3, tensors)
-    leaf = sum(leaf_counts(member)[:m]) + lesser // (ts.layout.chunk_numel // ts.width)
+    leaf = sum(leaf_counts(member)[:m]) + lesser // ts.per_chunk
     assert check(payload, before, after, [leaf], OVER_TILES).payload_match == 1.0
     assert check(bad, before, after, [leaf], OVER_TILES).payload_match == 0.0
 
