@@ -17,7 +17,7 @@ mode is rejected before any of its contents are read.
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import torch
@@ -114,14 +114,11 @@ def tensor_spec(
 ) -> TensorSpec:
     """`topk` counts coefficients per chunk x chunk block; tiles of w coefficients send 1/w as many units."""
     lay = layout_for(shape, chunk)
-    shape_ = tile_shape(lay, tile)
-    width = shape_[0] * shape_[1]
-    units = (lay.chunk_rows // shape_[0]) * (lay.chunk_cols // shape_[1])
-    if select == "chunk":
-        return TensorSpec(name, lay, max(1, min(round(topk / width), units)), tile=shape_)
-    # the same share of the tensor's entries as k per full chunk x chunk block
-    k = max(1, round(topk * lay.numel / chunk**2 / width))
-    return TensorSpec(name, lay, min(k, lay.n_chunks * units), lay.n_chunks, shape_)
+    whole = select == "tensor"
+    unsized = TensorSpec(name, lay, 0, lay.n_chunks if whole else 1, tile_shape(lay, tile))
+    # over a tensor, the same share of its entries as topk per full chunk x chunk block
+    share = topk * lay.numel / chunk**2 if whole else topk
+    return replace(unsized, k=max(1, min(round(share / unsized.width), unsized.units)))
 
 
 @dataclass(frozen=True)
