@@ -50,32 +50,31 @@ from optim.memory import retain_freed_memory  # noqa: E402
 from protocol.assignment import round_batch_ids  # noqa: E402
 from protocol.run_config import OptimSection  # noqa: E402
 
+# flags that are the run config's [optim] keys of the same name
+OPTIM_FLAGS = (
+    "chunk",
+    "topk",
+    "select",
+    "tile",
+    "beta",
+    "alpha",
+    "values",
+    "weight_decay",
+    "precondition",
+    "precondition_beta",
+    "outer_step",
+    "lr",
+    "lr_width",
+    "schedule",
+    "warmup",
+    "decay_fraction",
+)
+
 
 def demo_config(args: argparse.Namespace) -> DemoConfig:
-    rule = OptimSection(lr=args.lr, lr_width=args.lr_width, outer_step=args.outer_step)
-    lr = rule.lr_for(preset(args.preset).dim)
-    schedule = LrSchedule(
-        args.schedule,
-        lr=lr,
-        warmup=args.warmup,
-        total=args.steps // args.accumulate,  # the optimizer steps once per exchange
-        final_ratio=0.1,
-        decay_fraction=args.decay_fraction,
-    )
-    return DemoConfig(
-        chunk=args.chunk,
-        topk=args.topk,
-        select=args.select,
-        tile=args.tile,
-        beta=args.beta,
-        alpha=args.alpha,
-        values=ValueMode[args.values.upper()],
-        weight_decay=args.weight_decay,
-        precondition=args.precondition,
-        precondition_beta=args.precondition_beta,
-        schedule=schedule,
-        outer_step=args.outer_step,
-    )
+    """The run config's optimizer built from the flags, its schedule over the exchanges."""
+    section = OptimSection(**{name: getattr(args, name) for name in OPTIM_FLAGS})
+    return section.demo_config(args.steps // args.accumulate, preset(args.preset).dim)
 
 
 def adamw_lr(args: argparse.Namespace, step: int) -> float:
