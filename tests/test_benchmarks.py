@@ -69,6 +69,45 @@ def test_gpu_benchmark_runs_the_training_step_on_cpu_with_the_tiny_preset():
     assert 0 < row["optimizer_share"] < 1 and row["mfu"] is None
 
 
+def _convergence(out: Path, name: str, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bench_convergence.py"), "--steps", "4", "--eval-every", "2"]
+        + ["--threads", "1", "--json", "--plot", str(out / f"{name}.png"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def stored_arm(tmp_path_factory) -> Path:
+    """A 4-step run of the defaults, kept as --json output."""
+    out = tmp_path_factory.mktemp("convergence")
+    (out / "a.json").write_text(_convergence(out, "a").stdout)
+    return out / "a.json"
+
+
+def test_convergence_benchmark_takes_adamw_curves_from_a_stored_arm_instead_of_training(stored_arm):
+    first = json.loads(stored_arm.read_text())
+    for i, point in enumerate(first["runs"][0]["curve"]):
+        point["adamw"] = 10.0 + i  # marked values: a retrained arm would not give them
+    marked = stored_arm.parent / "marked.json"
+    marked.write_text(json.dumps(first))
+    second = json.loads(
+        _convergence(stored_arm.parent, "b", "--topk", "5", "--adamw-from", str(marked)).stdout
+    )
+    assert [p["adamw"] for p in second["runs"][0]["curve"]] == [10.0, 11.0]
+    assert second["summary"]["bytes_per_step_adamw"] == 2 * 804_736
+    assert second["summary"]["bytes_per_step_demo"] < first["summary"]["bytes_per_step_demo"]
+    assert second["demo_config"]["topk"] == 5 and first["demo_config"]["topk"] == 18
+
+
+def test_convergence_benchmark_refuses_a_stored_adamw_arm_of_another_baseline(stored_arm):
+    other = _convergence(stored_arm.parent, "c", "--adam-lr", "2e-3", "--adamw-from", str(stored_arm))
+    assert other.returncode != 0
+    assert other.stderr.strip().endswith("its AdamW-DDP arm differs from this run's in adam_lr")
+
+
 def test_record_round_for_1024_members_fits_one_transaction_and_the_compute_budget():
     # Compute units are deterministic (metered, not timed), so this is a budget, as SPL's
     # assert_instruction_count: the issue's goal is <= 200k CU in one transaction at 1024 members.
