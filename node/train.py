@@ -7,6 +7,7 @@ On CUDA the forward runs under bf16 autocast (SDPA picks its fused kernels); on 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,11 +36,36 @@ def use_deterministic_kernels() -> None:
     a 125m step of 16 x 2,048 tokens on an H200, against 478 ms for the plain math path), or the
     math path; the cuDNN and memory-efficient kernels are left out."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    _reproducible_mkl()
     # torch.use_deterministic_algorithms also imports inductor's config to set its flag there: a
     # second of CPU for every node started, for a compiler nodes never run
     torch._C._set_deterministic_algorithms(True, warn_only=False)
     torch.backends.cuda.enable_cudnn_sdp(False)
     torch.backends.cuda.enable_mem_efficient_sdp(False)
+
+
+MKL_CBWR_AUTO_STRICT = 2 | 0x10000  # mkl_types.h: MKL_CBWR_AUTO | MKL_CBWR_STRICT
+MKL_CBWR_ALL = ~0
+
+
+def _reproducible_mkl() -> None:
+    """Outside its conditional numerical reproducibility mode, MKL's CPU GEMM may round
+    differently from run to run with the alignment of its operands and the threads it takes, so
+    an honest CPU node's payload could miss its validator's replay by one coefficient. The mode
+    (this CPU's code branch; strict: GEMM results independent of the thread count) can only be
+    chosen before MKL's first call in the process: after it, a RuntimeError says so. Torch
+    builds without MKL (aarch64) have nothing to set."""
+    if not torch.backends.mkl.is_available():
+        return
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+    get, put = getattr(lib, "mkl_serv_cbwr_get", None), getattr(lib, "mkl_serv_cbwr_set", None)
+    if get is None or put is None:
+        raise RuntimeError("this torch build's MKL has no reproducibility switch (mkl_serv_cbwr_set)")
+    if get(MKL_CBWR_ALL) != MKL_CBWR_AUTO_STRICT and put(MKL_CBWR_AUTO_STRICT) != 0:
+        raise RuntimeError(
+            "MKL ran before deterministic kernels were asked for: call use_deterministic_kernels() "
+            "before the process's first matrix product"
+        )
 
 
 def pick_device(name: str = "auto") -> torch.device:

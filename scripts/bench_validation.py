@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.model import Llama  # noqa: E402
 from node.run_data import build_data  # noqa: E402
-from node.train import Trainer  # noqa: E402
+from node.train import Trainer, use_deterministic_kernels  # noqa: E402
 from node.validation import (  # noqa: E402
     payload_match,
     replay,
@@ -228,7 +228,7 @@ def main(argv=None) -> None:
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     args = ap.parse_args(argv)
-    torch.use_deterministic_algorithms(True)
+    use_deterministic_kernels()  # the node's: what a validator's replay runs under
     cfg = load(args.config)
     args.sample = args.sample or cfg.validation.sample_chunks
     scores = measure(cfg, args.seeds, args.rounds, args.sample)

@@ -76,14 +76,68 @@ def test_auto_micro_batch_is_the_largest_divisor_of_the_batch_that_fits():
     assert fitting_micro_batch(8, lambda n: False) == 1
 
 
+needs_mkl = pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="a torch build without MKL")
+
+MKL_MODE = (
+    "import ctypes, os, torch; "
+    "lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), 'lib', 'libtorch_cpu.so')); "
+)
+
+
+def probe(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
 def test_deterministic_kernels_are_required_without_loading_the_compiler():
-    probe = (
+    code = (
         "import sys, torch; from node.train import use_deterministic_kernels; use_deterministic_kernels(); "
         "print(torch.are_deterministic_algorithms_enabled(), "
         "torch.is_deterministic_algorithms_warn_only_enabled(), 'torch._inductor.config' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.split() == ["True", "False", "False"]
+    assert probe(code).stdout.split() == ["True", "False", "False"]
+
+
+@needs_mkl
+def test_deterministic_kernels_put_mkl_in_its_strict_reproducible_mode():
+    out = probe(
+        MKL_MODE + "from node.train import use_deterministic_kernels; use_deterministic_kernels(); "
+        "print(lib.mkl_serv_cbwr_get(~0))"
+    )
+    assert out.stdout.split() == [str(2 | 0x10000)]  # MKL_CBWR_AUTO | MKL_CBWR_STRICT
+
+
+@needs_mkl
+def test_deterministic_kernels_refuse_a_process_whose_mkl_already_ran():
+    out = probe(
+        "import torch; torch.ones(8, 8) @ torch.ones(8, 8); "
+        "from node.train import use_deterministic_kernels; use_deterministic_kernels()"
+    )
+    assert out.returncode == 1
+    assert "MKL ran before deterministic kernels were asked for" in out.stderr
+
+
+PRODUCTS = """
+import torch
+from node.train import use_deterministic_kernels
+
+use_deterministic_kernels()
+g = torch.Generator().manual_seed(0)
+a, b = torch.randn(300, 200, generator=g), torch.randn(200, 96, generator=g)
+seen = set()
+for threads in (1, 2, 3):
+    torch.set_num_threads(threads)
+    for shift in range(0, 16, 3):
+        x = torch.empty(a.numel() + 16)[shift : shift + a.numel()].view_as(a).copy_(a)
+        seen.add((x @ b).numpy().tobytes())
+print(len(seen))
+"""
+
+
+def test_products_under_deterministic_kernels_ignore_alignment_and_thread_count():
+    # what a validator's replay of a CPU member rests on: the member's box and the validator's may
+    # differ in core count, and each tensor's address differs from run to run
+    out = probe(PRODUCTS)
+    assert out.stdout.split() == ["1"], out.stderr
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
