@@ -200,6 +200,7 @@ def summarize(cfg: RunConfig, scores) -> list[dict]:
                 "match_min": float(s[:, 1].min()),
                 "match_max": float(s[:, 1].max()),
                 "drift_min": float(s[:, 2].min()),
+                "drift_max": float(s[:, 2].max()),
                 "agreement_mean": float(s[:, 3].mean()),
             }
         )

@@ -156,7 +156,7 @@ def test_validation_benchmark_flags_every_dishonest_contribution_and_no_honest_o
         "noise": 1.0,
         "stale": 1.0,
         "state-lie": 1.0,
-    }
+    }, rows["honest"]  # an honest miss: its payload (match_min) or its next state (drift_max)
     sampled = {kind: r["sampled_flagged"] for kind, r in rows.items() if kind != "state-lie"}
     assert sampled == {kind: 0.0 if kind == "honest" else 1.0 for kind in sampled}  # 16 of 67 leaves
     assert rows["honest"]["bytes_sampled"] < rows["honest"]["bytes_whole"] / 3
