@@ -48,6 +48,18 @@ MKL_CBWR_AUTO_STRICT = 2 | 0x10000  # mkl_types.h: MKL_CBWR_AUTO | MKL_CBWR_STRI
 MKL_CBWR_ALL = ~0
 
 
+def mkl_cbwr_switch() -> tuple[Callable[[int], int], Callable[[int], int]] | None:
+    """MKL's reproducibility mode getter and setter (mkl_cbwr_get, mkl_cbwr_set, exported by
+    libtorch_cpu under their service names); None for a torch build without MKL."""
+    if not torch.backends.mkl.is_available():
+        return None
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+    get, put = getattr(lib, "mkl_serv_cbwr_get", None), getattr(lib, "mkl_serv_cbwr_set", None)
+    if get is None or put is None:
+        raise RuntimeError("this torch build's MKL has no reproducibility switch (mkl_serv_cbwr_set)")
+    return get, put
+
+
 def _reproducible_mkl() -> None:
     """Outside its conditional numerical reproducibility mode, MKL's CPU GEMM may round
     differently from run to run with the alignment of its operands and the threads it takes, so
@@ -55,12 +67,10 @@ def _reproducible_mkl() -> None:
     (this CPU's code branch; strict: GEMM results independent of the thread count) can only be
     chosen before MKL's first call in the process: after it, a RuntimeError says so. Torch
     builds without MKL (aarch64) have nothing to set."""
-    if not torch.backends.mkl.is_available():
+    switch = mkl_cbwr_switch()
+    if switch is None:
         return
-    lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
-    get, put = getattr(lib, "mkl_serv_cbwr_get", None), getattr(lib, "mkl_serv_cbwr_set", None)
-    if get is None or put is None:
-        raise RuntimeError("this torch build's MKL has no reproducibility switch (mkl_serv_cbwr_set)")
+    get, put = switch
     if get(MKL_CBWR_ALL) != MKL_CBWR_AUTO_STRICT and put(MKL_CBWR_AUTO_STRICT) != 0:
         raise RuntimeError(
             "MKL ran before deterministic kernels were asked for: call use_deterministic_kernels() "

@@ -78,11 +78,6 @@ def test_auto_micro_batch_is_the_largest_divisor_of_the_batch_that_fits():
 
 needs_mkl = pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="a torch build without MKL")
 
-MKL_MODE = (
-    "import ctypes, os, torch; "
-    "lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), 'lib', 'libtorch_cpu.so')); "
-)
-
 
 def probe(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -100,8 +95,8 @@ def test_deterministic_kernels_are_required_without_loading_the_compiler():
 @needs_mkl
 def test_deterministic_kernels_put_mkl_in_its_strict_reproducible_mode():
     out = probe(
-        MKL_MODE + "from node.train import use_deterministic_kernels; use_deterministic_kernels(); "
-        "print(lib.mkl_serv_cbwr_get(~0))"
+        "from node.train import mkl_cbwr_switch, use_deterministic_kernels; use_deterministic_kernels(); "
+        "get, _ = mkl_cbwr_switch(); print(get(~0))"
     )
     assert out.stdout.split() == [str(2 | 0x10000)]  # MKL_CBWR_AUTO | MKL_CBWR_STRICT
 
