@@ -1,12 +1,16 @@
 """N replicas in one process, exchanging payloads through the real codec: the tool for
 convergence experiments and for checking that replicas stay bit-identical.
 
-Each replica has its own model copy, momentum and share of every round's batches; every
-replica applies every payload, exactly as nodes do after a round.
+Each replica has its own model copy, momentum and share of every round's batches. Replica 0
+applies every payload as a node does after a round; the others take its weights, which are the
+bits they would compute themselves (a step with `check_hashes` has every replica apply and
+compares their hashes).
 """
 
 import copy
 from dataclasses import dataclass
+
+import torch
 
 from node.checkpoint import model_hash
 from node.data import TokenDataset
@@ -74,8 +78,21 @@ class ReplicaRunner:
         for i, node in enumerate(self.ids):
             losses += self._train(i, round_number, global_batch, inner_lr)
             payloads[node] = self.optimizers[i].compress()
-        for opt in self.optimizers:
-            opt.apply(payloads)
+        if check_hashes:
+            for opt in self.optimizers:
+                opt.apply(payloads)
+        else:
+            self._apply_once(payloads)
         hashes = tuple(model_hash(m) for m in self.models) if check_hashes else ()
         size = sum(len(p) for p in payloads.values()) // len(payloads)
         return RoundReport(round_number, sum(losses) / len(losses), size, hashes)
+
+    @torch.no_grad()
+    def _apply_once(self, payloads: dict[str, bytes]) -> None:
+        """Replica 0 applies the round; the others copy its weights and step (an apply is a pure
+        function of the weights, the step and the payloads, so this saves N - 1 decodes and steps)."""
+        self.optimizers[0].apply(payloads)
+        for model, opt in zip(self.models[1:], self.optimizers[1:]):
+            for p, q in zip(model.parameters(), self.models[0].parameters()):
+                p.copy_(q)
+            opt.step += 1

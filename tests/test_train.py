@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from node.checkpoint import model_hash
 from node.data import Corpus, TokenDataset
 from node.model import Llama, preset
 from node.replicas import ReplicaRunner
@@ -140,6 +141,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 GPU_REPLAY = """
 import hashlib, warnings
 import numpy as np, torch
+from node.checkpoint import model_hash
 from node.data import Corpus, TokenDataset
 from node.model import Llama, preset
 from node.train import Trainer, use_deterministic_kernels
@@ -188,3 +190,13 @@ def test_replicas_on_the_gpu_stay_bit_identical(data):
     runner = ReplicaRunner(model, data, DemoConfig(topk=4, select="tensor"), n=3, micro_batch=4)
     for r in range(3):
         assert len(set(runner.step(r, global_batch=5, check_hashes=True).hashes)) == 1
+
+
+def test_replicas_copying_the_first_ones_step_end_where_each_applying_would(data):
+    applying = ReplicaRunner(Llama(preset("tiny", n_layers=1)), data, DemoConfig(topk=4), n=3, micro_batch=4)
+    copying = ReplicaRunner(Llama(preset("tiny", n_layers=1)), data, DemoConfig(topk=4), n=3, micro_batch=4)
+    for r in range(3):
+        applying.step(r, global_batch=5, check_hashes=True)
+        copying.step(r, global_batch=5)
+    assert [model_hash(m) for m in copying.models] == [model_hash(m) for m in applying.models]
+    assert [opt.step for opt in copying.optimizers] == [3, 3, 3]
