@@ -141,7 +141,6 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 GPU_REPLAY = """
 import hashlib, warnings
 import numpy as np, torch
-from node.checkpoint import model_hash
 from node.data import Corpus, TokenDataset
 from node.model import Llama, preset
 from node.train import Trainer, use_deterministic_kernels
