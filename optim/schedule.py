@@ -18,8 +18,10 @@ class LrSchedule:
     def check(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"schedule kind must be one of {KINDS}, got {self.kind!r}")
-        if not self.lr > 0 or self.warmup < 0 or not 0 <= self.final_ratio <= 1:
+        if not self.lr > 0 or self.warmup < 0:
             raise ValueError(f"invalid schedule {self}")
+        if not 0 <= self.final_ratio <= 1:
+            raise ValueError(f"final_ratio must be in [0, 1], got {self.final_ratio}")
         if self.kind != "constant" and self.total <= self.warmup:
             raise ValueError(f"{self.kind} schedule needs total > warmup, got {self}")
         if not 0 < self.decay_fraction <= 1:

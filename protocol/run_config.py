@@ -131,11 +131,12 @@ class OptimSection:
     # lr_width 0: lr as given. Only for outer_step "sign"; "values" steps scale by lr alone.
     lr: float = 1e-3
     lr_width: int = 128
-    # wsd: lr held, then a linear decay to a tenth over the last decay_fraction of the run's
-    # rounds. At 20m over 1000 steps it took DeMo from 1.6% behind AdamW-DDP (constant lr) to
-    # ahead, level at 300 steps; at tiny over 300 steps it costs 0.7% (BENCHMARKS.md, #18).
+    # wsd: lr held, then a linear decay to final_ratio * lr over the last decay_fraction of the
+    # run's rounds. At 20m over 1000 steps it took DeMo from 1.6% behind AdamW-DDP (constant lr)
+    # to ahead, level at 300 steps; at tiny over 300 steps it costs 0.7% (BENCHMARKS.md, #18).
     schedule: str = "wsd"
     decay_fraction: float = 0.2
+    final_ratio: float = 0.1
     warmup: int = 0
     outer_step: str = "sign"  # "values": apply the aggregate's values, not its signs (needs values != "sign")
     # local steps (optim/local.py): each round a member takes this many AdamW steps on its batches,
@@ -154,7 +155,12 @@ class OptimSection:
 
     def demo_config(self, total_rounds: int, dim: int) -> DemoConfig:
         schedule = LrSchedule(
-            self.schedule, self.lr_for(dim), self.warmup, total_rounds, decay_fraction=self.decay_fraction
+            self.schedule,
+            self.lr_for(dim),
+            self.warmup,
+            total_rounds,
+            final_ratio=self.final_ratio,
+            decay_fraction=self.decay_fraction,
         )
         return DemoConfig(
             chunk=self.chunk,

@@ -17,6 +17,7 @@ of the steps (wsd), Adam-style local preconditioning with beta2 0.99).
     python scripts/bench_convergence.py --preset 20m --steps 2000 --device cuda
     python scripts/bench_convergence.py --preset 125m --seq-len 256 --seconds 300   # what fits
     python scripts/bench_convergence.py --schedule constant --adamw-from out/a.json # DeMo's arm only
+    python scripts/bench_convergence.py --preset 20m --steps 1000 --checkpoint out/ckpt  # resumable
 (`--adamw-from` takes AdamW-DDP's curves from earlier `--json` results of the same baseline,
 corpus and seeds instead of training that arm again.)
 """
@@ -36,7 +37,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from plotting import save_png, subplots  # noqa: E402  (this script's own directory)
+import convergence_checkpoint  # noqa: E402  (this script's own directory)
+from plotting import save_png, subplots  # noqa: E402
 
 from node.data import TokenDataset, default_corpus  # noqa: E402
 from node.model import Llama, preset  # noqa: E402
@@ -68,6 +70,7 @@ OPTIM_FLAGS = (
     "schedule",
     "warmup",
     "decay_fraction",
+    "final_ratio",
 )
 
 
@@ -128,6 +131,7 @@ def run_seed(
     progress,
     task,
     stored_adamw: list[float] | None = None,
+    corpus_sha256: str = "",  # what a checkpoint (--checkpoint) is checked against
 ) -> dict:
     model = Llama(preset(args.preset, vocab_size=259, max_seq_len=args.seq_len), seed=seed).to(device)
     h = args.inner_steps
@@ -137,9 +141,18 @@ def run_seed(
     )
     baseline = Trainer(model, data, args.micro_batch, device)  # the original model is the AdamW replica
     adamw = torch.optim.AdamW(model.parameters(), lr=args.adam_lr, betas=(0.9, 0.95), weight_decay=0.1)
-    curve, payload_bytes = [], []
+    arms = {"runner": runner, "baseline": model, "adamw": adamw, "adamw_trained": stored_adamw is None}
+    arms |= {"curve": [], "payload_bytes": [], "step": 0}
+    saved = args.checkpoint and convergence_checkpoint.path_for(args.checkpoint, seed)
+    if saved and saved.exists():
+        arms |= convergence_checkpoint.load(saved, args, corpus_sha256, arms)
+        if progress:
+            progress.console.print(f"seed {seed}: continuing {saved} from step {arms['step']}")
+    curve, payload_bytes = arms["curve"], arms["payload_bytes"]
     per = h * args.accumulate  # AdamW-DDP's steps per exchange (1 without local steps or accumulation)
-    for step in range(args.steps):
+    if progress:
+        progress.advance(task, arms["step"])
+    for step in range(arms["step"], args.steps):
         if step % per == per - 1:
             inner_lr = args.inner_lr * adamw_lr(args, step - per + 1) / args.adam_lr
             payload_bytes.append(
@@ -156,6 +169,8 @@ def run_seed(
                 baseline.evaluate(args.eval_seqs) if stored_adamw is None else stored_adamw[len(curve)]
             )
             curve.append({"step": step + 1, "demo": demo_loss, "adamw": adamw_loss})
+        if saved and (step + 1) % args.checkpoint_every == 0 and step + 1 < args.steps:
+            convergence_checkpoint.save(saved, args, corpus_sha256, step + 1, arms)
         if progress:
             progress.advance(task)
     return {
@@ -173,7 +188,8 @@ def fit_steps(args: argparse.Namespace, data: TokenDataset, device: torch.device
 
     def probe(steps: int) -> float:
         start = time.perf_counter()
-        run_seed(argparse.Namespace(**vars(args) | {"steps": steps}), data, args.seeds[0], device, None, None)
+        probe_args = argparse.Namespace(**vars(args) | {"steps": steps, "checkpoint": None})
+        run_seed(probe_args, data, args.seeds[0], device, None, None)
         return time.perf_counter() - start
 
     probe(1)
@@ -270,6 +286,7 @@ def main() -> None:
         default=OptimSection.decay_fraction,
         help="wsd: the last fraction of the run decays",
     )
+    add("--final-ratio", type=float, default=OptimSection.final_ratio, help="cosine, wsd: the last lr / lr")
     add("--chunk", type=int, default=128)
     add("--topk", type=int, default=18)
     add("--select", choices=SELECTIONS, default="tensor", help="top-k within each chunk or over each tensor")
@@ -318,11 +335,20 @@ def main() -> None:
         default=[],
         help="reuse AdamW-DDP's arm from earlier --json results of the same baseline and seeds",
     )
+    add(
+        "--checkpoint",
+        type=Path,
+        help="a directory: each seed's state is saved there every --checkpoint-every steps, and a "
+        "run finding one there continues it (copy it elsewhere to branch into another schedule)",
+    )
+    add("--checkpoint-every", type=int, default=100)
     add("--plot", default="out/convergence.png", help="PNG path; empty for none")
     add("--json", action="store_true")
     args = parser.parse_args()
     if args.inner_steps > 1 and args.accumulate > 1:
         parser.error("--accumulate sums the steps' gradients; --inner-steps steps on each: choose one")
+    if args.checkpoint and (args.inner_steps > 1 or args.seconds):
+        parser.error("--checkpoint keeps no local steps' inner state and needs a fixed --steps")
     if args.threads:
         torch.set_num_threads(args.threads)
     retain_freed_memory()
@@ -336,12 +362,15 @@ def main() -> None:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("training", total=args.steps * len(args.seeds))
         stored = load_baselines(args.adamw_from, args, corpus.sha256) if args.adamw_from else {}
-        runs = [run_seed(args, data, s, device, progress, task, stored.get(s)) for s in args.seeds]
+        runs = [
+            run_seed(args, data, s, device, progress, task, stored.get(s), corpus.sha256) for s in args.seeds
+        ]
     summary = summarize(runs)
     if args.plot:
         plot(runs, summary, Path(args.plot))
-    config = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "adamw_from")}
+    config = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "adamw_from", "checkpoint")}
     config["adamw_from"] = [str(p) for p in args.adamw_from]
+    config["checkpoint"] = args.checkpoint and str(args.checkpoint)
     result = {
         "config": config,
         "corpus": {"sha256": corpus.sha256, "tokens": len(corpus.tokens)},

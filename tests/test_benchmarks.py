@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,49 @@ def test_convergence_benchmark_refuses_a_stored_adamw_arm_of_another_baseline(st
     other = _convergence(stored_arm.parent, "c", "--adam-lr", "2e-3", "--adamw-from", str(stored_arm))
     assert other.returncode != 0
     assert other.stderr.strip().endswith("its AdamW-DDP arm differs from this run's in adam_lr")
+
+
+# a decay over the last 2 of 4 steps, so a schedule's final_ratio shows in the 4th step
+CHECKPOINTED = ("--decay-fraction", "0.5", "--checkpoint-every", "2")
+
+
+@pytest.fixture(scope="module")
+def checkpointed(tmp_path_factory) -> tuple[Path, dict]:
+    """A 4-step run saving its state at step 2, and its --json output."""
+    out = tmp_path_factory.mktemp("checkpointed")
+    run = _convergence(out, "a", *CHECKPOINTED, "--checkpoint", str(out / "ckpt"))
+    return out, json.loads(run.stdout)
+
+
+def _continued(out: Path, name: str, *flags: str) -> subprocess.CompletedProcess:
+    """The checkpointed run's command again, from a copy of its step-2 checkpoint."""
+    shutil.copytree(out / "ckpt", out / name)
+    return _convergence(out, name, *CHECKPOINTED, "--checkpoint", str(out / name), *flags)
+
+
+def test_convergence_benchmark_continued_from_a_checkpoint_ends_to_the_bit_where_the_unbroken_run_did(
+    checkpointed,
+):
+    out, unbroken = checkpointed
+    continued = _continued(out, "same")
+    assert "continuing" in continued.stderr and "from step 2" in continued.stderr
+    assert json.loads(continued.stdout)["runs"][0]["curve"] == unbroken["runs"][0]["curve"]
+
+
+def test_convergence_benchmark_branches_from_a_checkpoint_into_a_schedule_that_agrees_up_to_it(checkpointed):
+    out, unbroken = checkpointed
+    branch = json.loads(_continued(out, "to-zero", "--final-ratio", "0").stdout)["runs"][0]["curve"]
+    assert branch[0] == unbroken["runs"][0]["curve"][0]
+    assert branch[1]["adamw"] == unbroken["runs"][0]["curve"][1]["adamw"]
+    assert branch[1]["demo"] != unbroken["runs"][0]["curve"][1]["demo"]
+
+
+def test_convergence_benchmark_refuses_a_checkpoint_of_another_run_naming_what_differs(checkpointed):
+    out, _ = checkpointed
+    other = _continued(out, "other", "--topk", "5", "--lr", "2e-3")
+    assert other.returncode != 0
+    reason = "its run differs from this one in topk, DeMo's lr before the checkpoint (lr)"
+    assert other.stderr.strip().endswith(reason)
 
 
 def test_record_round_for_1024_members_fits_one_transaction_and_the_compute_budget():

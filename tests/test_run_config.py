@@ -117,6 +117,16 @@ def test_the_default_schedule_holds_the_lr_then_decays_it_over_the_last_fifth_of
     assert [schedule.lr_at(r) / schedule.lr for r in (0, 7, 8, 9)] == pytest.approx([1.0, 1.0, 1.0, 0.55])
 
 
+def test_the_decay_ends_at_the_configured_share_of_the_peak_lr():
+    schedule = loads("[rounds]\nrounds = 10\n[optim]\nfinal_ratio = 0.0").demo_config().schedule
+    assert [schedule.lr_at(r) / schedule.lr for r in (7, 8, 9)] == pytest.approx([1.0, 1.0, 0.5])
+
+
+def test_a_final_lr_above_the_peak_is_refused():
+    with pytest.raises(ConfigError, match="final_ratio must be in"):
+        loads("[optim]\nfinal_ratio = 2")
+
+
 def test_a_decay_over_no_rounds_is_refused():
     with pytest.raises(ConfigError, match="decay_fraction"):
         loads("[optim]\ndecay_fraction = 0")
