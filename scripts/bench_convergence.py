@@ -347,6 +347,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.inner_steps > 1 and args.accumulate > 1:
         parser.error("--accumulate sums the steps' gradients; --inner-steps steps on each: choose one")
+    if args.checkpoint_every < 1:
+        parser.error("--checkpoint-every must be at least 1")
     if args.checkpoint and (args.inner_steps > 1 or args.seconds):
         parser.error("--checkpoint keeps no local steps' inner state and needs a fixed --steps")
     if args.threads:

@@ -41,9 +41,9 @@ def save(path: Path, args: argparse.Namespace, corpus_sha256: str, step: int, ar
         "adamw_trained": arms["adamw_trained"],
         "model": runner.models[0].state_dict(),
         "optimizers": [opt.state_dict() for opt in runner.optimizers],
-        "baseline": arms["baseline"].state_dict(),
-        "adamw": arms["adamw"].state_dict(),
     }
+    if arms["adamw_trained"]:
+        state |= {"baseline": arms["baseline"].state_dict(), "adamw": arms["adamw"].state_dict()}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     torch.save(state, partial)
@@ -53,9 +53,12 @@ def save(path: Path, args: argparse.Namespace, corpus_sha256: str, step: int, ar
 def load(path: Path, args: argparse.Namespace, corpus_sha256: str, arms: dict) -> dict:
     """Load a checkpoint into `arms` (as for `save`) if this run may continue it; the saved
     step, curve and payload sizes. SystemExit naming what differs otherwise."""
-    state = torch.load(path, weights_only=True)
-    if state.get("format") != FORMAT:
-        raise SystemExit(f"{path}: not a checkpoint of this benchmark (format {state.get('format')})")
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # a truncated or foreign file fails in pickle, zip or torch alike
+        raise SystemExit(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise SystemExit(f"{path}: not a checkpoint of this benchmark")
     differ = _differences(state, args, corpus_sha256, arms)
     if differ:
         raise SystemExit(f"{path}: its run differs from this one in {', '.join(differ)}")

@@ -152,6 +152,15 @@ def test_convergence_benchmark_refuses_a_checkpoint_of_another_run_naming_what_d
     assert other.stderr.strip().endswith(reason)
 
 
+def test_convergence_benchmark_refuses_a_truncated_checkpoint_in_one_line(checkpointed):
+    out, _ = checkpointed
+    (out / "cut").mkdir()
+    (out / "cut" / "seed-0.pt").write_bytes((out / "ckpt" / "seed-0.pt").read_bytes()[:1000])
+    cut = _convergence(out, "cut", *CHECKPOINTED, "--checkpoint", str(out / "cut"))
+    assert cut.returncode != 0
+    assert cut.stderr.strip().splitlines()[-1].endswith("seed-0.pt: unreadable checkpoint (RuntimeError)")
+
+
 def test_record_round_for_1024_members_fits_one_transaction_and_the_compute_budget():
     # Compute units are deterministic (metered, not timed), so this is a budget, as SPL's
     # assert_instruction_count: the goal is <= 200k CU in one transaction at 1024 members.
